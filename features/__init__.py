@@ -1,0 +1,1 @@
+"""features: event logs -> validated, featurized, split user sequences (`rotorec synth`, `rotorec prepare`)."""

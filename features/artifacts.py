@@ -1,0 +1,73 @@
+"""The prepared-data contract: `schema.json` beside the split files, read by every later stage.
+
+Training builds its embedding tables and heads from it, the service maps request fields with it,
+and a run stores its hash so a model is never paired with data prepared differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+FORMAT_VERSION = 1
+SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
+
+
+class CategoricalInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int
+    max_values: int
+    level: Literal["item", "event"]
+
+
+class SplitInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["loo", "temporal"]
+    windows: Literal["recent", "all"]
+    holdout: int | None = None
+    valid_start: int | None = None
+    test_start: int | None = None
+
+
+class FeatureSchema(BaseModel):
+    """Everything a model needs to know about prepared sequences."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    source_format: str
+    tasks: list[str]
+    probabilities: list[str]
+    item_vocab_size: int
+    actions: list[str]
+    """Action names by id, starting at id 2 (0 = PAD, 1 = OOV)."""
+    categorical: dict[str, CategoricalInfo]
+    max_len: int
+    split: SplitInfo
+    timestamp_unit: str
+    default_timezone: str
+    log_schema: dict
+
+    @property
+    def action_vocab_size(self) -> int:
+        return 2 + len(self.actions)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / "schema.json"
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FeatureSchema:
+        return cls.model_validate_json((Path(folder) / "schema.json").read_text(encoding="utf-8"))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON: equal fingerprints mean interchangeable data."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,82 @@
+"""Running key dictionaries: raw ids -> dense codes, batch after batch, with occurrence counts.
+
+Raw ids (user, item, category values) are encoded as soon as a batch is read, so only small
+integers are kept per event. Codes are assigned in order of first appearance, which makes them
+deterministic for a given input; the final vocabulary (frequency order, min-count, PAD/OOV) is
+built from the counts once the whole log has been seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def canonical_keys(values: pa.Array) -> pa.Array:
+    """Ids as the vocabulary stores them: integral floats become ints, everything else as is.
+
+    A Parquet writer that saw a null turns an int id column into floats; 7.0 must still be the
+    same item as 7 (and as the string "7" a client sends), so integral floats are cast back.
+    """
+    if pa.types.is_floating(values.type):
+        return pc.cast(values, pa.int64(), safe=False)
+    if pa.types.is_dictionary(values.type):
+        return values.dictionary_decode()
+    if pa.types.is_large_string(values.type):
+        return values.cast(pa.string())
+    return values
+
+
+class RunningIndex:
+    """Dense codes for keys in order of first appearance, plus how often each code occurred."""
+
+    def __init__(self) -> None:
+        self._index = pd.Index([], dtype=object)
+        self._counts = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def encode(self, values: pa.Array) -> np.ndarray:
+        """Codes (int64) for non-null `values`; new keys get the next free codes.
+
+        Encoding does not count: rows may still be quarantined, and only the events that pass
+        validation should decide which keys are frequent enough for the vocabulary.
+        """
+        if len(values) == 0:
+            return np.zeros(0, dtype=np.int64)
+        encoded = values.dictionary_encode()
+        batch_keys = encoded.dictionary.to_numpy(zero_copy_only=False)
+        positions = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        key_codes = self._lookup_or_add(batch_keys)
+        return key_codes[positions]
+
+    def count(self, codes: np.ndarray) -> None:
+        """Record one occurrence per code (codes < 0 mean 'no value' and are skipped)."""
+        codes = codes[codes >= 0]
+        if len(codes):
+            self._counts += np.bincount(codes, minlength=len(self._counts)).astype(np.int64)
+
+    def add_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Register keys without counting an occurrence (catalogue items never seen in events)."""
+        return self._lookup_or_add(np.asarray(keys, dtype=object))
+
+    def _lookup_or_add(self, keys: np.ndarray) -> np.ndarray:
+        codes = np.asarray(self._index.get_indexer(keys), dtype=np.int64)
+        new = codes < 0
+        if new.any():
+            fresh = pd.unique(keys[new])
+            self._index = self._index.append(pd.Index(fresh, dtype=object))
+            self._counts = np.concatenate([self._counts, np.zeros(len(fresh), dtype=np.int64)])
+            codes[new] = self._index.get_indexer(keys[new])
+        return codes
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._index.to_numpy()
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts

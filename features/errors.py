@@ -1,0 +1,27 @@
+"""Errors the features stage raises on purpose.
+
+They carry a one-line message that the CLI prints without a traceback: a user who points
+`rotorec prepare` at the wrong file needs to know which file and what is wrong with it, not
+where in our code the problem surfaced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FeaturesError(Exception):
+    """Base class: anything the CLI reports as `rotorec: error: <message>`."""
+
+
+class LogReadError(FeaturesError):
+    """The input is not a readable event log (wrong format, corrupt, missing columns)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+class SchemaError(FeaturesError):
+    """A log schema (YAML or CLI flags) is inconsistent or names something that does not exist."""

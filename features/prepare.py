@@ -1,0 +1,293 @@
+"""`rotorec prepare`: one streaming pass over a log, then vocabularies, sequences and splits.
+
+Output folder (written to a temporary sibling and renamed into place, so a failed run never
+leaves a half-written dataset):
+
+    train.parquet valid.parquet test.parquet   windows of user sequences (list columns)
+    items.parquet                              item id -> key, count, item-level categories
+    vocab/<name>.parquet                       key -> id for items, categorical fields, actions
+    schema.json                                the FeatureSchema every later stage reads
+    stats.json                                 counts, quarantine reasons, split sizes, rates
+    quarantine.parquet                         every rejected row, as read, with its reason
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from features.artifacts import SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
+from features.errors import FeaturesError
+from features.events import EventColumns
+from features.sequences import (
+    OrderedEvents,
+    action_masks,
+    action_name,
+    event_feature_columns,
+    positives_and_counts,
+    window_table,
+)
+from features.source import LogSource
+from features.splits import SPLITS, TemporalCutoffs, leave_last_out_phases, phase_ranges, temporal_phases
+from features.validate import BatchValidator, QuarantineWriter
+from features.vocab import PAD, RESERVED, Vocabulary
+from features.windows import WindowMode, plan_windows
+
+log = logging.getLogger(__name__)
+
+
+class PrepareOptions(BaseModel):
+    """Knobs of `rotorec prepare`; defaults follow evaluation.md's protocols."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_len: int = Field(200, ge=1, description="events per window (history cap)")
+    split: Literal["auto", "loo", "temporal"] = "auto"
+    holdout: int = Field(1, ge=1, description="leave-last-out: events held out for test (and as many for valid)")
+    valid_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+    windows: WindowMode = Field("recent", description="train windows: 'recent' (newest max_len) or 'all'")
+    min_count: int = Field(1, ge=1, description="items/values seen fewer times map to OOV")
+    batch_rows: int = Field(1 << 20, ge=1)
+    progress: bool = True
+
+
+def prepare(source: LogSource, out_dir: str | Path, options: PrepareOptions | None = None) -> dict:
+    """Run the whole features stage; returns the stats written to stats.json."""
+    options = options or PrepareOptions()
+    out = Path(out_dir)
+    staging = _staging_dir(out)
+    started = time.perf_counter()
+    try:
+        stats = _prepare_into(source, staging, options)
+        stats["elapsed_s"] = round(time.perf_counter() - started, 3)
+        stats["events_per_s"] = round(stats["input_rows"] / max(stats["elapsed_s"], 1e-9))
+        _write_json(staging / "stats.json", stats)
+        _replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("prepared", extra={"out": str(out), "events": stats["events"], "quarantined": stats["quarantined"]})
+    return stats
+
+
+def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> dict:
+    schema = source.schema
+    quarantine = QuarantineWriter(folder / "quarantine.parquet", schema.source_columns())
+    validator = BatchValidator(schema, quarantine)
+    parts: list[EventColumns] = []
+    try:
+        with tqdm(total=source.total_rows, unit="rows", unit_scale=True, desc="validate",
+                  disable=not options.progress, leave=False) as bar:
+            for batch in source.batches():
+                parts.append(validator.validate(batch))
+                bar.update(batch.batch.num_rows)
+    finally:
+        quarantine.close()
+    catalogue_codes, catalogue_categories = _register_catalogue(source, validator)
+    events = EventColumns.concat(parts) if parts else None
+    if events is None or len(events) == 0:
+        shutil.copy(folder / "quarantine.parquet", folder.parent / f"{folder.name}.quarantine.parquet")
+        raise FeaturesError(
+            f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
+            f"({dict(validator.reasons)}); rejected rows kept in {folder.parent / (folder.name + '.quarantine.parquet')}"
+        )
+
+    vocab_dir = folder / "vocab"
+    vocab_dir.mkdir()
+    keep_catalogue = np.zeros(len(validator.items), dtype=bool)
+    keep_catalogue[catalogue_codes] = True
+    items, item_map = Vocabulary.build("item", validator.items.keys, validator.items.counts, options.min_count, keep_catalogue)
+    items.save(vocab_dir)
+    category_maps: dict[str, np.ndarray] = {}
+    category_vocabs: dict[str, Vocabulary] = {}
+    for name, index in validator.categories.items():
+        vocab, category_maps[name] = Vocabulary.build(name, index.keys, index.counts, options.min_count)
+        vocab.save(vocab_dir)
+        category_vocabs[name] = vocab
+
+    ordered = OrderedEvents.sort(events)
+    events = ordered.events
+    masks = action_masks(events.labels)
+    mask_values, mask_counts = np.unique(masks, return_counts=True)
+    actions, action_map = Vocabulary.build(
+        "action", np.array([action_name(int(m), schema.tasks) for m in mask_values]), mask_counts
+    )
+    actions.save(vocab_dir)
+    action_ids = action_map[np.searchsorted(mask_values, masks)]
+    categorical_ids = {name: _map_codes(events.categorical[name], category_maps[name]) for name in schema.categorical}
+    columns = event_feature_columns(ordered, schema, item_map[events.item], categorical_ids, action_ids)
+
+    protocol = options.split if options.split != "auto" else source.protocol()
+    split_info, phase = _phases(protocol, ordered, options)
+    user_keys = validator.users.keys[events.user[ordered.starts]]
+    split_stats: dict[str, dict] = {}
+    targets_by_split: dict[str, np.ndarray] = {}
+    for split, wanted in SPLITS.items():
+        ranges = phase_ranges(phase, ordered.starts, ordered.lengths, wanted)
+        mode: WindowMode = options.windows if split == "train" else "all"
+        windows = plan_windows(ordered.starts, ranges, options.max_len, mode)
+        table = window_table(windows, columns, user_keys)
+        pq.write_table(table, folder / SPLIT_FILES[split], row_group_size=8192)
+        index, _, target = windows.flat_index()
+        targets_by_split[split] = index[target]
+        split_stats[split] = _split_stats(windows, events, targets_by_split[split], schema.tasks)
+    if protocol == "temporal":
+        trained = set(np.unique(events.user[targets_by_split["train"]]).tolist())
+        for split in ("valid", "test"):
+            users = np.unique(events.user[targets_by_split[split]])
+            split_stats[split]["cold_users"] = int(sum(u not in trained for u in users.tolist()))
+
+    _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps)
+
+    feature_schema = FeatureSchema(
+        source_format=source.format,
+        tasks=schema.tasks,
+        probabilities=list(schema.probabilities),
+        item_vocab_size=items.size,
+        actions=list(actions.keys),
+        categorical={
+            name: CategoricalInfo(vocab_size=category_vocabs[name].size, max_values=spec.max_values, level=spec.level)
+            for name, spec in schema.categorical.items()
+        },
+        max_len=options.max_len,
+        split=split_info,
+        timestamp_unit=validator.times.resolved_unit if schema.timestamp else "none",
+        default_timezone=schema.default_timezone,
+        log_schema=schema.model_dump(mode="json"),
+    )
+    feature_schema.save(folder)
+    return _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes)
+
+
+def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Known items join the item index even if never seen; their categories come from the catalogue."""
+    if source.catalogue is None or source.catalogue.num_rows == 0:
+        return np.zeros(0, dtype=np.int64), {}
+    table = source.catalogue
+    codes = validator.items.add_keys(table.column("item_id").to_numpy(zero_copy_only=False))
+    categories = {
+        name: validator.encode_categorical(table.column(name).combine_chunks(), name)
+        for name in source.schema.categorical
+        if name in table.column_names
+    }
+    return codes, categories
+
+
+def _map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
+    """Running codes -> vocabulary ids; 'no value' (-1) -> PAD."""
+    return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
+
+
+def _phases(protocol: str, ordered: OrderedEvents, options: PrepareOptions) -> tuple[SplitInfo, np.ndarray]:
+    events = ordered.events
+    if protocol == "loo":
+        phase = leave_last_out_phases(ordered.starts, ordered.lengths, options.holdout)
+        return SplitInfo(protocol="loo", windows=options.windows, holdout=options.holdout), phase
+    if not events.has_time.any():
+        raise FeaturesError("a temporal split needs timestamps, and no event has one (use --split loo)")
+    cutoffs = TemporalCutoffs.last_days(int(events.seconds[events.has_time].max()), options.valid_days, options.test_days)
+    phase = temporal_phases(events.seconds, events.has_time, cutoffs)
+    info = SplitInfo(protocol="temporal", windows=options.windows, valid_start=cutoffs.valid_start, test_start=cutoffs.test_start)
+    return info, phase
+
+
+def _split_stats(windows, events: EventColumns, targets: np.ndarray, tasks: list[str]) -> dict:
+    positives, observed = positives_and_counts(events.labels[targets])
+    return {
+        "windows": len(windows),
+        "users": int(len(np.unique(windows.user))),
+        "targets": int(len(targets)),
+        "positives": {t: int(p) for t, p in zip(tasks, positives)},
+        "base_rate": {t: (float(p / o) if o else None) for t, p, o in zip(tasks, positives, observed)},
+    }
+
+
+def _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps) -> None:
+    """items.parquet: one row per item id (0 = PAD, 1 = OOV included) with item-level categories.
+
+    A catalogue's categories win; otherwise an item carries the values of its latest event."""
+    ids = np.arange(items.size)
+    data: dict[str, pa.Array] = {
+        "id": pa.array(ids, pa.int32()),
+        "key": pa.array(items.key_of(ids).astype(str), pa.string()),
+        "count": pa.array(np.concatenate([[0, 0], items.counts]), pa.int64()),
+    }
+    event_item_ids = item_map[events.item]
+    for name, spec in schema.categorical.items():
+        if spec.level != "item":
+            continue
+        table = np.zeros((items.size, spec.max_values), dtype=np.int32)
+        table[event_item_ids] = categorical_ids[name]  # later events overwrite earlier ones
+        if name in catalogue_categories:
+            mapped = _map_codes(catalogue_categories[name], category_maps[name])
+            known = item_map[catalogue_codes] >= RESERVED
+            table[item_map[catalogue_codes][known]] = mapped[known]
+        table[:RESERVED] = PAD
+        offsets = pa.array(np.arange(items.size + 1) * spec.max_values, pa.int32())
+        data[f"cat_{name}"] = pa.ListArray.from_arrays(offsets, pa.array(table.reshape(-1)))
+    pq.write_table(pa.table(data), folder / "items.parquet")
+
+
+def _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes) -> dict:
+    positives_scope = events.impression >= 0 if schema.impression_id is not None else np.ones(len(events), bool)
+    positives, observed = positives_and_counts(events.labels[positives_scope])
+    timed = events.seconds[events.has_time]
+    stats = {
+        "source_format": source.format,
+        "inputs": source.inputs,
+        "input_rows": int(validator.rows_read),
+        "events": int(len(events)),
+        "quarantined": int(sum(validator.reasons.values())),
+        "quarantine_reasons": dict(sorted(validator.reasons.items())),
+        "users": int(len(np.unique(events.user))),
+        "items": int(len(np.unique(events.item))),
+        "catalogue_items": int(len(catalogue_codes)),
+        "vocab_sizes": {"item": items.size, "action": actions.size, **{n: v.size for n, v in category_vocabs.items()}},
+        "timestamp_unit": validator.times.resolved_unit if schema.timestamp else "none",
+        "events_without_timestamp": int((~events.has_time).sum()),
+        "first_timestamp": int(timed.min()) if len(timed) else None,
+        "last_timestamp": int(timed.max()) if len(timed) else None,
+        "positives": {t: int(p) for t, p in zip(schema.tasks, positives)},
+        "label_rate": {t: (float(p / o) if o else None) for t, p, o in zip(schema.tasks, positives, observed)},
+        "split": split_info.model_dump(mode="json"),
+        "splits": split_stats,
+        **source.extra_stats,
+    }
+    if schema.impression_id is not None:
+        stats["impressions"] = int(len(np.unique(events.impression[events.impression >= 0])))
+    return stats
+
+
+def _staging_dir(out: Path) -> Path:
+    if out.exists() and any(out.iterdir()) and not (out / "stats.json").exists():
+        raise FeaturesError(f"{out}: exists and does not look like a prepared dataset; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,147 @@
+"""Streaming record batches out of Parquet and CSV/TSV logs.
+
+Logs are read batch by batch so a log larger than memory streams through: only the compact
+per-event columns that featurization keeps ever accumulate. CSV cells are read as text, and each
+column is parsed by the validator, so a bad cell becomes a quarantined row instead of a reader
+crash halfway through a file. Failures to read the file at all become LogReadError with the
+file's name and the problem in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.errors import LogReadError
+
+DEFAULT_BATCH_ROWS = 1 << 20
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """A record batch plus where its rows came from, so quarantined rows can be traced back."""
+
+    batch: pa.RecordBatch
+    source: str
+    first_row: int
+
+
+@dataclass
+class LogFiles:
+    """The data files of one log: a single file or every Parquet/CSV file in a folder."""
+
+    paths: list[Path]
+    columns: list[str] = field(default_factory=list)
+
+    @classmethod
+    def discover(cls, path: str | Path) -> LogFiles:
+        root = Path(path)
+        if not root.exists():
+            raise LogReadError(root, "no such file or directory")
+        if root.is_file():
+            return cls([root])
+        found = sorted(p for p in root.iterdir() if p.is_file() and _is_log_file(p))
+        if not found:
+            raise LogReadError(root, "folder holds no .parquet/.csv/.tsv log files")
+        return cls(found)
+
+    def row_count(self) -> int | None:
+        """Total rows when cheap to know (Parquet footers); None for text files."""
+        total = 0
+        for path in self.paths:
+            if not _is_parquet(path):
+                return None
+            total += _parquet_file(path).metadata.num_rows
+        return total
+
+    def iter_batches(self, columns: list[str], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[SourceBatch]:
+        for path in self.paths:
+            reader = _iter_parquet if _is_parquet(path) else _iter_text
+            yield from reader(path, columns, batch_rows)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def _is_log_file(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(PARQUET_SUFFIXES) or name.endswith(TEXT_SUFFIXES)
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LogReadError(path, f"not a readable Parquet file ({_first_line(exc)})") from exc
+
+
+def _check_columns(path: Path, available: list[str], wanted: list[str]) -> None:
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        shown = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
+        raise LogReadError(path, f"missing column(s) {', '.join(map(repr, missing))} (found: {shown})")
+
+
+def _iter_parquet(path: Path, columns: list[str], batch_rows: int) -> Iterator[SourceBatch]:
+    handle = _parquet_file(path)
+    _check_columns(path, handle.schema_arrow.names, columns)
+    first = 0
+    try:
+        for batch in handle.iter_batches(batch_size=batch_rows, columns=columns):
+            yield SourceBatch(batch, path.name, first)
+            first += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise LogReadError(path, f"corrupt Parquet data after row {first} ({_first_line(exc)})") from exc
+
+
+def _text_options(path: Path) -> tuple[pacsv.ParseOptions, pacsv.ReadOptions]:
+    delimiter = "\t" if ".tsv" in path.name.lower() else ","
+    return pacsv.ParseOptions(delimiter=delimiter), pacsv.ReadOptions(block_size=16 << 20)
+
+
+def read_text_header(path: Path) -> list[str]:
+    parse, read = _text_options(path)
+    try:
+        with pacsv.open_csv(path, parse_options=parse, read_options=read) as probe:
+            names = probe.schema.names
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise LogReadError(path, f"not a readable CSV/TSV log ({_first_line(exc)})") from exc
+    if not names or any("\x00" in n for n in names):
+        raise LogReadError(path, "not a readable CSV/TSV log (no text header)")
+    return names
+
+
+def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[SourceBatch]:
+    names = read_text_header(path)
+    _check_columns(path, names, columns)
+    parse, read = _text_options(path)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        include_columns=columns,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    first = 0
+    try:
+        with pacsv.open_csv(path, parse_options=parse, read_options=read, convert_options=convert) as reader:
+            for batch in reader:
+                for start in range(0, batch.num_rows, batch_rows):
+                    piece = batch.slice(start, batch_rows)
+                    yield SourceBatch(piece, path.name, first)
+                    first += piece.num_rows
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise LogReadError(path, f"unreadable CSV/TSV data after row {first} ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

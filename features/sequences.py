@@ -1,0 +1,127 @@
+"""From validated events to per-user ordered sequences with their per-event features.
+
+Order within a user is (has timestamp, timestamp, input row): events without a time come first
+in file order (MIND history clicks, Amazon's order-only sequences), and ties in time keep their
+input order, so the same log always yields the same sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from features.events import MISSING_LABEL, EventColumns
+from features.localtime import cyclic_features, resolve_offsets
+from features.schema import LogSchema
+from features.windows import Windows
+
+UNKNOWN_DELTA = -1
+"""delta_t value when the time since the previous event is unknown (first event, no timestamp)."""
+
+
+@dataclass
+class OrderedEvents:
+    """Events sorted by user then time; `starts`/`lengths` delimit each user's run."""
+
+    events: EventColumns
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def sort(cls, events: EventColumns) -> OrderedEvents:
+        order = np.lexsort((events.row, events.seconds, events.has_time, events.user))
+        ordered = events.take(order)
+        if len(ordered) == 0:
+            return cls(ordered, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        boundary = np.flatnonzero(np.diff(ordered.user)) + 1
+        starts = np.concatenate([[0], boundary]).astype(np.int64)
+        lengths = np.diff(np.concatenate([starts, [len(ordered)]])).astype(np.int64)
+        return cls(ordered, starts, lengths)
+
+    def same_user_as_previous(self) -> np.ndarray:
+        same = np.ones(len(self.events), dtype=bool)
+        same[self.starts] = False
+        return same
+
+
+def seconds_since_previous(ordered: OrderedEvents) -> np.ndarray:
+    events = ordered.events
+    delta = np.full(len(events), UNKNOWN_DELTA, dtype=np.int64)
+    if len(events) < 2:
+        return delta
+    known = ordered.same_user_as_previous()[1:] & events.has_time[1:] & events.has_time[:-1]
+    delta[1:][known] = (events.seconds[1:] - events.seconds[:-1])[known]
+    return delta
+
+
+def action_masks(labels: np.ndarray) -> np.ndarray:
+    """An event's action as a bit mask of its positive labels (bit k = task k is 1)."""
+    weights = (1 << np.arange(labels.shape[1], dtype=np.int64))
+    return ((labels == 1).astype(np.int64) * weights).sum(axis=1)
+
+
+def action_name(mask: int, tasks: list[str]) -> str:
+    """'none' for no positive label, else the positive tasks joined by '+' in task order."""
+    positive = [task for k, task in enumerate(tasks) if mask >> k & 1]
+    return "+".join(positive) if positive else "none"
+
+
+def event_feature_columns(
+    ordered: OrderedEvents,
+    schema: LogSchema,
+    item_ids: np.ndarray,
+    categorical_ids: dict[str, np.ndarray],
+    action_ids: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Every per-event column stored in the sequence files, aligned with `ordered.events`."""
+    events = ordered.events
+    offsets = resolve_offsets(
+        events.seconds, events.has_time, events.offset_minutes, schema.fixed_offset_minutes(), schema.default_timezone
+    )
+    second_of_day, day_of_week = cyclic_features(events.seconds, offsets, events.has_time)
+    columns: dict[str, np.ndarray] = {"item": item_ids.astype(np.int32)}
+    for name, ids in categorical_ids.items():
+        columns[f"cat_{name}"] = ids.astype(np.int32)
+    for k, task in enumerate(schema.labels):
+        columns[f"label_{task}"] = events.labels[:, k]
+    for k, task in enumerate(schema.probabilities):
+        columns[f"prob_{task}"] = events.probabilities[:, k]
+    columns.update(
+        timestamp=events.seconds,
+        has_time=events.has_time,
+        delta_t=seconds_since_previous(ordered),
+        tz_offset_minutes=offsets,
+        second_of_day=second_of_day,
+        day_of_week=day_of_week,
+        impression=events.impression + 1,
+        action=action_ids.astype(np.int32),
+        row=events.row,
+    )
+    return columns
+
+
+def window_table(windows: Windows, columns: dict[str, np.ndarray], user_keys: np.ndarray) -> pa.Table:
+    """One row per window; every per-event column becomes a list column (2-D ones flattened)."""
+    index, offsets, target = windows.flat_index()
+    list_offsets = pa.array(offsets, pa.int32() if offsets[-1] < 2**31 else pa.int64())
+    make_list = pa.ListArray if list_offsets.type == pa.int32() else pa.LargeListArray
+    data: dict[str, pa.Array] = {
+        "user": pa.array(user_keys[windows.user].astype(str), pa.string()),
+        "length": pa.array(windows.length, pa.int32()),
+    }
+    for name, values in columns.items():
+        picked = values[index]
+        width = picked.shape[1] if picked.ndim == 2 else 1
+        data[name] = make_list.from_arrays(
+            pa.array(offsets * width, list_offsets.type), pa.array(picked.reshape(-1))
+        )
+    data["target"] = make_list.from_arrays(list_offsets, pa.array(target))
+    return pa.table(data)
+
+
+def positives_and_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per task: (# positive, # observed) over rows of a label matrix."""
+    observed = labels != MISSING_LABEL
+    return (labels == 1).sum(axis=0), observed.sum(axis=0)

@@ -1,0 +1,197 @@
+"""Turning whatever a log calls a timestamp into int64 UTC seconds.
+
+Logs store time as Unix seconds, milliseconds, microseconds or nanoseconds (ints or floats), as
+Arrow timestamps, or as ISO-8601 strings with or without an offset. Everything downstream works
+on integer seconds only (fp32 Unix seconds have a 128 s step), so this is the one place where
+units and formats are resolved. The numeric unit is detected once, from the first values seen,
+and then held fixed so that one stray value cannot flip the unit of a whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NO_OFFSET = np.iinfo(np.int16).min
+"""Sentinel in offset arrays: this event carries no explicit UTC offset."""
+
+_UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
+_NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_ISO_OFFSET = r"[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def detect_unit(magnitudes: np.ndarray) -> str:
+    """Pick s/ms/us/ns from the median magnitude of epoch values.
+
+    Present-day instants are ~1.7e9 s, 1.7e12 ms, 1.7e15 us and 1.7e18 ns; the thresholds sit
+    between those decades (1e11 s is the year 5138, 1e11 ms is 1973), so any plausible log
+    lands unambiguously in one unit.
+    """
+    median = float(np.median(np.abs(magnitudes)))
+    if median < 1e11:
+        return "s"
+    if median < 1e14:
+        return "ms"
+    if median < 1e17:
+        return "us"
+    return "ns"
+
+
+@dataclass
+class ParsedTimes:
+    """Per-row outcome of timestamp parsing.
+
+    `present` is False where the cell is null (an event without a timestamp, allowed and
+    masked downstream); `valid` is False where a value was given but could not be read (a
+    quarantine reason). `offset_minutes` holds ISO-8601 offsets, NO_OFFSET where none was given.
+    """
+
+    seconds: np.ndarray
+    present: np.ndarray
+    valid: np.ndarray
+    offset_minutes: np.ndarray
+
+
+class TimestampParser:
+    """Parses timestamp columns batch after batch with one consistently resolved unit."""
+
+    NUMERIC_UNITS: ClassVar[tuple[str, ...]] = ("s", "ms", "us", "ns")
+
+    def __init__(self, unit: str = "auto", naive_offset_minutes: int | None = 0, naive_zone: str | None = None) -> None:
+        self.requested_unit = unit
+        self.numeric_unit: str | None = unit if unit in self.NUMERIC_UNITS else None
+        self.naive_offset_minutes = naive_offset_minutes
+        self.naive_zone = naive_zone
+
+    @property
+    def resolved_unit(self) -> str:
+        """What the log turned out to use, for stats.json."""
+        return self.numeric_unit or ("iso" if self.requested_unit in ("iso", "auto") else self.requested_unit)
+
+    def parse(self, column: pa.Array | pa.ChunkedArray) -> ParsedTimes:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        n = len(column)
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        seconds = np.zeros(n, dtype=np.int64)
+        valid = np.zeros(n, dtype=bool)
+        offsets = np.full(n, NO_OFFSET, dtype=np.int16)
+        kind = column.type
+        if pa.types.is_timestamp(kind):
+            raw = column.cast(pa.int64()).fill_null(0).to_numpy()
+            seconds = np.floor_divide(raw, _UNIT_DIVISOR[kind.unit])
+            valid = present.copy()
+            if kind.tz is not None:
+                offsets[present] = 0
+        elif pa.types.is_integer(kind):
+            self._numeric(column.cast(pa.int64()).fill_null(0).to_numpy(), present, seconds, valid)
+        elif pa.types.is_floating(kind):
+            self._numeric(column.cast(pa.float64()).fill_null(0.0).to_numpy(), present, seconds, valid)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            self._text(column.cast(pa.string()), present, seconds, valid, offsets)
+        else:
+            # Anything else (lists, structs, binary) cannot be a time: every present value is bad.
+            pass
+        return ParsedTimes(seconds=seconds, present=present, valid=valid & present, offset_minutes=offsets)
+
+    # -- numeric ----------------------------------------------------------------------------
+
+    def _numeric(self, values: np.ndarray, rows: np.ndarray, seconds: np.ndarray, valid: np.ndarray) -> None:
+        """Fill `seconds`/`valid` at `rows` from epoch numbers (ints exactly, floats floored)."""
+        selected = values[rows] if rows.dtype == bool else values
+        if selected.dtype.kind == "f":
+            finite = np.isfinite(selected)
+        else:
+            finite = np.ones(selected.shape, dtype=bool)
+        if self.numeric_unit is None:
+            if not finite.any():
+                return
+            self.numeric_unit = detect_unit(selected[finite].astype(np.float64))
+        divisor = _UNIT_DIVISOR[self.numeric_unit]
+        if selected.dtype.kind == "f":
+            with np.errstate(invalid="ignore", over="ignore"):
+                scaled = np.floor(np.where(finite, selected, 0.0) / divisor)
+            in_range = finite & (np.abs(scaled) < 2**62)
+            converted = np.where(in_range, scaled, 0).astype(np.int64)
+            ok = in_range
+        else:
+            converted = np.floor_divide(selected.astype(np.int64), divisor)
+            ok = finite
+        idx = np.flatnonzero(rows) if rows.dtype == bool else rows
+        seconds[idx] = converted
+        valid[idx] = ok
+
+    # -- text --------------------------------------------------------------------------------
+
+    def _text(
+        self, text: pa.Array, present: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray
+    ) -> None:
+        is_integer = pc.fill_null(pc.match_substring_regex(text, _INTEGER_TEXT), False).to_numpy(zero_copy_only=False)
+        is_number = pc.fill_null(pc.match_substring_regex(text, _NUMBER_TEXT), False).to_numpy(zero_copy_only=False)
+        numeric_allowed = self.requested_unit != "iso"
+        if numeric_allowed and is_integer.any():
+            ints = pc.cast(pc.utf8_trim_whitespace(text.filter(pa.array(is_integer))), pa.int64()).to_numpy()
+            self._numeric(ints, np.flatnonzero(is_integer), seconds, valid)
+        floats_only = is_number & ~is_integer
+        if numeric_allowed and floats_only.any():
+            floats = pc.cast(pc.utf8_trim_whitespace(text.filter(pa.array(floats_only))), pa.float64()).to_numpy()
+            self._numeric(floats, np.flatnonzero(floats_only), seconds, valid)
+        iso_rows = present & ~is_number
+        if iso_rows.any():
+            self._iso(text.filter(pa.array(iso_rows)), np.flatnonzero(iso_rows), seconds, valid, offsets)
+
+    def _iso(
+        self, text: pa.Array, rows: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray
+    ) -> None:
+        """ISO-8601 strings: explicit offsets are honoured and remembered for local time;
+        naive wall-clock strings are read in the schema's default zone."""
+        zone = pc.extract_regex(text, _ISO_OFFSET)
+        zone_text = pc.struct_field(zone, "zone") if len(zone) else pa.array([], pa.string())
+        has_zone = zone.is_valid().to_numpy(zero_copy_only=False)
+        parsed = pd.to_datetime(pd.Series(text.to_pandas()), utc=True, format="ISO8601", errors="coerce")
+        ok = parsed.notna().to_numpy()
+        wall = parsed.dt.tz_convert(None).to_numpy()
+        epoch = _datetime64_to_seconds(wall)
+
+        # Explicit offsets: minutes east of UTC, as written.
+        zone_minutes = _offset_text_to_minutes(zone_text, has_zone)
+        naive = ok & ~has_zone
+        if naive.any():
+            if self.naive_zone is not None:
+                local = pd.DatetimeIndex(wall[naive]).tz_localize(
+                    self.naive_zone, ambiguous=np.zeros(int(naive.sum()), dtype=bool), nonexistent="shift_forward"
+                )
+                epoch[naive] = _datetime64_to_seconds(local.tz_convert(None).to_numpy())
+            else:
+                epoch[naive] -= 60 * int(self.naive_offset_minutes or 0)
+        seconds[rows] = np.where(ok, epoch, 0)
+        valid[rows] = ok
+        offsets[rows] = np.where(ok & has_zone, zone_minutes, NO_OFFSET)
+
+
+def _datetime64_to_seconds(values: np.ndarray) -> np.ndarray:
+    unit, _ = np.datetime_data(values.dtype)
+    ticks = values.view(np.int64)
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    return np.floor_divide(ticks, per_second)
+
+
+def _offset_text_to_minutes(zone_text: pa.Array, has_zone: np.ndarray) -> np.ndarray:
+    """'Z' -> 0, '+05:30'/'+0530'/'+05' -> 330, '-08:00' -> -480."""
+    out = np.zeros(len(zone_text), dtype=np.int16)
+    if not has_zone.any():
+        return out
+    cleaned = pc.replace_substring(pc.fill_null(zone_text, "Z"), ":", "")
+    cleaned = pc.replace_substring_regex(cleaned, "^[Zz]$", "+0000")
+    cleaned = pc.utf8_rpad(cleaned, 5, "0")
+    sign = np.where(pc.equal(pc.utf8_slice_codeunits(cleaned, 0, 1), "-").to_numpy(zero_copy_only=False), -1, 1)
+    hours = pc.cast(pc.utf8_slice_codeunits(cleaned, 1, 3), pa.int16()).to_numpy()
+    minutes = pc.cast(pc.utf8_slice_codeunits(cleaned, 3, 5), pa.int16()).to_numpy()
+    out[:] = sign * (hours * 60 + minutes)
+    return out

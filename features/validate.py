@@ -1,0 +1,299 @@
+"""Row validation: every input row ends up either as a compact event or in the quarantine file.
+
+The checks run column-wise over a whole record batch. A row that fails several checks is filed
+under the first failing reason in REASONS order, so counts are exact and add up: good rows plus
+quarantined rows always equal the rows read. Nulls are not errors where the data model has a
+place for them (a missing timestamp, label or category is masked downstream); values that are
+present but unreadable or out of their domain are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.encoding import RunningIndex, canonical_keys
+from features.events import MISSING_LABEL, NO_VALUE, EventColumns
+from features.localtime import MAX_OFFSET_MINUTES
+from features.reader import SourceBatch
+from features.schema import LogSchema
+from features.timestamps import NO_OFFSET, TimestampParser
+
+REASONS = (
+    "missing_user_id",
+    "missing_item_id",
+    "bad_timestamp",
+    "implausible_timestamp",
+    "bad_tz_offset",
+    "bad_label",
+    "bad_probability",
+    "duplicate",
+)
+_NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+def _mask(array: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def parse_numbers(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 values, present, readable) for a numeric-ish column of any Arrow type.
+
+    Text cells are read only if they look like a plain decimal number, so 'NaN', 'inf' and
+    'abc' are all 'present but unreadable'."""
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    kind = column.type
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        values = pc.cast(column, pa.float64()).fill_null(np.nan).to_numpy()
+        return values, present, present & np.isfinite(values)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        looks_numeric = _mask(pc.match_substring_regex(column, _NUMBER_TEXT))
+        values = np.full(len(column), np.nan)
+        if looks_numeric.any():
+            picked = pc.utf8_trim_whitespace(column.filter(pa.array(looks_numeric)))
+            values[looks_numeric] = pc.cast(picked, pa.float64()).to_numpy()
+        return values, present, looks_numeric & np.isfinite(values)
+    return np.full(len(column), np.nan), present, np.zeros(len(column), dtype=bool)
+
+
+def _text_or_keys(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Id-like values and which rows hold one (nulls and blank strings do not)."""
+    column = canonical_keys(column)
+    if pa.types.is_string(column.type):
+        column = pc.utf8_trim_whitespace(column)
+        return column, _mask(pc.not_equal(column, ""))
+    return column, column.is_valid().to_numpy(zero_copy_only=False)
+
+
+def row_hashes(columns: list[np.ndarray]) -> np.ndarray:
+    """64-bit hash of each row over integer/float columns (splitmix64 finaliser, chained)."""
+    state = np.full(len(columns[0]) if columns else 0, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            values = np.ascontiguousarray(column)
+            if values.dtype.kind == "f":
+                values = np.where(np.isnan(values), -1.0, values).astype(np.float64).view(np.uint64)
+            for word in values.reshape(len(values), -1).T:
+                x = state ^ (word.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+                x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+                x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+                state = x ^ (x >> np.uint64(31))
+    return state
+
+
+class RowDeduplicator:
+    """Remembers the hash of every accepted row; a row whose hash was seen is a duplicate.
+
+    Holds 8 bytes per distinct event. A 64-bit collision (a false duplicate) has probability
+    about n^2 / 2^65: ~3e-6 at ten million events, and such a row lands in quarantine, not lost.
+    """
+
+    def __init__(self) -> None:
+        self._seen = np.zeros(0, dtype=np.uint64)
+
+    def first_seen(self, hashes: np.ndarray) -> np.ndarray:
+        is_first = np.zeros(len(hashes), dtype=bool)
+        _, first_index = np.unique(hashes, return_index=True)
+        is_first[first_index] = True
+        if len(self._seen):
+            slot = np.minimum(np.searchsorted(self._seen, hashes), len(self._seen) - 1)
+            is_first &= self._seen[slot] != hashes
+        self._seen = np.union1d(self._seen, hashes[is_first])
+        return is_first
+
+
+class QuarantineWriter:
+    """Appends rejected rows, as text exactly as read, with the reason and where they came from."""
+
+    def __init__(self, path: str | Path, source_columns: list[str]) -> None:
+        self.path = Path(path)
+        self.source_columns = source_columns
+        fields = [("reason", pa.string()), ("field", pa.string()), ("source", pa.string()), ("source_row", pa.int64())]
+        fields += [(c, pa.string()) for c in source_columns]
+        self.schema = pa.schema(fields)
+        self._writer = pq.ParquetWriter(self.path, self.schema)
+
+    def write(self, batch: pa.RecordBatch, rows: np.ndarray, reasons: np.ndarray, fields: np.ndarray, source: str, first_row: int) -> None:
+        if len(rows) == 0:
+            return
+        picked = pa.array(rows)
+        data = {
+            "reason": pa.array(reasons.astype(str), pa.string()),
+            "field": pa.array(fields.astype(str), pa.string()),
+            "source": pa.array([source] * len(rows), pa.string()),
+            "source_row": pa.array(first_row + rows, pa.int64()),
+        }
+        for name in self.source_columns:
+            data[name] = _as_text(batch.column(name).take(picked))
+        self._writer.write_table(pa.table(data, schema=self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+
+
+class BatchValidator:
+    """Validates and encodes record batches one after another, keeping running vocabularies."""
+
+    def __init__(self, schema: LogSchema, quarantine: QuarantineWriter) -> None:
+        self.schema = schema
+        self.quarantine = quarantine
+        self.users = RunningIndex()
+        self.items = RunningIndex()
+        self.impressions = RunningIndex()
+        self.categories = {name: RunningIndex() for name in schema.categorical}
+        fixed = schema.fixed_offset_minutes()
+        self.times = TimestampParser(
+            schema.timestamp_unit, naive_offset_minutes=fixed, naive_zone=None if fixed is not None else schema.default_timezone
+        )
+        self.dedupe = RowDeduplicator()
+        self.reasons: Counter[str] = Counter()
+        self.rows_read = 0
+        self.events_kept = 0
+
+    def validate(self, source: SourceBatch) -> EventColumns:
+        batch, n = source.batch, source.batch.num_rows
+        failed = np.zeros(n, dtype=bool)
+        reason = np.full(n, "", dtype=object)
+        field = np.full(n, "", dtype=object)
+
+        def flag(mask: np.ndarray, why: str, column: str) -> None:
+            new = mask & ~failed
+            reason[new], field[new] = why, column
+            failed[:] |= new
+
+        schema = self.schema
+        user_values, has_user = _text_or_keys(batch.column(schema.user_id))
+        flag(~has_user, "missing_user_id", schema.user_id)
+        item_values, has_item = _text_or_keys(batch.column(schema.item_id))
+        flag(~has_item, "missing_item_id", schema.item_id)
+
+        seconds, has_time = np.zeros(n, np.int64), np.zeros(n, bool)
+        offsets = np.full(n, NO_OFFSET, np.int16)
+        if schema.timestamp is not None:
+            parsed = self.times.parse(batch.column(schema.timestamp))
+            flag(parsed.present & ~parsed.valid, "bad_timestamp", schema.timestamp)
+            plausible = (parsed.seconds >= schema.timestamp_min) & (parsed.seconds <= schema.timestamp_max)
+            flag(parsed.valid & ~plausible, "implausible_timestamp", schema.timestamp)
+            seconds, has_time = np.where(parsed.valid, parsed.seconds, 0), parsed.valid & plausible
+            offsets = parsed.offset_minutes
+        if schema.tz_offset_minutes is not None:
+            values, present, readable = parse_numbers(batch.column(schema.tz_offset_minutes))
+            good = readable & (np.abs(values) <= MAX_OFFSET_MINUTES) & (np.round(values) == values)
+            flag(present & ~good, "bad_tz_offset", schema.tz_offset_minutes)
+            offsets = np.where(present & good, np.nan_to_num(values).astype(np.int16), offsets)
+
+        labels = np.full((n, len(schema.labels)), MISSING_LABEL, dtype=np.int8)
+        for k, task in enumerate(schema.labels):
+            column_name = schema.label_column(task)
+            value, present, good = self._label(batch.column(column_name), task)
+            flag(present & ~good, "bad_label", column_name)
+            labels[:, k] = np.where(present & good, value, MISSING_LABEL)
+
+        probabilities = np.full((n, len(schema.probabilities)), np.nan)
+        for k, column_name in enumerate(schema.probabilities.values()):
+            values, present, readable = parse_numbers(batch.column(column_name))
+            good = readable & (values >= 0.0) & (values <= 1.0)
+            flag(present & ~good, "bad_probability", column_name)
+            probabilities[:, k] = np.where(good, values, np.nan)
+
+        valid_rows = np.flatnonzero(~failed)
+        keep = pa.array(valid_rows)
+        events = EventColumns(
+            user=self.users.encode(user_values.take(keep)),
+            item=self.items.encode(item_values.take(keep)),
+            seconds=seconds[valid_rows],
+            has_time=has_time[valid_rows],
+            offset_minutes=offsets[valid_rows],
+            row=self.rows_read + valid_rows.astype(np.int64),
+            impression=self._impressions(batch, valid_rows),
+            labels=labels[valid_rows],
+            probabilities=probabilities[valid_rows],
+            categorical={
+                name: self.encode_categorical(batch.column(schema.categorical_column(name)).take(keep), name)
+                for name in schema.categorical
+            },
+        )
+        unique = self.dedupe.first_seen(self._event_hashes(events))
+        duplicates = valid_rows[~unique]
+        reason[duplicates], field[duplicates] = "duplicate", ""
+        failed[duplicates] = True
+        events = events.take(np.flatnonzero(unique))
+
+        self._count(events)
+        bad = np.flatnonzero(failed)
+        self.reasons.update(reason[bad].tolist())
+        self.quarantine.write(batch, bad, reason[bad], field[bad], source.source, source.first_row)
+        self.rows_read += n
+        self.events_kept += len(events)
+        return events
+
+    # -- column helpers ------------------------------------------------------------------
+
+    def _label(self, column: pa.Array, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        spec = self.schema.labels[task]
+        values, present, readable = parse_numbers(column)
+        if spec.threshold is None:
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+                is_true, is_false = _mask(pc.equal(lowered, "true")), _mask(pc.equal(lowered, "false"))
+                values = np.where(is_true, 1.0, np.where(is_false, 0.0, values))
+                readable = readable | is_true | is_false
+            good = readable & ((values == 0.0) | (values == 1.0))
+            return np.nan_to_num(values).astype(np.int8), present, good
+        good = readable
+        if spec.domain is not None:
+            good = good & (values >= spec.domain[0]) & (values <= spec.domain[1])
+        return (np.nan_to_num(values) >= spec.threshold).astype(np.int8), present, good
+
+    def _impressions(self, batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
+        codes = np.full(len(rows), NO_VALUE, dtype=np.int64)
+        if self.schema.impression_id is None:
+            return codes
+        values, present = _text_or_keys(batch.column(self.schema.impression_id).take(pa.array(rows)))
+        if present.any():
+            codes[present] = self.impressions.encode(values.filter(pa.array(present)))
+        return codes
+
+    def encode_categorical(self, column: pa.Array, name: str) -> np.ndarray:
+        """Codes [rows, max_values] for one categorical field (also used for catalogue tables)."""
+        spec = self.schema.categorical[name]
+        n = len(column)
+        codes = np.full((n, spec.max_values), NO_VALUE, dtype=np.int64)
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or spec.separator is not None:
+            lists = column if spec.separator is None else pc.split_pattern(pc.cast(column, pa.string()), spec.separator)
+            flat, present = _text_or_keys(pc.list_flatten(lists))
+            parent = pc.list_parent_indices(lists).to_numpy()[present]
+            flat = flat.filter(pa.array(present))
+            position = np.arange(len(parent)) - np.searchsorted(parent, parent, side="left")
+            fits = position < spec.max_values
+            codes[parent[fits], position[fits]] = self.categories[name].encode(flat.filter(pa.array(fits)))
+        else:
+            values, present = _text_or_keys(column)
+            if present.any():
+                codes[present, 0] = self.categories[name].encode(values.filter(pa.array(present)))
+        return codes
+
+    @staticmethod
+    def _event_hashes(events: EventColumns) -> np.ndarray:
+        columns = [events.user, events.item, events.seconds, events.has_time.astype(np.int64), events.offset_minutes,
+                   events.impression, events.labels, events.probabilities]
+        columns += [events.categorical[name] for name in sorted(events.categorical)]
+        return row_hashes(columns)
+
+    def _count(self, events: EventColumns) -> None:
+        self.users.count(events.user)
+        self.items.count(events.item)
+        for name, codes in events.categorical.items():
+            self.categories[name].count(codes.reshape(-1))

@@ -1,0 +1,5 @@
+import sys
+
+from rotorec.cli import main
+
+sys.exit(main())

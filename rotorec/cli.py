@@ -1,0 +1,48 @@
+"""The `rotorec` command: a thin dispatcher over subcommands that live in their own packages.
+
+Each package exposes `register(subparsers)`; the subcommand's code stays with the stage it
+belongs to (features/, training/, service/). Errors a user can fix are printed as one line and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rotorec import __version__, logs
+
+SUBCOMMAND_PACKAGES = ("features.cli",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="rotorec", description="Sequence ranking for recommender feeds.")
+    parser.add_argument("--version", action="version", version=f"rotorec {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="structured log level (JSON lines on stderr)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMAND_PACKAGES:
+        importlib.import_module(module).register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from features.errors import FeaturesError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        return int(args.run(args) or 0)
+    except FeaturesError as exc:
+        print(f"rotorec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rotorec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,11 +33,11 @@ class RunningIndex:
     """Dense codes for keys in order of first appearance, plus how often each code occurred."""
 
     def __init__(self) -> None:
-        self._index = pd.Index([], dtype=object)
+        self._index: pd.Index | None = None  # typed by the first keys seen (int64 or object)
         self._counts = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return 0 if self._index is None else len(self._index)
 
     def encode(self, values: pa.Array) -> np.ndarray:
         """Codes (int64) for non-null `values`; new keys get the next free codes.
@@ -61,21 +61,32 @@ class RunningIndex:
 
     def add_keys(self, keys: np.ndarray) -> np.ndarray:
         """Register keys without counting an occurrence (catalogue items never seen in events)."""
-        return self._lookup_or_add(np.asarray(keys, dtype=object))
+        keys = np.asarray(keys)
+        distinct, positions = np.unique(keys, return_inverse=True)
+        return self._lookup_or_add(distinct)[positions]
 
     def _lookup_or_add(self, keys: np.ndarray) -> np.ndarray:
+        """Codes for distinct `keys`; unseen ones take the next free codes in the given order.
+
+        Integer ids stay in an int64 index (hashing them as Python objects is ~10x slower);
+        anything else, or a log mixing both, falls back to an object index."""
+        if self._index is None:
+            self._index = pd.Index(keys[:0])
+        if self._index.dtype != keys.dtype and self._index.dtype != object:
+            self._index = self._index.astype(object)
+        if self._index.dtype == object and keys.dtype != object:
+            keys = keys.astype(object)
         codes = np.asarray(self._index.get_indexer(keys), dtype=np.int64)
-        new = codes < 0
-        if new.any():
-            fresh = pd.unique(keys[new])
-            self._index = self._index.append(pd.Index(fresh, dtype=object))
-            self._counts = np.concatenate([self._counts, np.zeros(len(fresh), dtype=np.int64)])
-            codes[new] = self._index.get_indexer(keys[new])
+        new = np.flatnonzero(codes < 0)
+        if len(new):
+            codes[new] = len(self._index) + np.arange(len(new))
+            self._index = self._index.append(pd.Index(keys[new], dtype=self._index.dtype))
+            self._counts = np.concatenate([self._counts, np.zeros(len(new), dtype=np.int64)])
         return codes
 
     @property
     def keys(self) -> np.ndarray:
-        return self._index.to_numpy()
+        return np.zeros(0, dtype=object) if self._index is None else self._index.to_numpy()
 
     @property
     def counts(self) -> np.ndarray:

@@ -45,6 +45,9 @@ from features.windows import WindowMode, plan_windows
 
 log = logging.getLogger(__name__)
 
+PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
+"""Sequence files are mostly high-cardinality ints: dictionary pages cost time and save nothing."""
+
 
 class PrepareOptions(BaseModel):
     """Knobs of `rotorec prepare`; defaults follow evaluation.md's protocols."""
@@ -118,7 +121,9 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     ordered = OrderedEvents.sort(events)
     events = ordered.events
     masks = action_masks(events.labels)
-    mask_values, mask_counts = np.unique(masks, return_counts=True)
+    mask_counts_all = np.bincount(masks)
+    mask_values = np.flatnonzero(mask_counts_all)
+    mask_counts = mask_counts_all[mask_values]
     actions, action_map = Vocabulary.build(
         "action", np.array([action_name(int(m), schema.tasks) for m in mask_values]), mask_counts
     )
@@ -137,7 +142,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         mode: WindowMode = options.windows if split == "train" else "all"
         windows = plan_windows(ordered.starts, ranges, options.max_len, mode)
         table = window_table(windows, columns, user_keys)
-        pq.write_table(table, folder / SPLIT_FILES[split], row_group_size=8192)
+        pq.write_table(table, folder / SPLIT_FILES[split], row_group_size=8192, **PARQUET_OPTIONS)
         index, _, target = windows.flat_index()
         targets_by_split[split] = index[target]
         split_stats[split] = _split_stats(windows, events, targets_by_split[split], schema.tasks)
@@ -205,7 +210,7 @@ def _split_stats(windows, events: EventColumns, targets: np.ndarray, tasks: list
     positives, observed = positives_and_counts(events.labels[targets])
     return {
         "windows": len(windows),
-        "users": int(len(np.unique(windows.user))),
+        "users": int(np.count_nonzero(np.diff(windows.user)) + 1) if len(windows) else 0,
         "targets": int(len(targets)),
         "positives": {t: int(p) for t, p in zip(tasks, positives)},
         "base_rate": {t: (float(p / o) if o else None) for t, p, o in zip(tasks, positives, observed)},
@@ -249,8 +254,8 @@ def _summary(source, validator, events, schema, items, category_vocabs, actions,
         "events": int(len(events)),
         "quarantined": int(sum(validator.reasons.values())),
         "quarantine_reasons": dict(sorted(validator.reasons.items())),
-        "users": int(len(np.unique(events.user))),
-        "items": int(len(np.unique(events.item))),
+        "users": int(np.count_nonzero(validator.users.counts)),
+        "items": int(np.count_nonzero(validator.items.counts)),
         "catalogue_items": int(len(catalogue_codes)),
         "vocab_sizes": {"item": items.size, "action": actions.size, **{n: v.size for n, v in category_vocabs.items()}},
         "timestamp_unit": validator.times.resolved_unit if schema.timestamp else "none",
@@ -264,7 +269,7 @@ def _summary(source, validator, events, schema, items, category_vocabs, actions,
         **source.extra_stats,
     }
     if schema.impression_id is not None:
-        stats["impressions"] = int(len(np.unique(events.impression[events.impression >= 0])))
+        stats["impressions"] = int(np.count_nonzero(np.bincount(events.impression[events.impression >= 0])))
     return stats
 
 

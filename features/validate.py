@@ -71,18 +71,27 @@ def _text_or_keys(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 
 def row_hashes(columns: list[np.ndarray]) -> np.ndarray:
-    """64-bit hash of each row over integer/float columns (splitmix64 finaliser, chained)."""
+    """64-bit hash of each row over integer/float columns.
+
+    Each 64-bit word is folded in with xor-multiply-xorshift (a bijection of the state for a
+    fixed word, so rows that differ in one word never collide), then the splitmix64 finaliser
+    spreads every input bit over the whole hash."""
     state = np.full(len(columns[0]) if columns else 0, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    multiplier, shift = np.uint64(0xFF51AFD7ED558CCD), np.uint64(32)
     with np.errstate(over="ignore"):
         for column in columns:
             values = np.ascontiguousarray(column)
             if values.dtype.kind == "f":
                 values = np.where(np.isnan(values), -1.0, values).astype(np.float64).view(np.uint64)
             for word in values.reshape(len(values), -1).T:
-                x = state ^ (word.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
-                x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-                x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-                state = x ^ (x >> np.uint64(31))
+                state ^= word.astype(np.uint64)
+                state *= multiplier
+                state ^= state >> shift
+        state ^= state >> np.uint64(30)
+        state *= np.uint64(0xBF58476D1CE4E5B9)
+        state ^= state >> np.uint64(27)
+        state *= np.uint64(0x94D049BB133111EB)
+        state ^= state >> np.uint64(31)
     return state
 
 
@@ -97,13 +106,18 @@ class RowDeduplicator:
         self._seen = np.zeros(0, dtype=np.uint64)
 
     def first_seen(self, hashes: np.ndarray) -> np.ndarray:
-        is_first = np.zeros(len(hashes), dtype=bool)
-        _, first_index = np.unique(hashes, return_index=True)
-        is_first[first_index] = True
+        """True for rows whose hash is new: not seen before, and first of its kind in the batch."""
+        order = np.argsort(hashes, kind="stable")  # equal hashes keep row order: first one wins
+        ordered = hashes[order]
+        first_sorted = np.ones(len(hashes), dtype=bool)
+        first_sorted[1:] = ordered[1:] != ordered[:-1]
         if len(self._seen):
-            slot = np.minimum(np.searchsorted(self._seen, hashes), len(self._seen) - 1)
-            is_first &= self._seen[slot] != hashes
-        self._seen = np.union1d(self._seen, hashes[is_first])
+            slot = np.minimum(np.searchsorted(self._seen, ordered), len(self._seen) - 1)
+            first_sorted &= self._seen[slot] != ordered
+        is_first = np.empty(len(hashes), dtype=bool)
+        is_first[order] = first_sorted
+        # Two sorted runs: the stable sort (timsort for 64-bit keys) merges them in linear time.
+        self._seen = np.sort(np.concatenate([self._seen, ordered[first_sorted]]), kind="stable")
         return is_first
 
 
@@ -165,12 +179,17 @@ class BatchValidator:
     def validate(self, source: SourceBatch) -> EventColumns:
         batch, n = source.batch, source.batch.num_rows
         failed = np.zeros(n, dtype=bool)
-        reason = np.full(n, "", dtype=object)
-        field = np.full(n, "", dtype=object)
+        reason = np.zeros(n, dtype=np.int8)  # index into REASONS, meaningful where failed
+        fields: list[str] = [""]
+        field = np.zeros(n, dtype=np.int16)  # index into `fields`
 
         def flag(mask: np.ndarray, why: str, column: str) -> None:
+            if not mask.any():
+                return
             new = mask & ~failed
-            reason[new], field[new] = why, column
+            reason[new] = REASONS.index(why)
+            fields.append(column)
+            field[new] = len(fields) - 1
             failed[:] |= new
 
         schema = self.schema
@@ -226,15 +245,18 @@ class BatchValidator:
             },
         )
         unique = self.dedupe.first_seen(self._event_hashes(events))
-        duplicates = valid_rows[~unique]
-        reason[duplicates], field[duplicates] = "duplicate", ""
-        failed[duplicates] = True
-        events = events.take(np.flatnonzero(unique))
+        if not unique.all():
+            duplicates = valid_rows[~unique]
+            reason[duplicates], field[duplicates] = REASONS.index("duplicate"), 0
+            failed[duplicates] = True
+            events = events.take(np.flatnonzero(unique))
 
         self._count(events)
         bad = np.flatnonzero(failed)
-        self.reasons.update(reason[bad].tolist())
-        self.quarantine.write(batch, bad, reason[bad], field[bad], source.source, source.first_row)
+        if len(bad):
+            why = np.array(REASONS, dtype=object)[reason[bad]]
+            self.reasons.update(why.tolist())
+            self.quarantine.write(batch, bad, why, np.array(fields, dtype=object)[field[bad]], source.source, source.first_row)
         self.rows_read += n
         self.events_kept += len(events)
         return events

@@ -1,0 +1,120 @@
+"""Featurization throughput of `rotorec prepare` on the canonical Parquet path, one core.
+
+For each size, a canonical event log is generated (users, items, int64 seconds, impressions,
+per-event time zones, a categorical field, two binary labels), then `prepare` runs in a fresh
+process pinned to one Arrow thread. Reported: wall time of prepare, events/s, peak RSS, and
+peak RSS per event (memory should grow with the compact per-event columns, not the raw log).
+
+    python benchmarks/bench_features.py --sizes 1000000 10000000 --json benchmarks/out/features.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def make_log(path: Path, events: int, seed: int = 0) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    users, items = max(events // 500, 1), max(events // 50, 10)
+    start = 1_704_067_200  # 2024-01-01
+    span = 60 * 86_400
+    with pq.ParquetWriter(path, _schema()) as writer:
+        for first in range(0, events, 1 << 20):
+            n = min(1 << 20, events - first)
+            timestamp = np.sort(rng.integers(start, start + span, n))
+            user = rng.integers(0, users, n)
+            writer.write_table(pa.table({
+                "user_id": user,
+                "item_id": rng.zipf(1.3, n) % items,
+                "timestamp": timestamp,
+                "impression_id": user * 100_000 + (timestamp - start) // 1800,
+                "tz_offset_minutes": ((user % 5) * 60 - 120).astype(np.int16),
+                "category": np.char.add("c", (rng.integers(0, 40, n)).astype(str)),
+                "click": (rng.random(n) < 0.05).astype(np.int8),
+                "like": (rng.random(n) < 0.02).astype(np.int8),
+            }, schema=_schema()))
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()),
+                      ("impression_id", pa.int64()), ("tz_offset_minutes", pa.int16()), ("category", pa.string()),
+                      ("click", pa.int8()), ("like", pa.int8())])
+
+
+def run_one(log_dir: Path, out_dir: Path) -> dict:
+    """Runs in the child process: prepare once, report wall time and peak RSS."""
+    import resource
+
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    from features.adapters.events import events_source
+    from features.prepare import PrepareOptions, prepare
+    from features.schema import LogSchema
+
+    schema = LogSchema(impression_id="impression_id", tz_offset_minutes="tz_offset_minutes", timestamp_unit="auto",
+                       labels={"click": {}, "like": {}}, categorical={"category": {}})
+    started = time.perf_counter()
+    stats = prepare(events_source(log_dir, schema), out_dir, PrepareOptions(max_len=200, progress=False))
+    wall = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"events": stats["input_rows"], "wall_s": wall, "events_per_s": stats["input_rows"] / wall,
+            "peak_rss_mib": peak_kib / 1024, "peak_rss_bytes_per_event": peak_kib * 1024 / stats["input_rows"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--repeats", type=int, default=2, help="runs per size; the best is reported")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/out/features.json"))
+    parser.add_argument("--child", nargs=2, metavar=("LOG_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]))))
+        return
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            log_dir = Path(tmp) / f"log{size}"
+            log_dir.mkdir()
+            make_log(log_dir / "events.parquet", size)
+            runs = []
+            for repeat in range(args.repeats):
+                child = subprocess.run([sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")],
+                                       check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            best = min(runs, key=lambda r: r["wall_s"])
+            best["log_mib"] = (log_dir / "events.parquet").stat().st_size / 2**20
+            rows.append(best)
+
+    print(f"{'events':>12} {'wall s':>8} {'events/s':>12} {'peak RSS MiB':>13} {'B/event':>8} {'log MiB':>8}")
+    for r in rows:
+        print(f"{r['events']:>12,} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['peak_rss_mib']:>13.0f} "
+              f"{r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}")
+    report = {"benchmark": "features", "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+              "cpu_count": os.cpu_count(), "python": platform.python_version(), "threads": 1, "results": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

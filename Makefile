@@ -1,0 +1,33 @@
+# rotorec: `make demo` runs the main job end to end, `make test` runs the tests.
+# Both create the virtual environment .venv on first use (CPU torch unless TORCH says otherwise).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO ?= demo
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test bench-features clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rotorec synth --out $(DEMO)/synth --preset small --seed 0
+	$(BIN)/rotorec prepare --input $(DEMO)/synth --out $(DEMO)/prepared --max-len 200
+	@echo "prepared sequences: $(DEMO)/prepared (stats.json, schema.json, train/valid/test.parquet)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench-features: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

@@ -49,6 +49,10 @@ PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
 """Sequence files are mostly high-cardinality ints: dictionary pages cost time and save nothing."""
 
 
+class NoValidEvents(FeaturesError):
+    """Every row was rejected; the output folder then holds only quarantine.parquet and stats.json."""
+
+
 class PrepareOptions(BaseModel):
     """Knobs of `rotorec prepare`; defaults follow evaluation.md's protocols."""
 
@@ -72,7 +76,11 @@ def prepare(source: LogSource, out_dir: str | Path, options: PrepareOptions | No
     staging = _staging_dir(out)
     started = time.perf_counter()
     try:
-        stats = _prepare_into(source, staging, options)
+        try:
+            stats = _prepare_into(source, staging, options)
+        except NoValidEvents:
+            _replace_dir(staging, out)  # publish the quarantine and stats so nothing is lost
+            raise
         stats["elapsed_s"] = round(time.perf_counter() - started, 3)
         stats["events_per_s"] = round(stats["input_rows"] / max(stats["elapsed_s"], 1e-9))
         _write_json(staging / "stats.json", stats)
@@ -90,7 +98,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     parts: list[EventColumns] = []
     try:
         with tqdm(total=source.total_rows, unit="rows", unit_scale=True, desc="validate",
-                  disable=not options.progress, leave=False) as bar:
+                  disable=None if options.progress else True, leave=False) as bar:
             for batch in source.batches():
                 parts.append(validator.validate(batch))
                 bar.update(batch.batch.num_rows)
@@ -99,11 +107,12 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     catalogue_codes, catalogue_categories = _register_catalogue(source, validator)
     events = EventColumns.concat(parts) if parts else None
     if events is None or len(events) == 0:
-        shutil.copy(folder / "quarantine.parquet", folder.parent / f"{folder.name}.quarantine.parquet")
-        raise FeaturesError(
-            f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
-            f"({dict(validator.reasons)}); rejected rows kept in {folder.parent / (folder.name + '.quarantine.parquet')}"
-        )
+        _write_json(folder / "stats.json", {"source_format": source.format, "inputs": source.inputs,
+                                            "input_rows": validator.rows_read, "events": 0,
+                                            "quarantined": sum(validator.reasons.values()),
+                                            "quarantine_reasons": dict(sorted(validator.reasons.items()))})
+        raise NoValidEvents(f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
+                            f"({dict(sorted(validator.reasons.items()))}); every row is in quarantine.parquet")
 
     vocab_dir = folder / "vocab"
     vocab_dir.mkdir()

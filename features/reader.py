@@ -142,6 +142,9 @@ def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[Sour
         raise LogReadError(path, f"unreadable CSV/TSV data after row {first} ({_first_line(exc)})") from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a library error, safe to print on one terminal line."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

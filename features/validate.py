@@ -76,7 +76,10 @@ def row_hashes(columns: list[np.ndarray]) -> np.ndarray:
     Each 64-bit word is folded in with xor-multiply-xorshift (a bijection of the state for a
     fixed word, so rows that differ in one word never collide), then the splitmix64 finaliser
     spreads every input bit over the whole hash."""
-    state = np.full(len(columns[0]) if columns else 0, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    rows = len(columns[0]) if columns else 0
+    state = np.full(rows, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    if rows == 0:
+        return state
     multiplier, shift = np.uint64(0xFF51AFD7ED558CCD), np.uint64(32)
     with np.errstate(over="ignore"):
         for column in columns:

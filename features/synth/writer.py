@@ -48,7 +48,7 @@ def simulate(config: SynthConfig, progress: bool = True) -> tuple[World, dict[st
     start = int(dt.datetime.fromisoformat(config.start).replace(tzinfo=dt.timezone.utc).timestamp())
     calibrate_ctr(world, start)
     users = [simulate_user(world, u, start) for u in tqdm(range(config.users), desc="synth", unit="user",
-                                                          disable=not progress, leave=False)]
+                                                          disable=None if progress else True, leave=False)]
     columns = {name: np.concatenate([u[name] for u in users]) for name in LOG_COLUMNS}
     hidden = {
         "rhythm": np.concatenate([u["_rhythm"] for u in users]),

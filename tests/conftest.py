@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny synthetic feed and its prepared form, real-data location, CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ROTOREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a team dataset, or skip the test with the reason it cannot run."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"needs the team dataset {path} (../shared/data is absent on this machine)")
+    return path
+
+
+def run_rotorec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "rotorec", "--log-level", "WARNING", *args],
+                            capture_output=True, text=True, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"rotorec {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from features.synth.config import SynthConfig
+    from features.synth.writer import write_feed
+
+    out = tmp_path_factory.mktemp("tiny_feed")
+    write_feed(SynthConfig.from_preset("tiny", seed=7), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from features.adapters.events import events_source
+    from features.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("tiny_prepared") / "data"
+    prepare(events_source(tiny_feed), out, PrepareOptions(max_len=50, windows="all", progress=False))
+    return out

@@ -1,0 +1,153 @@
+"""Bad rows are counted and quarantined with their reason, never dropped; unreadable files fail
+with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import run_rotorec
+from features.adapters.events import events_source
+from features.errors import FeaturesError
+from features.prepare import PrepareOptions, prepare
+from features.schema import LogSchema
+
+HEADER = "user_id,item_id,timestamp,click,genre\n"
+MALFORMED = HEADER + "\n".join([
+    "u1,i1,1700000000,1,a",      # good
+    "u1,i2,1700000100,0,b",      # good
+    ",i3,1700000200,0,a",        # missing user id
+    "u2,,1700000300,1,a",        # missing item id
+    "u2,i4,abc,0,a",             # unparsable timestamp
+    "u2,i5,1700000500,NaN,a",    # NaN label
+    "u1,i1,1700000000,1,a",      # exact duplicate of row 0
+    "u3,i6,12,0,b",              # implausible timestamp (1970)
+    "u3,i7,1700000700,2,b",      # label outside {0, 1}
+    "u3,i8,,1,b",                # no timestamp: allowed, masked downstream
+    "u3,i9,2023-11-14T22:30:00+01:00,,c",  # ISO time, missing label: allowed
+]) + "\n"
+
+
+def test_malformed_csv_is_quarantined_exactly(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text(MALFORMED)
+    out = tmp_path / "out"
+    result = run_rotorec("prepare", "--input", str(log), "--out", str(out), "--labels", "click",
+                         "--categorical", "genre", "--no-progress")
+    assert result.returncode == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input_rows"] == 11
+    assert stats["events"] == 4
+    assert stats["quarantined"] == 7
+    assert stats["quarantine_reasons"] == {
+        "missing_user_id": 1, "missing_item_id": 1, "bad_timestamp": 1, "bad_label": 2,
+        "duplicate": 1, "implausible_timestamp": 1,
+    }
+    quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
+    by_row = {row["source_row"]: row for row in quarantine}
+    assert by_row[4]["reason"] == "bad_timestamp" and by_row[4]["timestamp"] == "abc"
+    assert by_row[5]["reason"] == "bad_label" and by_row[5]["field"] == "click" and by_row[5]["click"] == "NaN"
+    assert by_row[6]["reason"] == "duplicate"
+    assert all(row["source"] == "log.csv" for row in quarantine)
+    # Good rows are intact: all four events, with their values, in the split files.
+    rows = []
+    for split in ("train", "valid", "test"):
+        table = pq.read_table(out / f"{split}.parquet")
+        for window in table.to_pylist():
+            rows += [r for r, t in zip(window["row"], window["target"]) if t]
+    assert sorted(rows) == [0, 1, 9, 10]
+
+
+def test_binary_garbage_fails_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    garbage = tmp_path / "events.parquet"
+    garbage.write_bytes(os.urandom(4096))
+    result = run_rotorec("prepare", "--input", str(garbage), "--out", str(tmp_path / "out"), check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "events.parquet" in lines[0] and "Parquet" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_binary_garbage_with_a_csv_name_fails_cleanly(tmp_path: Path) -> None:
+    garbage = tmp_path / "log.csv"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    result = run_rotorec("prepare", "--input", str(garbage), "--out", str(tmp_path / "out"), check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "log.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("user,item_id,timestamp\nu1,i1,1700000000\n")
+    result = run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), check=False)
+    assert result.returncode == 2
+    assert "'user_id'" in result.stderr and "log.csv" in result.stderr
+
+
+ROW_KINDS = ("good", "missing_user_id", "missing_item_id", "bad_timestamp", "implausible_timestamp",
+             "bad_tz_offset", "bad_label", "duplicate")
+
+
+def _row(kind: str, k: int) -> dict:
+    row = {"user_id": f"u{k % 7}", "item_id": f"i{k}", "timestamp": str(1_700_000_000 + k), "tz": "60", "like": "4.5"}
+    if kind == "missing_user_id":
+        row["user_id"] = None
+    elif kind == "missing_item_id":
+        row["item_id"] = "  "
+    elif kind == "bad_timestamp":
+        row["timestamp"] = "yesterday"
+    elif kind == "implausible_timestamp":
+        row["timestamp"] = "99999999999"  # read as seconds: year 5138
+    elif kind == "bad_tz_offset":
+        row["tz"] = "9000"
+    elif kind == "bad_label":
+        row["like"] = "7.5"  # outside the declared domain [0.5, 5]
+    return row
+
+
+def _log_rows(kinds: list[str]) -> tuple[list[dict], Counter]:
+    """Rows of the requested kinds; a 'duplicate' repeats the latest good row (or is good itself)."""
+    rows, expected, last_good = [], Counter(), None
+    for k, kind in enumerate(kinds):
+        if kind == "duplicate" and last_good is not None:
+            rows.append(dict(last_good))
+        else:
+            kind = "good" if kind == "duplicate" else kind
+            rows.append(_row(kind, k))
+            last_good = rows[-1] if kind == "good" else last_good
+        expected[kind] += 1
+    return rows, expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(ROW_KINDS), min_size=1, max_size=60), batch_rows=st.integers(1, 17))
+def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[str], batch_rows: int) -> None:
+    rows, expected = _log_rows(kinds)
+    folder = tmp_path_factory.mktemp("prop")
+    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in ("user_id", "item_id", "timestamp", "tz", "like")})
+    pacsv.write_csv(table, folder / "log.csv")
+    schema = LogSchema(tz_offset_minutes="tz", labels={"like": {"column": "like", "threshold": 4.0, "domain": (0.5, 5.0)}})
+    source = events_source(folder / "log.csv", schema, batch_rows=batch_rows)
+    good = expected.pop("good", 0)
+    if good == 0:
+        with pytest.raises(FeaturesError, match=f"no valid events among {len(rows)} rows"):
+            prepare(source, folder / "out", PrepareOptions(progress=False, max_len=8))
+        assert pq.read_table(folder / "out" / "quarantine.parquet").num_rows == len(rows)
+        return
+    stats = prepare(source, folder / "out", PrepareOptions(progress=False, max_len=8))
+    assert stats["events"] == good
+    assert stats["events"] + stats["quarantined"] == stats["input_rows"] == len(rows)
+    assert stats["quarantine_reasons"] == dict(expected)
+    assert pq.read_table(folder / "out" / "quarantine.parquet").num_rows == stats["quarantined"]

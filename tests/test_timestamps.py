@@ -1,0 +1,107 @@
+"""Timestamp parsing: units, ISO-8601 offsets, naive strings, garbage (property-based)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.timestamps import NO_OFFSET, TimestampParser, detect_unit
+
+PLAUSIBLE = st.integers(min_value=631_152_000, max_value=4_102_444_799)  # 1990 .. 2099
+OFFSETS = st.integers(min_value=-840, max_value=840)
+
+
+@given(PLAUSIBLE, st.sampled_from(["s", "ms", "us", "ns"]), st.integers(0, 999))
+def test_every_unit_is_detected_and_floored_to_the_same_second(second: int, unit: str, extra: int) -> None:
+    scale = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    value = second * scale + (extra % scale)
+    parser = TimestampParser()
+    parsed = parser.parse(pa.array([value], pa.int64()))
+    assert parser.resolved_unit == unit
+    assert parsed.seconds.tolist() == [second] and parsed.valid.all()
+
+
+@given(st.lists(PLAUSIBLE, min_size=1, max_size=20))
+def test_text_integers_and_native_integers_agree(seconds: list[int]) -> None:
+    native = TimestampParser().parse(pa.array(seconds, pa.int64()))
+    text = TimestampParser().parse(pa.array([f" {s} " for s in seconds]))
+    assert np.array_equal(native.seconds, text.seconds) and text.valid.all()
+
+
+@given(PLAUSIBLE, OFFSETS, st.booleans())
+def test_iso_with_offset_gives_the_instant_and_remembers_the_offset(second: int, offset: int, colon: bool) -> None:
+    zone = dt.timezone(dt.timedelta(minutes=offset))
+    text = dt.datetime.fromtimestamp(second, zone).isoformat()
+    if not colon and offset != 0:
+        text = text[:-3] + text[-2:]
+    parsed = TimestampParser().parse(pa.array([text]))
+    assert parsed.valid.all()
+    assert parsed.seconds[0] == second
+    assert parsed.offset_minutes[0] == offset
+
+
+@given(PLAUSIBLE)
+def test_zulu_suffix_means_utc(second: int) -> None:
+    text = dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parsed = TimestampParser().parse(pa.array([text]))
+    assert parsed.seconds[0] == second and parsed.offset_minutes[0] == 0
+
+
+@given(PLAUSIBLE, OFFSETS)
+def test_naive_strings_are_read_in_the_fixed_default_offset(second: int, offset: int) -> None:
+    wall = dt.datetime.fromtimestamp(second, dt.timezone(dt.timedelta(minutes=offset))).replace(tzinfo=None)
+    parsed = TimestampParser(naive_offset_minutes=offset).parse(pa.array([wall.isoformat()]))
+    assert parsed.seconds[0] == second
+    assert parsed.offset_minutes[0] == NO_OFFSET  # not explicit: local time falls back to the default zone
+
+
+@settings(max_examples=200)
+@given(st.datetimes(min_value=dt.datetime(1995, 1, 1), max_value=dt.datetime(2090, 1, 1)),
+       st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney"]))
+def test_naive_strings_in_an_iana_zone_follow_daylight_saving(wall: dt.datetime, zone: str) -> None:
+    wall = wall.replace(microsecond=0)
+    reference = wall.replace(tzinfo=ZoneInfo(zone), fold=0)
+    # Walls inside a spring-forward gap do not exist; the parser shifts them forward instead.
+    roundtrip = reference.astimezone(dt.timezone.utc).astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+    if roundtrip != wall:
+        return
+    ambiguous = wall.replace(tzinfo=ZoneInfo(zone), fold=1).utcoffset() != reference.utcoffset()
+    parsed = TimestampParser(naive_offset_minutes=None, naive_zone=zone).parse(pa.array([wall.isoformat()]))
+    expected = wall.replace(tzinfo=ZoneInfo(zone), fold=1 if ambiguous else 0)  # ambiguous -> standard time
+    assert parsed.seconds[0] == int(expected.timestamp())
+
+
+def test_fractional_float_seconds_floor_and_nan_inf_are_invalid() -> None:
+    parsed = TimestampParser().parse(pa.array([1_700_000_000.9, float("nan"), float("inf"), None]))
+    assert parsed.seconds[0] == 1_700_000_000
+    assert parsed.valid.tolist() == [True, False, False, False]
+    assert parsed.present.tolist() == [True, True, True, False]
+
+
+def test_garbage_text_is_present_but_invalid() -> None:
+    parsed = TimestampParser().parse(pa.array(["abc", "NaN", "", "2024-13-45T99:00:00Z", None]))
+    assert parsed.present.tolist() == [True, True, True, True, False]
+    assert not parsed.valid.any()
+
+
+def test_unit_is_fixed_after_the_first_batch() -> None:
+    parser = TimestampParser()
+    parser.parse(pa.array([1_700_000_000_000]))  # milliseconds
+    later = parser.parse(pa.array([1_700_000_000]))  # read as ms too: 1970, implausible downstream
+    assert parser.resolved_unit == "ms" and later.seconds[0] == 1_700_000
+
+
+def test_arrow_timestamp_columns_keep_their_unit() -> None:
+    column = pa.array([dt.datetime(2024, 3, 1, 12, 0, 0, 999000, tzinfo=dt.timezone.utc)], pa.timestamp("ms", tz="UTC"))
+    parsed = TimestampParser().parse(column)
+    assert parsed.seconds[0] == int(dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc).timestamp())
+    assert parsed.offset_minutes[0] == 0
+
+
+def test_detect_unit_thresholds() -> None:
+    assert [detect_unit(np.array([v])) for v in (1.7e9, 1.7e12, 1.7e15, 1.7e18)] == ["s", "ms", "us", "ns"]

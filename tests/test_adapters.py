@@ -83,3 +83,21 @@ def test_amazon_sequences_with_attributes(tmp_path: Path) -> None:
     item_vocab = Vocabulary.load(tmp_path / "out" / "vocab", "item")
     assert sorted(item_vocab.key_of([t["item"] for t in test]).tolist()) == ["4", "6"]  # user 3 only trains
     assert stats["catalogue_items"] == 4 and stats["vocab_sizes"]["item"] == 2 + 9
+
+
+def test_kuairand_log_through_the_shipped_schema(tmp_path: Path) -> None:
+    from features.adapters.events import events_source
+    from features.schema import LogSchema
+
+    (tmp_path / "log_standard_pure.csv").write_text(
+        "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,long_view,tab\n"
+        "0,100,20220408,1600,1649404800000,1,0,0,1,1\n"
+        "0,101,20220408,1601,1649404860000,0,0,0,0,1\n"
+        "0,102,20220409,900,1649466000000,1,1,0,0,2\n")
+    schema = LogSchema.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "schemas" / "kuairand.yaml")
+    stats = prepare(events_source(tmp_path / "log_standard_pure.csv", schema), tmp_path / "out", OPTIONS)
+    assert stats["timestamp_unit"] == "ms" and stats["first_timestamp"] == 1_649_404_800
+    assert stats["positives"] == {"click": 2, "like": 1, "long_view": 1}
+    window = pq.read_table(tmp_path / "out" / "test.parquet").to_pylist()[0]
+    assert window["tz_offset_minutes"] == [480, 480, 480]
+    assert window["second_of_day"][0] == 16 * 3600  # 08:00 UTC is 16:00 in Beijing

@@ -14,7 +14,7 @@ MISSING_LABEL = -1
 """Label value for 'not observed': masked out of losses and metrics."""
 
 NO_VALUE = -1
-"""Code for 'no value' in categorical and impression columns before vocabulary mapping."""
+"""Code for 'no value' in categorical columns before vocabulary mapping."""
 
 
 @dataclass
@@ -27,7 +27,8 @@ class EventColumns:
     has_time: np.ndarray  # bool
     offset_minutes: np.ndarray  # int16 explicit offset or NO_OFFSET
     row: np.ndarray  # int64 ordinal of the input row across all input files
-    impression: np.ndarray  # int64 running code, NO_VALUE if none
+    impression: np.ndarray  # int64 key: the raw integer id, or a running code for text ids
+    has_impression: np.ndarray  # bool
     labels: np.ndarray  # int8 [n, tasks], MISSING_LABEL where unknown
     probabilities: np.ndarray  # float64 [n, tasks with a probability column], NaN if none
     categorical: dict[str, np.ndarray]  # field -> int64 [n, max_values], NO_VALUE padded

@@ -91,7 +91,21 @@ def prepare(source: LogSource, out_dir: str | Path, options: PrepareOptions | No
     return stats
 
 
+class _PhaseClock:
+    """Wall time per pipeline phase, reported in stats.json so slow stages are visible."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] = round(now - self._last, 4)
+        self._last = now
+
+
 def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> dict:
+    clock = _PhaseClock()
     schema = source.schema
     quarantine = QuarantineWriter(folder / "quarantine.parquet", schema.source_columns())
     validator = BatchValidator(schema, quarantine)
@@ -114,6 +128,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         raise NoValidEvents(f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
                             f"({dict(sorted(validator.reasons.items()))}); every row is in quarantine.parquet")
 
+    clock.lap("read_validate_s")
     vocab_dir = folder / "vocab"
     vocab_dir.mkdir()
     keep_catalogue = np.zeros(len(validator.items), dtype=bool)
@@ -141,6 +156,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     categorical_ids = {name: _map_codes(events.categorical[name], category_maps[name]) for name in schema.categorical}
     columns = event_feature_columns(ordered, schema, item_map[events.item], categorical_ids, action_ids)
 
+    clock.lap("vocab_order_features_s")
     protocol = options.split if options.split != "auto" else source.protocol()
     split_info, phase = _phases(protocol, ordered, options)
     user_keys = validator.users.keys[events.user[ordered.starts]]
@@ -161,6 +177,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             users = np.unique(events.user[targets_by_split[split]])
             split_stats[split]["cold_users"] = int(sum(u not in trained for u in users.tolist()))
 
+    clock.lap("split_window_write_s")
     _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps)
 
     feature_schema = FeatureSchema(
@@ -180,7 +197,12 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         log_schema=schema.model_dump(mode="json"),
     )
     feature_schema.save(folder)
-    return _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes)
+    impressions = int(columns["impression"].max()) if len(events) else 0
+    stats = _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info,
+                     catalogue_codes, impressions)
+    clock.lap("items_schema_stats_s")
+    stats["timings"] = clock.timings
+    return stats
 
 
 def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -252,8 +274,9 @@ def _write_item_table(folder, items, item_map, events, categorical_ids, schema, 
     pq.write_table(pa.table(data), folder / "items.parquet")
 
 
-def _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes) -> dict:
-    positives_scope = events.impression >= 0 if schema.impression_id is not None else np.ones(len(events), bool)
+def _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info,
+             catalogue_codes, impressions) -> dict:
+    positives_scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
     positives, observed = positives_and_counts(events.labels[positives_scope])
     timed = events.seconds[events.has_time]
     stats = {
@@ -278,7 +301,7 @@ def _summary(source, validator, events, schema, items, category_vocabs, actions,
         **source.extra_stats,
     }
     if schema.impression_id is not None:
-        stats["impressions"] = int(np.count_nonzero(np.bincount(events.impression[events.impression >= 0])))
+        stats["impressions"] = int(impressions)
     return stats
 
 

@@ -31,7 +31,16 @@ class OrderedEvents:
 
     @classmethod
     def sort(cls, events: EventColumns) -> OrderedEvents:
-        order = np.lexsort((events.row, events.seconds, events.has_time, events.user))
+        """Events must arrive in input-row order; stable sorts then break every tie by row.
+
+        Most logs are written in time order, in which case one stable sort by user suffices."""
+        if np.any(np.diff(events.row) < 0):
+            raise ValueError("events must be in input-row order")
+        timed = events.seconds[events.has_time]
+        if len(timed) < 2 or np.all(timed[1:] >= timed[:-1]):
+            order = np.argsort(events.user * 2 + events.has_time, kind="stable")
+        else:
+            order = np.lexsort((events.seconds, events.has_time, events.user))
         ordered = events.take(order)
         if len(ordered) == 0:
             return cls(ordered, np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -54,6 +63,30 @@ def seconds_since_previous(ordered: OrderedEvents) -> np.ndarray:
     known = ordered.same_user_as_previous()[1:] & events.has_time[1:] & events.has_time[:-1]
     delta[1:][known] = (events.seconds[1:] - events.seconds[:-1])[known]
     return delta
+
+
+def impression_index(ordered: OrderedEvents) -> np.ndarray:
+    """Dense impression numbers 1..N in order of first appearance (0 = no impression).
+
+    A user's events of one impression are usually adjacent once ordered, so runs of equal keys
+    are found in one pass; runs of the same (user, key) that are not adjacent (interleaved
+    impressions) are then merged by sorting the runs, which are far fewer than the events."""
+    events = ordered.events
+    has, key = events.has_impression, events.impression
+    starts = has.copy()
+    continues = ordered.same_user_as_previous()[1:] & has[:-1] & (key[1:] == key[:-1])
+    starts[1:] &= ~continues
+    run_of_event = np.cumsum(starts) - 1
+    first_rows = np.flatnonzero(starts)
+    order = np.lexsort((np.arange(len(first_rows)), key[first_rows], events.user[first_rows]))
+    same_as_prior = np.zeros(len(order), dtype=bool)
+    same_as_prior[1:] = (events.user[first_rows][order][1:] == events.user[first_rows][order][:-1]) & (
+        key[first_rows][order][1:] == key[first_rows][order][:-1])
+    group_start = order[np.maximum.accumulate(np.where(~same_as_prior, np.arange(len(order)), 0))]
+    canonical = np.empty(len(order), dtype=np.int64)
+    canonical[order] = group_start
+    dense = np.cumsum(canonical == np.arange(len(order)))
+    return np.where(has, dense[canonical][np.maximum(run_of_event, 0)] if len(order) else 0, 0)
 
 
 def action_masks(labels: np.ndarray) -> np.ndarray:
@@ -95,7 +128,7 @@ def event_feature_columns(
         tz_offset_minutes=offsets,
         second_of_day=second_of_day,
         day_of_week=day_of_week,
-        impression=events.impression + 1,
+        impression=impression_index(ordered),
         action=action_ids.astype(np.int32),
         row=events.row,
     )

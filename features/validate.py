@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.encoding import RunningIndex, canonical_keys
+from features.errors import FeaturesError
 from features.events import MISSING_LABEL, NO_VALUE, EventColumns
 from features.localtime import MAX_OFFSET_MINUTES
 from features.reader import SourceBatch
@@ -109,18 +110,22 @@ class RowDeduplicator:
         self._seen = np.zeros(0, dtype=np.uint64)
 
     def first_seen(self, hashes: np.ndarray) -> np.ndarray:
-        """True for rows whose hash is new: not seen before, and first of its kind in the batch."""
-        order = np.argsort(hashes, kind="stable")  # equal hashes keep row order: first one wins
+        """True for rows whose hash is new: not seen before, and the earliest of its kind here."""
+        is_first = np.zeros(len(hashes), dtype=bool)
+        if len(hashes) == 0:
+            return is_first
+        order = np.argsort(hashes)
         ordered = hashes[order]
-        first_sorted = np.ones(len(hashes), dtype=bool)
-        first_sorted[1:] = ordered[1:] != ordered[:-1]
+        group_starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+        distinct = ordered[group_starts]
+        earliest_row = np.minimum.reduceat(order, group_starts)
+        fresh = np.ones(len(distinct), dtype=bool)
         if len(self._seen):
-            slot = np.minimum(np.searchsorted(self._seen, ordered), len(self._seen) - 1)
-            first_sorted &= self._seen[slot] != ordered
-        is_first = np.empty(len(hashes), dtype=bool)
-        is_first[order] = first_sorted
+            slot = np.minimum(np.searchsorted(self._seen, distinct), len(self._seen) - 1)
+            fresh = self._seen[slot] != distinct
+        is_first[earliest_row[fresh]] = True
         # Two sorted runs: the stable sort (timsort for 64-bit keys) merges them in linear time.
-        self._seen = np.sort(np.concatenate([self._seen, ordered[first_sorted]]), kind="stable")
+        self._seen = np.sort(np.concatenate([self._seen, distinct[fresh]]), kind="stable")
         return is_first
 
 
@@ -169,6 +174,7 @@ class BatchValidator:
         self.users = RunningIndex()
         self.items = RunningIndex()
         self.impressions = RunningIndex()
+        self._impression_kind: str | None = None
         self.categories = {name: RunningIndex() for name in schema.categorical}
         fixed = schema.fixed_offset_minutes()
         self.times = TimestampParser(
@@ -239,7 +245,7 @@ class BatchValidator:
             has_time=has_time[valid_rows],
             offset_minutes=offsets[valid_rows],
             row=self.rows_read + valid_rows.astype(np.int64),
-            impression=self._impressions(batch, valid_rows),
+            **self._impressions(batch, valid_rows),
             labels=labels[valid_rows],
             probabilities=probabilities[valid_rows],
             categorical={
@@ -282,14 +288,23 @@ class BatchValidator:
             good = good & (values >= spec.domain[0]) & (values <= spec.domain[1])
         return (np.nan_to_num(values) >= spec.threshold).astype(np.int8), present, good
 
-    def _impressions(self, batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
-        codes = np.full(len(rows), NO_VALUE, dtype=np.int64)
+    def _impressions(self, batch: pa.RecordBatch, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Impression keys need only be consistent within a user, so integer ids are kept as
+        they are (no global dictionary: an impression log has nearly one new id per slate);
+        text ids get running codes. Impressions are numbered densely after ordering."""
+        keys, present = np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=bool)
         if self.schema.impression_id is None:
-            return codes
+            return {"impression": keys, "has_impression": present}
         values, present = _text_or_keys(batch.column(self.schema.impression_id).take(pa.array(rows)))
-        if present.any():
-            codes[present] = self.impressions.encode(values.filter(pa.array(present)))
-        return codes
+        kind = "int" if pa.types.is_integer(values.type) else "text"
+        if self._impression_kind not in (None, kind):
+            raise FeaturesError(f"{self.schema.impression_id}: impression ids mix integers and text across files")
+        self._impression_kind = kind
+        if kind == "int":
+            keys = values.fill_null(0).to_numpy().astype(np.int64)
+        elif present.any():
+            keys[present] = self.impressions.encode(values.filter(pa.array(present)))
+        return {"impression": np.where(present, keys, 0), "has_impression": present}
 
     def encode_categorical(self, column: pa.Array, name: str) -> np.ndarray:
         """Codes [rows, max_values] for one categorical field (also used for catalogue tables)."""
@@ -313,7 +328,7 @@ class BatchValidator:
     @staticmethod
     def _event_hashes(events: EventColumns) -> np.ndarray:
         columns = [events.user, events.item, events.seconds, events.has_time.astype(np.int64), events.offset_minutes,
-                   events.impression, events.labels, events.probabilities]
+                   events.impression, events.has_impression, events.labels, events.probabilities]
         columns += [events.categorical[name] for name in sorted(events.categorical)]
         return row_hashes(columns)
 

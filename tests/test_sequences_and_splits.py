@@ -133,3 +133,25 @@ def test_delta_t_and_cyclic_columns(tmp_path: Path) -> None:
     assert window["delta_t"] == [-1, -1, DAY, DAY]
     assert window["has_time"] == [False, True, True, True]
     assert window["day_of_week"][1:] == [0, 1, 2]  # 2024-01-01 was a Monday
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(-3, 5)), st.integers(0, 4)), min_size=1, max_size=80))
+def test_impressions_are_numbered_per_user_and_key(tmp_path_factory, events: list[tuple]) -> None:
+    """Same (user, impression id) -> same number, even when the impression's events are not adjacent."""
+    folder = tmp_path_factory.mktemp("impressions")
+    table = pa.table({"user_id": [f"u{u}" for u, _, _ in events], "item_id": [f"i{k}" for k in range(len(events))],
+                      "timestamp": pa.array([BASE + t * 60 for *_, t in events], pa.int64()),
+                      "impression_id": pa.array([i for _, i, _ in events], pa.int64())})
+    pq.write_table(table, folder / "events.parquet")
+    prepare(events_source(folder / "events.parquet", LogSchema(impression_id="impression_id")), folder / "out",
+            PrepareOptions(progress=False, split="loo", max_len=200, windows="all"))
+    number_of: dict[tuple, int] = {}
+    for split in ("train", "valid", "test"):
+        for window in _windows(folder, split):
+            for row, number in zip(window["row"], window["impression"]):
+                user, impression, _ = events[row]
+                assert (number == 0) == (impression is None)
+                if impression is not None:
+                    assert number_of.setdefault((user, impression), number) == number
+    assert len(set(number_of.values())) == len(number_of)  # different (user, id) -> different numbers

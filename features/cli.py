@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from features.adapters import ADAPTERS, adapter
+from features.errors import FeaturesError
 from features.prepare import PrepareOptions, prepare
 from features.schema import LogSchema
 
@@ -32,12 +35,22 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_synth)
 
 
+def _checked(build, what: str):
+    """Build a pydantic object from command-line values, turning a bad value into one line."""
+    try:
+        return build()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FeaturesError(f"{what}: --{where.replace('_', '-')}: {first['msg']}") from exc
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     from features.synth.config import SynthConfig
     from features.synth.writer import write_feed
 
-    config = SynthConfig.from_preset(args.preset, users=args.users, items=args.items, days=args.days,
-                                     seed=args.seed, timeless=args.timeless)
+    config = _checked(lambda: SynthConfig.from_preset(args.preset, users=args.users, items=args.items, days=args.days,
+                                                      seed=args.seed, timeless=args.timeless), "synth")
     manifest = write_feed(config, args.out, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "rows": manifest["rows"], "oracle_ne": manifest["oracle_ne"]}, indent=2))
     return 0
@@ -90,12 +103,15 @@ def _schema_from_args(args: argparse.Namespace) -> LogSchema | None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    options = PrepareOptions(
+    options = _checked(lambda: PrepareOptions(
         max_len=args.max_len, split=args.split, holdout=args.holdout, valid_days=args.valid_days,
         test_days=args.test_days, windows=args.windows, min_count=args.min_count, progress=not args.no_progress,
-    )
+    ), "prepare")
+    schema = _schema_from_args(args)
     build = adapter(args.format)
-    source = build(args.input, _schema_from_args(args)) if args.format == "events" else build(args.input)
+    if args.format != "events" and schema is not None:
+        raise FeaturesError(f"--format {args.format} defines its own columns; schema flags apply to --format events")
+    source = build(args.input, schema) if args.format == "events" else build(args.input)
     stats = prepare(source, args.out, options)
     summary = {k: stats[k] for k in ("users", "items", "events", "quarantined", "quarantine_reasons")}
     summary.update({k: stats[k] for k in ("impressions",) if k in stats})

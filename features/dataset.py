@@ -73,13 +73,9 @@ class SequenceDataset(Dataset):
             if name in ("user", "length"):
                 continue
             flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            width = self._width(name)
-            self.values[name] = flat.reshape(-1, width) if width > 1 or name.startswith("cat_") else flat
-
-    def _width(self, name: str) -> int:
-        if name.startswith("cat_"):
-            return self.schema.categorical[name[4:]].max_values
-        return 1
+            if name.startswith("cat_"):  # stored flattened: max_values per event
+                flat = flat.reshape(-1, self.schema.categorical[name[4:]].max_values)
+            self.values[name] = flat
 
     def __len__(self) -> int:
         return len(self.lengths)

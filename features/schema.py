@@ -63,7 +63,9 @@ class CategoricalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     column: str | None = Field(None, description="source column; defaults to the field's name")
-    separator: str | None = Field(None, description="splits a string cell into several values")
+    separator: str | None = Field(
+        None, description="splits a string cell into several values (max_values then defaults to 8)"
+    )
     max_values: int = Field(1, ge=1, le=64, description="values kept per event, in cell order")
     level: CategoricalLevel = Field(
         "item",

@@ -78,6 +78,10 @@ def impression_index(ordered: OrderedEvents) -> np.ndarray:
     starts[1:] &= ~continues
     run_of_event = np.cumsum(starts) - 1
     first_rows = np.flatnonzero(starts)
+    run_keys, run_users = key[first_rows], events.user[first_rows]
+    if np.all((run_keys[1:] > run_keys[:-1]) | (run_users[1:] != run_users[:-1])):
+        # Each user's impression ids only grow along time (the usual case): no run repeats a key.
+        return np.where(has, run_of_event + 1, 0)
     order = np.lexsort((np.arange(len(first_rows)), key[first_rows], events.user[first_rows]))
     same_as_prior = np.zeros(len(order), dtype=bool)
     same_as_prior[1:] = (events.user[first_rows][order][1:] == events.user[first_rows][order][:-1]) & (

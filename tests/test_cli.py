@@ -56,3 +56,14 @@ def test_batch_size_does_not_change_the_output(tmp_path: Path, tiny_feed: Path) 
     for split in ("train", "valid", "test", "items", "quarantine"):
         assert pq.read_table(tmp_path / "one" / f"{split}.parquet").equals(pq.read_table(tmp_path / "many" / f"{split}.parquet"))
     assert (tmp_path / "one" / "schema.json").read_text() == (tmp_path / "many" / "schema.json").read_text()
+
+
+def test_bad_option_values_and_misplaced_flags_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu,a,1700000000\n")
+    bad_len = run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--max-len", "0", check=False)
+    assert bad_len.returncode == 2 and "--max-len" in bad_len.stderr and "Traceback" not in bad_len.stderr
+    misplaced = run_rotorec("prepare", "--format", "movielens", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+                            "--labels", "click", check=False)
+    assert misplaced.returncode == 2 and "schema flags apply to --format events" in misplaced.stderr
+    bad_users = run_rotorec("synth", "--out", str(tmp_path / "s"), "--users", "0", check=False)
+    assert bad_users.returncode == 2 and "--users" in bad_users.stderr and "Traceback" not in bad_users.stderr

@@ -67,7 +67,7 @@ def amazon_sequence_source(path: str | Path) -> LogSource:
                 lines = [line.split() for line in handle if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise LogReadError(root, f"not a text sequence file ({str(exc).splitlines()[0]})") from exc
-        if lines and any(len(line) < 2 for line in lines[:1000]) and all(len(line) < 2 for line in lines[:1000]):
+        if lines and all(len(line) < 2 for line in lines[:1000]):
             raise LogReadError(root, "lines must read 'user item item …'")
         users = np.repeat(np.array([line[0] for line in lines], dtype=object), [len(line) - 1 for line in lines])
         items = [item for line in lines for item in line[1:]]

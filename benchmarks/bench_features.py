@@ -82,6 +82,16 @@ def run_one(log_dir: Path, out_dir: Path) -> dict:
             "peak_rss_mib": peak_kib / 1024, "peak_rss_bytes_per_event": peak_kib * 1024 / stats["input_rows"]}
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -112,7 +122,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['events']:>12,} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['peak_rss_mib']:>13.0f} "
               f"{r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}")
-    report = {"benchmark": "features", "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+    report = {"benchmark": "features", "date": time.strftime("%Y-%m-%d"), "machine": _cpu_name(),
               "cpu_count": os.cpu_count(), "python": platform.python_version(), "threads": 1, "results": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""model: rotary encodings (SIREN-RoPE and baselines), mixers and the generative ranker."""

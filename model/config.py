@@ -1,0 +1,111 @@
+"""The ranker's configuration: validated, saved with every checkpoint, enough to rebuild exactly.
+
+Vocabulary sizes and tasks come from the prepared data's FeatureSchema (`from_feature_schema`),
+so a model is always built for the data it will read.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Encoding = Literal["none", "rope", "to_rope", "siren_rope"]
+MixerKind = Literal["attention", "rotrnn", "fprnn"]
+SirenBranch = Literal["timestamp", "cyclic", "categorical"]
+AVAILABLE_MIXERS = ("attention",)
+"""Mixers implemented so far; rotrnn and fprnn arrive with the scan kernels."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CategoricalField(StrictModel):
+    vocab_size: int = Field(ge=2)
+    max_values: int = Field(1, ge=1)
+
+
+class SirenConfig(StrictModel):
+    """SIREN-RoPE angle network (siren_rope.md §1, §3, §4)."""
+
+    branches: list[SirenBranch] = Field(default_factory=lambda: ["timestamp", "cyclic"])
+    sine_branch: bool = True
+    mlp_branch: bool = True
+    ordinal: bool = True
+    hidden: int = Field(64, ge=1)
+    depth: int = Field(2, ge=1, description="hidden layers per branch")
+    omega0: float = 10.0
+    omega_init: float = Field(3.141592653589793, description="initial per-pair frequency scale ω_s")
+    reference_time: int = Field(1_704_067_200, description="t_ref of the long-range offset (Unix s)")
+    categorical_fields: list[str] | None = Field(None, description="fields rotating angles (default: all)")
+
+
+class NextItemConfig(StrictModel):
+    """Generative retrieval head: sampled softmax over L2-normalised item embeddings."""
+
+    negatives: Literal["uniform", "in_batch"] = "uniform"
+    num_negatives: int = Field(128, ge=1)
+    temperature: float = Field(0.05, gt=0)
+    weight: float = Field(1.0, ge=0)
+
+
+class ModelConfig(StrictModel):
+    item_vocab_size: int = Field(ge=3)
+    action_vocab_size: int = Field(ge=2)
+    categorical: dict[str, CategoricalField] = Field(default_factory=dict)
+    tasks: list[str] = Field(default_factory=list)
+    d_model: int = Field(128, ge=2)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    ffn_multiplier: int = Field(4, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_seq_len: int = Field(200, ge=1)
+    encoding: Encoding = "siren_rope"
+    rope_base: float = Field(100_000.0, gt=1)
+    mixers: list[MixerKind] | None = None
+    siren: SirenConfig = Field(default_factory=SirenConfig)
+    next_item: NextItemConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        if (self.d_model // self.heads) % 2:
+            raise ValueError("rotary encodings need an even head dimension")
+        if self.mixers is None:
+            self.mixers = ["attention"] * self.layers
+        if len(self.mixers) != self.layers:
+            raise ValueError(f"mixers lists {len(self.mixers)} entries for {self.layers} layers")
+        missing = [m for m in self.mixers if m not in AVAILABLE_MIXERS]
+        if missing:
+            raise ValueError(f"mixer(s) {missing} are not available yet (implemented: {list(AVAILABLE_MIXERS)})")
+        fields = self.siren.categorical_fields
+        if fields is not None and set(fields) - set(self.categorical):
+            raise ValueError(f"siren.categorical_fields {sorted(set(fields) - set(self.categorical))} are not model fields")
+        if not self.tasks and self.next_item is None:
+            raise ValueError("the model needs at least one task or the next-item head")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+    def angle_fields(self) -> list[str]:
+        if "categorical" not in self.siren.branches:
+            return []
+        return list(self.siren.categorical_fields if self.siren.categorical_fields is not None else self.categorical)
+
+    @classmethod
+    def from_feature_schema(cls, schema, **overrides: object) -> ModelConfig:
+        """Vocabulary sizes and tasks from prepared data (features.artifacts.FeatureSchema)."""
+        values: dict = {
+            "item_vocab_size": schema.item_vocab_size,
+            "action_vocab_size": schema.action_vocab_size,
+            "categorical": {name: {"vocab_size": info.vocab_size, "max_values": info.max_values}
+                            for name, info in schema.categorical.items()},
+            "tasks": list(schema.tasks),
+            "max_seq_len": schema.max_len,
+        }
+        values.update(overrides)
+        return cls.model_validate(values)

@@ -1,0 +1,51 @@
+"""Model inputs from prepared batches (training) and from raw event fields (serving).
+
+Local-time features are computed by the features stage's own function, so training data and
+serving requests get hour-of-day and day-of-week from the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from features.dataset import SequenceBatch
+from features.localtime import cyclic_features
+from model.encodings import TimeInputs
+
+
+def batch_time(batch: SequenceBatch) -> TimeInputs:
+    """Per-event time inputs of a training batch; the index is the position in the window."""
+    size, length = batch.item.shape
+    index = torch.arange(length, device=batch.item.device).expand(size, length)
+    return TimeInputs(index=index, seconds=batch.timestamp, has_time=batch.has_time, second_of_day=batch.second_of_day,
+                      day_of_week=batch.day_of_week, categorical=batch.categorical)
+
+
+def local_time(seconds: torch.Tensor, tz_offset_minutes: torch.Tensor, has_time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(second of day, day of week) in local time, via features.localtime on the CPU."""
+    second_of_day, day_of_week = cyclic_features(
+        seconds.cpu().numpy().astype(np.int64), tz_offset_minutes.cpu().numpy().astype(np.int16), has_time.cpu().numpy()
+    )
+    device = seconds.device
+    return torch.from_numpy(second_of_day.astype(np.int64)).to(device), torch.from_numpy(day_of_week.astype(np.int64)).to(device)
+
+
+@dataclass
+class Events:
+    """Padded events [B, L] as the scorer reads them (ids are vocabulary ids)."""
+
+    item: torch.Tensor
+    categorical: dict[str, torch.Tensor]  # [B, L, max_values]
+    valid: torch.Tensor  # bool
+    action: torch.Tensor | None = None  # history only
+    timestamp: torch.Tensor | None = None  # history only (candidates take the request time)
+    has_time: torch.Tensor | None = None
+    tz_offset_minutes: torch.Tensor | None = None
+
+    def time(self, index: torch.Tensor) -> TimeInputs:
+        second_of_day, day_of_week = local_time(self.timestamp, self.tz_offset_minutes, self.has_time)
+        return TimeInputs(index=index, seconds=self.timestamp, has_time=self.has_time, second_of_day=second_of_day,
+                          day_of_week=day_of_week, categorical=self.categorical)

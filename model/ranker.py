@@ -1,0 +1,128 @@
+"""The generative ranker: a pre-norm causal Transformer over a user's events.
+
+Tokens are events: item embedding plus categorical embeddings (the content). What the user did
+(the action) enters only attention values, so the prediction at position p sees item p's
+content, p's time, and everything before p, never p's own labels. One logit per task per
+position; an optional next-item head scores the catalogue for generative retrieval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.attention import LabelSafeAttention
+from model.config import ModelConfig
+from model.encodings import TimeInputs, build_encoding
+
+
+@dataclass
+class History:
+    """A finished history, encoded once: per layer the keys/values candidates attend to."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    valid: torch.Tensor  # bool [B, L]
+    hidden: torch.Tensor  # [B, L, d] final hidden states (for the next-item query)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        width = config.ffn_multiplier * config.d_model
+        self.net = nn.Sequential(nn.Linear(config.d_model, width), nn.GELU(), nn.Linear(width, config.d_model),
+                                 nn.Dropout(config.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, mixer: str) -> None:
+        super().__init__()
+        if mixer != "attention":
+            raise ValueError(f"mixer {mixer!r} is not available")
+        self.mixer_norm = nn.LayerNorm(config.d_model)
+        self.mixer = LabelSafeAttention(config)
+        self.ffn_norm = nn.LayerNorm(config.d_model)
+        self.ffn = FeedForward(config)
+
+
+class Ranker(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.item_embedding = nn.Embedding(config.item_vocab_size, d, padding_idx=0)
+        self.categorical_embeddings = nn.ModuleDict({
+            name: nn.Embedding(field.vocab_size, d, padding_idx=0) for name, field in config.categorical.items()
+        })
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.encoding = build_encoding(config)
+        self.blocks = nn.ModuleList(Block(config, kind) for kind in config.mixers)
+        self.final_norm = nn.LayerNorm(d)
+        self.task_head = nn.Linear(d, len(config.tasks)) if config.tasks else None
+        self.next_item_query = nn.Linear(d, d) if config.next_item is not None else None
+        nn.init.normal_(self.item_embedding.weight, std=d ** -0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    # -- shared pieces -------------------------------------------------------------------------
+
+    def embed(self, item: torch.Tensor, categorical: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Content of events or candidates: item + mean of each categorical field's values."""
+        tokens = self.item_embedding(item)
+        for name, table in self.categorical_embeddings.items():
+            ids = categorical[name]
+            present = (ids > 0).unsqueeze(-1).to(tokens.dtype)
+            tokens = tokens + (table(ids) * present).sum(-2) / present.sum(-2).clamp(min=1)
+        return self.embedding_dropout(tokens)
+
+    def rotation(self, time: TimeInputs) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        angles = self.encoding.angles(time)
+        if angles is None:
+            return None, None
+        return torch.cos(angles).unsqueeze(1), torch.sin(angles).unsqueeze(1)
+
+    # -- sequences (training, history encoding) ------------------------------------------------
+
+    def encode(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor) -> History:
+        """Causal pass over event sequences [B, S]; returns hidden states and per-layer caches."""
+        cos, sin = self.rotation(time)
+        hidden = self.embed(item, categorical)
+        caches = []
+        for block in self.blocks:
+            mixed, cache = block.mixer(block.mixer_norm(hidden), action, cos, sin, valid)
+            hidden = hidden + mixed
+            hidden = hidden + block.ffn(block.ffn_norm(hidden))
+            caches.append(cache)
+        return History(layers=caches, valid=valid, hidden=self.final_norm(hidden))
+
+    def task_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.task_head is None:
+            raise ValueError("this model has no task heads")
+        return self.task_head(hidden)
+
+    # -- candidates (serving) -------------------------------------------------------------------
+
+    def candidate_hidden(self, history: History, item, categorical, time: TimeInputs) -> torch.Tensor:
+        """Final hidden states of candidates [B, C]: each reads the history and itself only."""
+        cos, sin = self.rotation(time)
+        hidden = self.embed(item, categorical)
+        for block, layer_cache in zip(self.blocks, history.layers):
+            hidden = hidden + block.mixer.attend_history(block.mixer_norm(hidden), cos, sin, layer_cache, history.valid)
+            hidden = hidden + block.ffn(block.ffn_norm(hidden))
+        return self.final_norm(hidden)
+
+    # -- next-item retrieval --------------------------------------------------------------------
+
+    def next_item_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.next_item_query is None:
+            raise ValueError("this model has no next-item head")
+        return F.normalize(self.next_item_query(hidden), dim=-1)
+
+    def catalogue_embeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        weight = self.item_embedding.weight if items is None else self.item_embedding(items)
+        return F.normalize(weight, dim=-1)

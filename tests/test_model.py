@@ -1,0 +1,230 @@
+"""The ranker against its own plain references: serving = training, no leakage, RoPE limits."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from features.dataset import SequenceBatch, SequenceDataset
+from model.config import ModelConfig
+from model.encodings import SirenRope, TimeInputs
+from model.inputs import Events, batch_time, local_time
+from model.ranker import Ranker
+from model.rotary import rotate_pairs
+from model.scoring import score_candidates
+
+ENCODINGS = ["none", "rope", "to_rope", "siren_rope"]
+TOLERANCE = 1e-5
+
+
+def _model(schema, encoding: str = "siren_rope", seed: int = 0, **overrides) -> Ranker:
+    torch.manual_seed(seed)
+    config = ModelConfig.from_feature_schema(
+        schema, d_model=32, heads=2, layers=2, dropout=0.0, encoding=encoding,
+        siren={"branches": ["timestamp", "cyclic", "categorical"], "hidden": 16}, **overrides)
+    model = Ranker(config).eval()
+    if encoding == "siren_rope":  # the categorical tables start at zero; make them matter in tests
+        with torch.no_grad():
+            for table in model.encoding.category_tables.values():
+                table.weight[1:].normal_(0, 0.5)
+    return model
+
+
+def _logits(model: Ranker, batch: SequenceBatch) -> torch.Tensor:
+    return model.task_logits(model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden)
+
+
+def _history(batch: SequenceBatch, row: int, stop: int) -> Events:
+    """Events [0, stop) of one window as a serving history (batch of one)."""
+    cut = slice(0, stop)
+    return Events(item=batch.item[row:row + 1, cut], categorical={k: v[row:row + 1, cut] for k, v in batch.categorical.items()},
+                  valid=batch.mask[row:row + 1, cut], action=batch.action[row:row + 1, cut],
+                  timestamp=batch.timestamp[row:row + 1, cut], has_time=batch.has_time[row:row + 1, cut],
+                  tz_offset_minutes=batch.tz_offset_minutes[row:row + 1, cut])
+
+
+@pytest.fixture(scope="module")
+def data(tiny_prepared: Path) -> tuple[SequenceDataset, SequenceBatch]:
+    dataset = SequenceDataset(tiny_prepared, "valid")
+    return dataset, dataset.__getitems__(list(range(min(6, len(dataset)))))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_training_prediction_equals_serving_score(data, encoding: str) -> None:
+    """(b) The prediction at p equals the score of item p given history < p at request time t_p."""
+    dataset, batch = data
+    model = _model(dataset.schema, encoding)
+    probabilities = torch.sigmoid(_logits(model, batch))
+    row, length = 0, int(batch.lengths[0])
+    for p in (0, 1, length // 2, length - 1):
+        candidate = Events(item=batch.item[row:row + 1, p:p + 1],
+                           categorical={k: v[row:row + 1, p:p + 1] for k, v in batch.categorical.items()},
+                           valid=torch.ones(1, 1, dtype=torch.bool))
+        served = score_candidates(model, _history(batch, row, p), candidate, batch.timestamp[row:row + 1, p],
+                                  batch.tz_offset_minutes[row:row + 1, p])
+        assert torch.allclose(served[0, 0], probabilities[row, p], atol=TOLERANCE, rtol=0), (encoding, p)
+
+
+@pytest.mark.parametrize("encoding", ["rope", "siren_rope"])
+def test_batched_candidates_equal_one_at_a_time(data, encoding: str) -> None:
+    """(a) N candidates in micro-batched passes score as each candidate alone."""
+    dataset, batch = data
+    model = _model(dataset.schema, encoding)
+    generator = torch.Generator().manual_seed(1)
+    count = 37
+    items = torch.randint(2, dataset.schema.item_vocab_size, (1, count), generator=generator)
+    categories = {k: torch.randint(0, info.vocab_size, (1, count, info.max_values), generator=generator)
+                  for k, info in dataset.schema.categorical.items()}
+    candidates = Events(item=items, categorical=categories, valid=torch.ones(1, count, dtype=torch.bool))
+    history = _history(batch, 1, int(batch.lengths[1]))
+    request, zone = batch.timestamp[1:2, -1] + 3600, batch.tz_offset_minutes[1:2, 0]
+    together = score_candidates(model, history, candidates, request, zone, micro_batch=8)
+    for c in range(count):
+        alone = Events(item=items[:, c:c + 1], categorical={k: v[:, c:c + 1] for k, v in categories.items()},
+                       valid=torch.ones(1, 1, dtype=torch.bool))
+        single = score_candidates(model, history, alone, request, zone)
+        assert (together[0, c] - single[0, 0]).abs().max() <= TOLERANCE
+
+
+def test_padded_histories_score_like_unpadded_ones(data) -> None:
+    """Several requests of different history lengths in one padded batch score as one by one."""
+    dataset, batch = data
+    model = _model(dataset.schema)
+    candidates = Events(item=batch.item[:3, :5], categorical={k: v[:3, :5] for k, v in batch.categorical.items()},
+                        valid=torch.ones(3, 5, dtype=torch.bool))
+    stops = [4, 9, 2]
+    padded = Events(
+        item=torch.stack([torch.nn.functional.pad(batch.item[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
+        categorical={k: torch.stack([torch.nn.functional.pad(v[r, :s], (0, 0, 0, 9 - s)) for r, s in enumerate(stops)])
+                     for k, v in batch.categorical.items()},
+        valid=torch.stack([torch.arange(9) < s for s in stops]),
+        action=torch.stack([torch.nn.functional.pad(batch.action[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
+        timestamp=torch.stack([torch.nn.functional.pad(batch.timestamp[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
+        has_time=torch.stack([torch.arange(9) < s for s in stops]),
+        tz_offset_minutes=batch.tz_offset_minutes[:3, :9])
+    request, zone = batch.timestamp[:3, 10], batch.tz_offset_minutes[:3, 0]
+    together = score_candidates(model, padded, candidates, request, zone)
+    for r, stop in enumerate(stops):
+        single = score_candidates(model, _history(batch, r, stop), Events(
+            item=candidates.item[r:r + 1], categorical={k: v[r:r + 1] for k, v in candidates.categorical.items()},
+            valid=candidates.valid[r:r + 1]), request[r:r + 1], zone[r:r + 1])
+        assert (together[r] - single[0]).abs().max() <= TOLERANCE
+
+
+def test_labels_of_event_p_do_not_reach_its_prediction(data) -> None:
+    """(c) Changing event p's labels/action leaves predictions at <= p unchanged (and moves later ones)."""
+    dataset, batch = data
+    model = _model(dataset.schema)
+    before = _logits(model, batch)
+    changed = copy.copy(batch)
+    p = 5
+    real_actions = dataset.schema.action_vocab_size - 2  # ids 2.. (0 = PAD, 1 = OOV)
+    assert real_actions >= 2
+    changed.action = batch.action.clone()
+    changed.action[:, p] = 2 + (batch.action[:, p] - 2 + 1) % real_actions  # a different real action
+    changed.labels = batch.labels.clone()
+    changed.labels[:, p] = 1 - batch.labels[:, p]
+    assert (changed.action[:, p] != batch.action[:, p]).all()
+    after = _logits(model, changed)
+    assert torch.equal(before[:, : p + 1], after[:, : p + 1])
+    assert (before[:, p + 1:] - after[:, p + 1:]).abs().max() > 1e-4  # the label is used, for later events
+
+
+def test_siren_rope_without_time_scale_is_exactly_rope(data) -> None:
+    """(d) ω_s = 0 and λ = 1 reproduce ordinal RoPE bit for bit."""
+    dataset, batch = data
+    siren = _model(dataset.schema, "siren_rope", seed=3)
+    rope = _model(dataset.schema, "rope", seed=3)
+    shared = {k: v for k, v in siren.state_dict().items() if not k.startswith("encoding.")}
+    rope.load_state_dict(shared, strict=True)
+    with torch.no_grad():
+        siren.encoding.omega.zero_()
+        siren.encoding.ordinal_scale.fill_(1.0)
+    assert torch.equal(_logits(siren, batch), _logits(rope, batch))
+
+
+def test_rotation_preserves_norms() -> None:
+    """(e) Rotating q and k leaves their norms unchanged."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 7, 16, generator=generator)
+    angles = torch.randn(3, 1, 7, 8, generator=generator) * 100
+    rotated = rotate_pairs(x, torch.cos(angles), torch.sin(angles))
+    assert torch.allclose(rotated.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-6)
+
+
+def test_whole_week_shifts_leave_cyclic_angles_unchanged(data) -> None:
+    """(e) The cyclic branch sees only local time of day and week."""
+    dataset, batch = data
+    config = ModelConfig.from_feature_schema(dataset.schema, d_model=32, heads=2, siren={"branches": ["cyclic"]})
+    encoding = SirenRope(config)
+    for weeks in (1, 52, -30):
+        shifted = batch.timestamp + weeks * 7 * 86_400
+        second_of_day, day_of_week = local_time(shifted, batch.tz_offset_minutes, batch.has_time)
+        moved = TimeInputs(index=batch_time(batch).index, seconds=shifted, has_time=batch.has_time,
+                           second_of_day=second_of_day, day_of_week=day_of_week, categorical=batch.categorical)
+        assert torch.equal(encoding.angles(batch_time(batch)), encoding.angles(moved))
+
+
+def test_logits_ignore_a_constant_position_shift(data) -> None:
+    dataset, batch = data
+    model = _model(dataset.schema)
+    time = batch_time(batch)
+    base = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
+    time.index = time.index + 123_457
+    shifted = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
+    assert (base - shifted).abs().max() <= TOLERANCE
+
+
+def test_masked_timestamp_gives_zero_temporal_angle(data) -> None:
+    dataset, batch = data
+    config = ModelConfig.from_feature_schema(dataset.schema, d_model=32, heads=2,
+                                             siren={"branches": ["timestamp", "cyclic"], "ordinal": False})
+    encoding = SirenRope(config)
+    time = batch_time(batch)
+    time.has_time = torch.zeros_like(time.has_time)
+    assert torch.equal(encoding.angles(time), torch.zeros_like(encoding.angles(time)))
+
+
+def test_padding_never_changes_real_positions(data) -> None:
+    """(f) Garbage in padded slots leaves every real position's output unchanged."""
+    dataset, batch = data
+    model = _model(dataset.schema)
+    wide = dataset.__getitems__(list(range(len(batch.users))), pad_to=int(batch.lengths.max()) + 7)
+    garbage = copy.copy(wide)
+    pad = ~wide.mask
+    generator = torch.Generator().manual_seed(5)
+    garbage.item = torch.where(pad, torch.randint(2, dataset.schema.item_vocab_size, pad.shape, generator=generator), wide.item)
+    garbage.action = torch.where(pad, torch.full_like(wide.action, 2), wide.action)
+    garbage.timestamp = torch.where(pad, wide.timestamp + 999_999, wide.timestamp)
+    garbage.has_time = wide.has_time | pad
+    reference, noisy = _logits(model, wide), _logits(model, garbage)
+    assert torch.equal(reference[wide.mask], noisy[wide.mask])
+    assert (reference[:, : batch.item.shape[1]][batch.mask] - _logits(model, batch)[batch.mask]).abs().max() <= TOLERANCE
+
+
+def test_gradients_reach_scale_ordinal_gate_and_both_branches(data) -> None:
+    """(g) ω_s, λ, the sine branch, the MLP branch and the categorical tables all learn."""
+    dataset, batch = data
+    model = _model(dataset.schema).train()
+    _logits(model, batch).sum().backward()
+    encoding = model.encoding
+    for name, parameter in [("omega", encoding.omega), ("lambda", encoding.ordinal_scale),
+                            ("sine", encoding.sine[0].linear.weight), ("mlp", encoding.mlp[0].weight),
+                            *[(f"cat:{k}", t.weight) for k, t in encoding.category_tables.items()]]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_config_rejects_unknown_keys_and_rebuilds_exactly(data, tmp_path: Path) -> None:
+    dataset, batch = data
+    with pytest.raises(ValidationError, match="encodng"):
+        ModelConfig.from_feature_schema(dataset.schema, encodng="rope")
+    with pytest.raises(ValidationError, match="not available yet"):
+        ModelConfig.from_feature_schema(dataset.schema, layers=2, mixers=["attention", "rotrnn"])
+    model = _model(dataset.schema)
+    rebuilt = Ranker(ModelConfig.model_validate_json(model.config.model_dump_json())).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert torch.equal(_logits(model, batch), _logits(rebuilt, batch))

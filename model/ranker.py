@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import LabelSafeAttention
 from model.config import ModelConfig
 from model.encodings import TimeInputs, build_encoding
+from model.mixers import build_mixer
 
 
 @dataclass
@@ -42,10 +42,8 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, mixer: str) -> None:
         super().__init__()
-        if mixer != "attention":
-            raise ValueError(f"mixer {mixer!r} is not available")
         self.mixer_norm = nn.LayerNorm(config.d_model)
-        self.mixer = LabelSafeAttention(config)
+        self.mixer = build_mixer(mixer, config)
         self.ffn_norm = nn.LayerNorm(config.d_model)
         self.ffn = FeedForward(config)
 

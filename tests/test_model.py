@@ -228,3 +228,15 @@ def test_config_rejects_unknown_keys_and_rebuilds_exactly(data, tmp_path: Path) 
     rebuilt = Ranker(ModelConfig.model_validate_json(model.config.model_dump_json())).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert torch.equal(_logits(model, batch), _logits(rebuilt, batch))
+
+
+def test_angles_and_rotation_stay_fp32_under_bf16_autocast(data) -> None:
+    dataset, batch = data
+    model = _model(dataset.schema)
+    time = batch_time(batch)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        angles = model.encoding.angles(time)
+        hidden = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
+    assert angles.dtype == torch.float32
+    assert torch.equal(angles, model.encoding.angles(time))  # identical with and without autocast
+    assert torch.isfinite(hidden.float()).all()

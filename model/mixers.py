@@ -1,0 +1,29 @@
+"""The sequence-mixer slot of each layer, chosen per layer by `model.mixers`.
+
+A mixer reads the pre-normed hidden states of a user's events and fills the layer's residual
+slot. It must be strictly causal in the label-safe sense: the output at p may use events < p
+(content and actions) and event p's own content, never p's action. Two calls make up the
+contract:
+
+- `forward(z, action, cos, sin, valid) -> (y, cache)`: a whole sequence [B, S, d]; `cache` is
+  whatever later queries need from this history (keys/values for attention, the final state
+  for a recurrent mixer).
+- `attend_history(z, cos, sin, cache, valid) -> y`: queries [B, C, d] (serving candidates)
+  that read a finished history and their own content only, never each other.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from model.attention import LabelSafeAttention
+from model.config import AVAILABLE_MIXERS, ModelConfig
+
+MIXERS: dict[str, type[nn.Module]] = {"attention": LabelSafeAttention}
+assert set(MIXERS) == set(AVAILABLE_MIXERS)
+
+
+def build_mixer(kind: str, config: ModelConfig) -> nn.Module:
+    if kind not in MIXERS:
+        raise ValueError(f"mixer {kind!r} is not available (implemented: {sorted(MIXERS)})")
+    return MIXERS[kind](config)

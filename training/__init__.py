@@ -1,0 +1,1 @@
+"""training: offline training jobs, evaluation metrics and reports (`rotorec train`, `rotorec evaluate`)."""

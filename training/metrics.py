@@ -1,0 +1,230 @@
+"""Calibration and ranking metrics (evaluation.md §1), accumulated batch by batch.
+
+Every accumulator has `update` (a batch), `merge` (another accumulator, e.g. from another
+process), `compute` and `reset`; accumulation is float64. NE, calibration ratio and log loss
+need O(1) state; uniform-bin ECE needs one row per bin; AUC, GAUC and equal-mass ECE keep one
+row per prediction. AUC and uniform ECE use torchmetrics; the others are defined here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchmetrics.classification import BinaryAUROC, BinaryCalibrationError
+
+EPSILON = 1e-7
+ECE_BINS = 15
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPSILON, 1 - EPSILON)
+    return np.log(p) - np.log1p(-p)
+
+
+def binary_entropy(rate: float) -> float:
+    if rate <= 0.0 or rate >= 1.0:
+        return float("nan")
+    return -(rate * math.log(rate) + (1 - rate) * math.log1p(-rate))
+
+
+@dataclass
+class CalibrationAccumulator:
+    """Log loss, NE and calibration ratio from logits: O(1) float64 state."""
+
+    count: float = 0.0
+    positives: float = 0.0
+    probability_sum: float = 0.0
+    log_loss_sum: float = 0.0
+
+    def update(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        logits = np.asarray(logits, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.float64)
+        # -[y log σ(z) + (1-y) log(1-σ(z))] = softplus(z) - y·z, stable for any z.
+        self.log_loss_sum += float(np.sum(np.logaddexp(0.0, logits) - labels * logits))
+        self.probability_sum += float(np.sum(1.0 / (1.0 + np.exp(-logits))))
+        self.positives += float(labels.sum())
+        self.count += float(labels.size)
+
+    def merge(self, other: CalibrationAccumulator) -> None:
+        self.count += other.count
+        self.positives += other.positives
+        self.probability_sum += other.probability_sum
+        self.log_loss_sum += other.log_loss_sum
+
+    def compute(self) -> dict[str, float]:
+        if self.count == 0:
+            return {"count": 0, "log_loss": float("nan"), "ne": float("nan"), "calibration_ratio": float("nan"),
+                    "base_rate": float("nan")}
+        rate = self.positives / self.count
+        log_loss = self.log_loss_sum / self.count
+        entropy = binary_entropy(rate)
+        if math.isnan(entropy):
+            warnings.warn("NE is undefined: the evaluation set has a single class", RuntimeWarning, stacklevel=2)
+        return {
+            "count": int(self.count),
+            "base_rate": rate,
+            "log_loss": log_loss,
+            "ne": log_loss / entropy if not math.isnan(entropy) else float("nan"),
+            "calibration_ratio": self.probability_sum / self.positives if self.positives else float("nan"),
+        }
+
+    def reset(self) -> None:
+        self.count = self.positives = self.probability_sum = self.log_loss_sum = 0.0
+
+
+@dataclass
+class ScoreAccumulator:
+    """Keeps (probability, label, group) rows: AUC, GAUC, both ECEs, reliability diagrams."""
+
+    probabilities: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    groups: list[np.ndarray] = field(default_factory=list)
+
+    def update(self, probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> None:
+        self.probabilities.append(np.asarray(probabilities, dtype=np.float64).ravel())
+        self.labels.append(np.asarray(labels, dtype=np.float64).ravel())
+        self.groups.append(np.asarray(groups).ravel())
+
+    def merge(self, other: ScoreAccumulator) -> None:
+        self.probabilities += other.probabilities
+        self.labels += other.labels
+        self.groups += other.groups
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.probabilities:
+            return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
+        return np.concatenate(self.probabilities), np.concatenate(self.labels), np.concatenate(self.groups)
+
+    def reset(self) -> None:
+        self.probabilities, self.labels, self.groups = [], [], []
+
+
+def auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """P(s+ > s-) + ½ P(s+ = s-); NaN when only one class is present."""
+    if len(labels) == 0 or labels.min() == labels.max():
+        return float("nan")
+    metric = BinaryAUROC(thresholds=None)
+    return float(metric(torch.from_numpy(probabilities), torch.from_numpy(labels.astype(np.int64))))
+
+
+def group_auc(probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """Σ_g n_g·AUC_g / Σ_g n_g over groups holding both classes (ties count ½), vectorised."""
+    order = np.lexsort((probabilities, groups))
+    g, p, y = groups[order], probabilities[order], labels[order]
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [len(g)]]))
+    positives = np.add.reduceat(y, starts) if len(g) else np.zeros(0)
+    negatives = sizes - positives
+    # Mid-ranks within each group (ties share the average rank), then Mann-Whitney U per group.
+    tie_start = np.flatnonzero(np.concatenate([[True], (g[1:] != g[:-1]) | (p[1:] != p[:-1])]))
+    tie_size = np.diff(np.concatenate([tie_start, [len(g)]]))
+    group_of_tie = np.searchsorted(starts, tie_start, side="right") - 1
+    first_rank = tie_start - starts[group_of_tie] + 1
+    mid_rank = np.repeat(first_rank + (tie_size - 1) / 2.0, tie_size)
+    rank_sum = np.add.reduceat(mid_rank * y, starts) if len(g) else np.zeros(0)
+    eligible = (positives > 0) & (negatives > 0)
+    u = rank_sum - positives * (positives + 1) / 2.0
+    per_group = np.where(eligible, u / np.maximum(positives * negatives, 1), np.nan)
+    weight = sizes * eligible
+    value = float(np.sum(np.nan_to_num(per_group) * weight) / weight.sum()) if weight.sum() else float("nan")
+    return {"gauc": value, "gauc_groups": int(eligible.sum()), "gauc_skipped_groups": int((~eligible).sum()),
+            "gauc_skipped_rows": int(sizes[~eligible].sum()),
+            "mean_group_auc": float(np.nanmean(per_group)) if eligible.any() else float("nan")}
+
+
+def uniform_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    if len(labels) == 0:
+        return float("nan")
+    metric = BinaryCalibrationError(n_bins=bins, norm="l1")
+    return float(metric(torch.from_numpy(probabilities), torch.from_numpy(labels.astype(np.int64))))
+
+
+def equal_mass_bins(probabilities: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Bin index per row: B equal-mass bins at quantiles of p; equal p always share a bin."""
+    edges = np.unique(np.quantile(probabilities, np.linspace(0, 1, bins + 1)[1:-1]))
+    return np.searchsorted(edges, probabilities, side="right")
+
+
+def adaptive_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    if len(labels) == 0:
+        return float("nan")
+    index = equal_mass_bins(probabilities, bins)
+    gap = np.abs(np.bincount(index, labels) - np.bincount(index, probabilities))
+    return float(gap.sum() / len(labels))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS, adaptive: bool | None = None) -> dict:
+    """Per bin: mean p, observed rate with a 95 % Wilson interval, count (adaptive when ȳ < 0.1)."""
+    if adaptive is None:
+        adaptive = len(labels) > 0 and labels.mean() < 0.1
+    index = equal_mass_bins(probabilities, bins) if adaptive else np.minimum((probabilities * bins).astype(np.int64), bins - 1)
+    width = index.max() + 1 if len(index) else 0
+    n = np.bincount(index, minlength=width).astype(np.float64)
+    mean_p = np.bincount(index, probabilities, width) / np.maximum(n, 1)
+    rate = np.bincount(index, labels, width) / np.maximum(n, 1)
+    z = 1.959963984540054
+    centre = (rate + z * z / (2 * n.clip(min=1))) / (1 + z * z / n.clip(min=1))
+    half = z * np.sqrt(rate * (1 - rate) / n.clip(min=1) + z * z / (4 * n.clip(min=1) ** 2)) / (1 + z * z / n.clip(min=1))
+    keep = n > 0
+    return {"scheme": "equal_mass" if adaptive else "uniform", "bins": bins,
+            "mean_probability": mean_p[keep].tolist(), "observed_rate": rate[keep].tolist(),
+            "count": n[keep].astype(int).tolist(), "wilson_low": (centre - half)[keep].tolist(),
+            "wilson_high": (centre + half)[keep].tolist()}
+
+
+def ranks_against(scores: np.ndarray, target_scores: np.ndarray, is_target: np.ndarray | None = None) -> np.ndarray:
+    """r = 1 + #{s_j > s_t} + #{j ≠ t: s_j = s_t} per row of `scores` [N, V]: ties count against."""
+    at_least = (scores >= target_scores[:, None]).sum(axis=1)
+    return at_least if is_target is None else at_least - is_target.sum(axis=1) + 1
+
+
+def next_item_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = (10, 50, 200)) -> dict[str, float]:
+    """HR@k, NDCG@k (one relevant item) and MRR from full-catalogue ranks."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out = {"mrr": float(np.mean(1.0 / ranks)) if len(ranks) else float("nan"), "queries": int(len(ranks))}
+    for k in cutoffs:
+        hit = ranks <= k
+        out[f"hr@{k}"] = float(hit.mean()) if len(ranks) else float("nan")
+        out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0))) if len(ranks) else float("nan")
+    return out
+
+
+def impression_ranking(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, cutoffs: tuple[int, ...] = (5, 10)) -> dict[str, float]:
+    """Within-impression NDCG@k, HR@k, MRR (ties against the item) plus MIND's imp_auc and mrr.
+
+    Impressions without a positive are skipped and counted."""
+    order = np.lexsort((-scores, groups))
+    g, s, y = groups[order], scores[order], labels[order]
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else np.zeros(0, dtype=np.int64)
+    sizes = np.diff(np.concatenate([starts, [len(g)]]))
+    owner = np.repeat(np.arange(len(starts)), sizes)
+    # Rank with ties against the item: 1 + #{strictly higher} + #{equal, others}.
+    tie_start = np.flatnonzero(np.concatenate([[True], (g[1:] != g[:-1]) | (s[1:] != s[:-1])])) if len(g) else starts
+    tie_size = np.diff(np.concatenate([tie_start, [len(g)]]))
+    last_in_tie = np.repeat(tie_start + tie_size, tie_size)
+    rank = last_in_tie - starts[owner]
+    positives = np.add.reduceat(y, starts) if len(g) else np.zeros(0)
+    useful = positives > 0
+    relevant = y > 0
+    best = np.full(len(starts), np.inf)
+    np.minimum.at(best, owner[relevant], rank[relevant])
+    out = {"impressions": int(useful.sum()), "impressions_skipped": int((~useful).sum())}
+    out["mrr"] = float(np.mean(1.0 / best[useful])) if useful.any() else float("nan")
+    reciprocal = np.zeros(len(starts))
+    np.add.at(reciprocal, owner[relevant], 1.0 / rank[relevant])
+    out["mind_mrr"] = float(np.mean(reciprocal[useful] / positives[useful])) if useful.any() else float("nan")
+    for k in cutoffs:
+        gain = np.zeros(len(starts))
+        inside = relevant & (rank <= k)
+        np.add.at(gain, owner[inside], 1.0 / np.log2(rank[inside] + 1))
+        cumulative_discount = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
+        ideal = cumulative_discount[np.minimum(positives, k).astype(np.int64)]
+        out[f"ndcg@{k}"] = float(np.mean(gain[useful] / ideal[useful])) if useful.any() else float("nan")
+        out[f"hr@{k}"] = float(np.mean(best[useful] <= k)) if useful.any() else float("nan")
+    aucs = group_auc(s, y, g)
+    out["imp_auc"] = aucs["mean_group_auc"]
+    return out

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rotorec import __version__, logs
 
-SUBCOMMAND_PACKAGES = ("features.cli",)
+SUBCOMMAND_PACKAGES = ("features.cli", "training.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from features.errors import FeaturesError
+    from training.config import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     try:
         return int(args.run(args) or 0)
-    except FeaturesError as exc:
+    except (FeaturesError, ConfigError) as exc:
         print(f"rotorec: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,109 @@
+"""Training jobs: config errors, atomic pickle-free checkpoints, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, run_rotorec
+from training.config import ConfigError, load_run_config
+
+TINY = REPO / "configs" / "tiny.yaml"
+FAST = ["--set", "model.d_model=32", "--set", "model.siren.hidden=16", "--set", "train.batch_size=16",
+        "--set", "train.eval_every=20", "--set", "train.checkpoint_every=5", "--set", "train.log_every=5"]
+
+
+def test_set_overrides_parse_as_yaml_and_unknown_keys_are_named(tmp_path: Path) -> None:
+    config = load_run_config(TINY, ["model.mixers=[attention, attention]", "train.max_steps=7", "model.encoding=rope"])
+    assert config.model["mixers"] == ["attention", "attention"] and config.train.max_steps == 7
+    with pytest.raises(ConfigError, match=r"train\.max_stepz"):
+        load_run_config(TINY, ["train.max_stepz=3"])
+    with pytest.raises(ConfigError, match=r"model\.encodng"):
+        load_run_config(TINY, ["model.encodng=rope"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_run_config(None, ["train.max_steps"])
+
+
+def test_bad_config_and_schema_mismatch_are_one_line_errors(tmp_path: Path, tiny_prepared: Path) -> None:
+    result = run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(tmp_path / "r"),
+                         "--set", "model.siren.categorical_fields=[genre]", "--set", "model.siren.branches=[categorical]",
+                         check=False)
+    assert result.returncode == 2 and "genre" in result.stderr and "Traceback" not in result.stderr
+
+
+def _train_command(data: Path, out: Path, steps: int, resume: bool = False) -> list[str]:
+    command = [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "train", "--data", str(data), "--config",
+               str(TINY), "--out", str(out), "--no-progress", "--set", f"train.max_steps={steps}", *FAST]
+    return command + (["--resume"] if resume else [])
+
+
+def test_resume_after_sigkill_ends_with_identical_weights(tmp_path: Path, tiny_prepared: Path) -> None:
+    steps = 60
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_command(tiny_prepared, tmp_path / "straight", steps), check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    victim = subprocess.Popen(_train_command(tiny_prepared, tmp_path / "killed", steps), env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and victim.poll() is None:
+        if state.exists() and json.loads(state.read_text())["step"] >= 15:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert killed_at < steps, "the job finished before it could be killed; the test proves nothing"
+    subprocess.run(_train_command(tiny_prepared, tmp_path / "killed", steps, resume=True), check=True, env=env,
+                   cwd=REPO, capture_output=True)
+    for name in ("checkpoint/model.safetensors", "model.safetensors"):
+        straight, resumed = load_file(tmp_path / "straight" / name), load_file(tmp_path / "killed" / name)
+        assert straight.keys() == resumed.keys()
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight), name
+    manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
+    assert manifest["steps"] == steps and "model.safetensors" in manifest["files"]
+
+
+def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from model.config import ModelConfig
+    from model.ranker import Ranker
+    from training import checkpoint
+
+    model = Ranker(ModelConfig(item_vocab_size=10, action_vocab_size=4, tasks=["click"], d_model=8, heads=2))
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    folder = tmp_path / "checkpoint"
+    checkpoint.save_checkpoint(folder, model, optimizer, scheduler, 1, {"best": {}, "stale": 0})
+    original = load_file(folder / "model.safetensors")
+
+    def broken(tensors, path):
+        Path(path).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(folder, model, optimizer, scheduler, 2, {"best": {}, "stale": 0})
+    monkeypatch.undo()
+    assert json.loads((folder / "state.json").read_text())["step"] == 1
+    kept = load_file(folder / "model.safetensors")
+    assert all(torch.equal(original[k], kept[k]) for k in original)
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load (pickle) must not be used")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    state = checkpoint.load_checkpoint(folder, model, optimizer, scheduler)
+    assert state["step"] == 1
+    assert {p.suffix for p in folder.iterdir()} <= {".safetensors", ".json"}

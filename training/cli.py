@@ -1,0 +1,30 @@
+"""`rotorec train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train the ranker on prepared sequences",
+                            description="Fit the ranker; writes weights, manifest and a resumable checkpoint.")
+    p.add_argument("--data", required=True, type=Path, help="folder written by `rotorec prepare`")
+    p.add_argument("--config", type=Path, help="YAML run config (configs/*.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, value parsed as YAML (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import load_run_config
+    from training.trainer import train
+
+    config = load_run_config(args.config, args.overrides)
+    manifest = train(args.data, config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({"run": str(args.out), "steps": manifest["steps"], "validation": manifest["metrics"]["validation"]}, indent=2))
+    return 0

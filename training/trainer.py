@@ -1,0 +1,247 @@
+"""`rotorec train`: fit the ranker on prepared sequences, with checkpoints and early stopping.
+
+Run folder:
+    model.safetensors    best weights by validation (weights only)
+    manifest.json        configs, data fingerprints, package version, git commit, metrics, files
+    schema.json vocab/   the prepared data's schema and vocabularies (the service maps ids with them)
+    checkpoint/          the latest full state (weights, optimizer, schedule, RNG) for --resume
+    train_log.jsonl      one JSON line per logged step and per evaluation
+
+Batch order is a pure function of (seed, step) and the RNG state is checkpointed, so a run that
+is killed and resumed ends with the same weights as one that never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from features.artifacts import FeatureSchema
+from features.dataset import SequenceBatch, SequenceDataset
+from model.inputs import batch_time
+from model.losses import sampled_softmax_loss, task_loss
+from model.ranker import Ranker
+from rotorec import __version__
+from training.checkpoint import MODEL_FILE, load_checkpoint, replace_folder, save_checkpoint, write_json_atomic
+from training.config import ConfigError, RunConfig
+from training.metrics import CalibrationAccumulator
+
+log = logging.getLogger(__name__)
+MANIFEST_FILE = "manifest.json"
+ARTIFACT_FORMAT = 1
+
+
+def batch_indices(size: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Rows of the training set for `step`: epoch-wise permutations seeded by (seed, epoch)."""
+    per_epoch = math.ceil(size / batch_size)
+    epoch, position = divmod(step, per_epoch)
+    permutation = np.random.default_rng([seed, epoch]).permutation(size)
+    return permutation[position * batch_size:(position + 1) * batch_size]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda was requested but no GPU is available")
+    return torch.device(choice)
+
+
+def parameter_groups(model: Ranker, weight_decay: float) -> list[dict]:
+    """Decay only matrix weights of linear layers: never ω_s, λ, biases, norms or embeddings."""
+    decay, keep = [], []
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            (decay if isinstance(module, torch.nn.Linear) and name == "weight" else keep).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup: int, total: int, floor: float):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def compute_loss(model: Ranker, batch: SequenceBatch, step_seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+    history = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask)
+    total = history.hidden.new_zeros(())
+    parts: dict[str, float] = {}
+    weight = batch.target & batch.mask
+    if model.task_head is not None:
+        loss, per_task = task_loss(model.task_logits(history.hidden), batch.labels, batch.label_mask, weight)
+        total = total + loss
+        parts.update({f"bce_{t}": float(v) for t, v in zip(model.config.tasks, per_task.detach())})
+    if model.next_item_query is not None:
+        # Position p predicts the item of event p + 1 when that event is a target of this split.
+        query_rows = weight[:, 1:] & batch.mask[:, :-1]
+        queries = model.next_item_embeddings(history.hidden[:, :-1][query_rows])
+        positives = batch.item[:, 1:][query_rows]
+        generator = torch.Generator(device=queries.device).manual_seed(step_seed)
+        loss = sampled_softmax_loss(queries, positives, model.catalogue_embeddings(), model.config.next_item, generator)
+        total = total + model.config.next_item.weight * loss
+        parts["next_item"] = float(loss.detach())
+    return total, parts
+
+
+@torch.inference_mode()
+def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int) -> dict[str, float]:
+    """Per-task NE on the split's targets, and their mean (the early-stopping criterion)."""
+    model.eval()
+    accumulators = {task: CalibrationAccumulator() for task in model.config.tasks}
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.__getitems__(np.arange(start, min(start + batch_size, len(dataset)))).to(device)
+        hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
+        logits = model.task_logits(hidden).float()
+        for k, task in enumerate(model.config.tasks):
+            chosen = batch.target & batch.mask & batch.label_mask[..., k]
+            accumulators[task].update(logits[..., k][chosen].cpu().numpy(), batch.labels[..., k][chosen].cpu().numpy())
+    model.train()
+    result = {f"ne_{task}": acc.compute()["ne"] for task, acc in accumulators.items()}
+    result["ne_mean"] = float(np.nanmean(list(result.values()))) if result else float("nan")
+    return result
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _digest(path: Path) -> dict:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return {"sha256": sha.hexdigest(), "bytes": path.stat().st_size}
+
+
+def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    data, out = Path(data_dir), Path(out_dir)
+    schema = FeatureSchema.load(data)
+    model_config = config.model_config_for(schema)
+    loop, optim = config.train, config.optim
+    device = pick_device(loop.device)
+    checkpoint_dir = out / "checkpoint"
+    if out.exists() and not resume and any(out.iterdir()):
+        raise ConfigError(f"{out}: run folder is not empty (use --resume to continue it)")
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(loop.seed)
+
+    train_set, valid_set = SequenceDataset(data, "train"), SequenceDataset(data, "valid")
+    model = Ranker(model_config).to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(optim.warmup_steps, loop.max_steps, optim.min_lr_ratio))
+    start, best, stale = 0, {"ne_mean": float("inf"), "step": -1}, 0
+    if resume and (checkpoint_dir / "state.json").exists():
+        state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler)
+        start, best, stale = state["step"], state["best"], state["stale"]
+        log.info("resumed", extra={"run": str(out), "step": start})
+    autocast = device.type == "cuda" and loop.bf16
+    journal = (out / "train_log.jsonl").open("a", encoding="utf-8")
+    model.train()
+    bar = tqdm(total=loop.max_steps, initial=start, desc="train", unit="step", disable=None if progress else True)
+    window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
+    step = start
+    try:
+        while step < loop.max_steps and stale < loop.patience:
+            batch = train_set.__getitems__(batch_indices(len(train_set), loop.batch_size, loop.seed, step)).to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, parts = compute_loss(model, batch, step_seed=loop.seed * 1_000_003 + step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window_examples += len(batch.users)
+            window_tokens += int(batch.mask.sum())
+            bar.update(1)
+            if step % loop.log_every == 0 or step == loop.max_steps:
+                elapsed = time.perf_counter() - window_start
+                record = {"step": step, "loss": float(loss.detach()), **parts, "lr": scheduler.get_last_lr()[0],
+                          "examples_per_s": window_examples / elapsed, "tokens_per_s": window_tokens / elapsed}
+                journal.write(json.dumps(record) + "\n")
+                journal.flush()
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
+            if model.task_head is not None and (step % loop.eval_every == 0 or step == loop.max_steps):
+                metrics = validation_ne(model, valid_set, device, loop.eval_batch_size)
+                improved = metrics["ne_mean"] < best["ne_mean"]
+                stale = 0 if improved else stale + 1
+                if improved:
+                    best = {**metrics, "step": step}
+                    _save_weights(model, out)
+                journal.write(json.dumps({"step": step, "validation": metrics, "best_step": best["step"]}) + "\n")
+                journal.flush()
+            if step % loop.checkpoint_every == 0 or step == loop.max_steps or stale >= loop.patience:
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step, {"best": best, "stale": stale})
+    finally:
+        bar.close()
+        journal.close()
+    if model.task_head is None:
+        _save_weights(model, out)  # no validation NE to select by: keep the last weights
+        best = {"step": step}
+    return _finish(out, data, schema, config, model_config, best, step, device)
+
+
+def _save_weights(model: Ranker, out: Path) -> None:
+    staging = out / f".{MODEL_FILE}.partial"
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, staging)
+    staging.replace(out / MODEL_FILE)
+
+
+def _finish(out: Path, data: Path, schema: FeatureSchema, config: RunConfig, model_config, best: dict, step: int,
+            device: torch.device) -> dict:
+    """Copy the data contract beside the weights and write the manifest last."""
+    vocab = out / "vocab"
+    staging = out / ".vocab.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(data / "vocab", staging)
+    replace_folder(staging, vocab)
+    shutil.copy2(data / "schema.json", out / "schema.json")
+    shutil.copy2(data / "items.parquet", out / "items.parquet")
+    stats = json.loads((data / "stats.json").read_text(encoding="utf-8"))
+    files = [out / MODEL_FILE, out / "schema.json", out / "items.parquet", *sorted(vocab.iterdir())]
+    manifest = {
+        "artifact_format": ARTIFACT_FORMAT,
+        "name": "rotorec",
+        "version": time.strftime("%Y%m%d-%H%M%S", time.gmtime()),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "package_version": __version__,
+        "git_commit": _git_commit(),
+        "device": str(device),
+        "model": model_config.model_dump(mode="json"),
+        "run": config.model_dump(mode="json"),
+        "data": {"folder": str(data.resolve()), "schema_sha256": schema.fingerprint(),
+                 "stats": {k: stats.get(k) for k in ("users", "items", "events", "quarantined", "split")}},
+        "metrics": {"validation": best},
+        "steps": step,
+        "files": {str(p.relative_to(out)): _digest(p) for p in files},
+    }
+    write_json_atomic(out / MANIFEST_FILE, manifest)
+    log.info("trained", extra={"run": str(out), "steps": step, "best_step": best.get("step")})
+    return manifest

@@ -32,7 +32,7 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeless", action="store_true", help="no rhythm and no recency effect (negative control)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=_run_synth)
+    p.set_defaults(handler=_run_synth)
 
 
 def _checked(build, what: str):
@@ -84,7 +84,7 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     seq.add_argument("--windows", choices=["recent", "all"], default=defaults.windows)
     seq.add_argument("--min-count", type=int, default=defaults.min_count)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=_run_prepare)
+    p.set_defaults(handler=_run_prepare)
 
 
 def _schema_from_args(args: argparse.Namespace) -> LogSchema | None:

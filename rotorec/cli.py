@@ -31,13 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from features.errors import FeaturesError
     from training.config import ConfigError
+    from training.run import RunError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     try:
-        return int(args.run(args) or 0)
-    except (FeaturesError, ConfigError) as exc:
+        return int(args.handler(args) or 0)
+    except (FeaturesError, ConfigError, RunError) as exc:
         print(f"rotorec: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

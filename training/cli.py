@@ -17,7 +17,16 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="override a config key, value parsed as YAML (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=_run_train)
+    p.set_defaults(handler=_run_train)
+
+    e = commands.add_parser("evaluate", help="calibration and ranking metrics with CIs, report and plots",
+                            description="Evaluate a run on a prepared split; fits post-hoc calibration on valid.")
+    e.add_argument("--run", required=True, type=Path, help="run folder written by `rotorec train`")
+    e.add_argument("--data", required=True, type=Path, help="prepared folder (prepared like the training data)")
+    e.add_argument("--split", action="append", choices=["valid", "test"], help="split(s) to report (default: test)")
+    e.add_argument("--out", required=True, type=Path, help="report folder (metrics.json, report.md, PNGs)")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    e.set_defaults(handler=_run_evaluate)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -27,4 +36,14 @@ def _run_train(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, args.overrides)
     manifest = train(args.data, config, args.out, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({"run": str(args.out), "steps": manifest["steps"], "validation": manifest["metrics"]["validation"]}, indent=2))
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    metrics = evaluate(args.run, args.data, args.out, tuple(args.split or ["test"]), seed=args.seed)
+    summary = {split: {task: {k: m.get(k) for k in ("ne", "oracle_ne", "calibration_ratio", "ece", "auc")}
+                       for task, m in tasks.items()} for split, tasks in metrics.items()}
+    print(json.dumps({"report": str(args.out / "report.md"), "metrics": summary}, indent=2))
     return 0

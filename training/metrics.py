@@ -133,7 +133,8 @@ def group_auc(probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray)
     value = float(np.sum(np.nan_to_num(per_group) * weight) / weight.sum()) if weight.sum() else float("nan")
     return {"gauc": value, "gauc_groups": int(eligible.sum()), "gauc_skipped_groups": int((~eligible).sum()),
             "gauc_skipped_rows": int(sizes[~eligible].sum()),
-            "mean_group_auc": float(np.nanmean(per_group)) if eligible.any() else float("nan")}
+            "mean_group_auc": float(np.nanmean(per_group)) if eligible.any() else float("nan"),
+            "per_group": {"group": g[starts], "auc": per_group, "rows": sizes}}
 
 
 def uniform_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -212,19 +213,19 @@ def impression_ranking(scores: np.ndarray, labels: np.ndarray, groups: np.ndarra
     relevant = y > 0
     best = np.full(len(starts), np.inf)
     np.minimum.at(best, owner[relevant], rank[relevant])
-    out = {"impressions": int(useful.sum()), "impressions_skipped": int((~useful).sum())}
-    out["mrr"] = float(np.mean(1.0 / best[useful])) if useful.any() else float("nan")
     reciprocal = np.zeros(len(starts))
     np.add.at(reciprocal, owner[relevant], 1.0 / rank[relevant])
-    out["mind_mrr"] = float(np.mean(reciprocal[useful] / positives[useful])) if useful.any() else float("nan")
+    per_query = {"mrr": 1.0 / best[useful], "mind_mrr": reciprocal[useful] / positives[useful]}
     for k in cutoffs:
         gain = np.zeros(len(starts))
         inside = relevant & (rank <= k)
         np.add.at(gain, owner[inside], 1.0 / np.log2(rank[inside] + 1))
         cumulative_discount = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
         ideal = cumulative_discount[np.minimum(positives, k).astype(np.int64)]
-        out[f"ndcg@{k}"] = float(np.mean(gain[useful] / ideal[useful])) if useful.any() else float("nan")
-        out[f"hr@{k}"] = float(np.mean(best[useful] <= k)) if useful.any() else float("nan")
-    aucs = group_auc(s, y, g)
-    out["imp_auc"] = aucs["mean_group_auc"]
+        per_query[f"ndcg@{k}"] = gain[useful] / ideal[useful]
+        per_query[f"hr@{k}"] = (best[useful] <= k).astype(np.float64)
+    out = {"impressions": int(useful.sum()), "impressions_skipped": int((~useful).sum())}
+    out.update({name: float(values.mean()) if len(values) else float("nan") for name, values in per_query.items()})
+    out["imp_auc"] = group_auc(s, y, g)["mean_group_auc"]
+    out["per_query"] = per_query
     return out

@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rotorec synth --out $(DEMO)/synth --preset small --seed 0
-	$(BIN)/rotorec prepare --input $(DEMO)/synth --out $(DEMO)/prepared --max-len 200
-	@echo "prepared sequences: $(DEMO)/prepared (stats.json, schema.json, train/valid/test.parquet)"
+	rm -rf $(DEMO)/run $(DEMO)/report
+	$(BIN)/rotorec synth --out $(DEMO)/synth --preset small --seed 0 --users 1000
+	$(BIN)/rotorec prepare --input $(DEMO)/synth --out $(DEMO)/prepared --max-len 100 --windows all
+	$(BIN)/rotorec train --data $(DEMO)/prepared --config configs/tiny.yaml --out $(DEMO)/run
+	$(BIN)/rotorec evaluate --run $(DEMO)/run --data $(DEMO)/prepared --out $(DEMO)/report
+	@echo "report: $(DEMO)/report/report.md (metrics.json, reliability plots)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -23,8 +23,10 @@ def shared_dataset(name: str) -> Path:
 
 def run_rotorec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess, as a user would."""
+    # One thread per job: the suite already runs one worker per core (pytest -n 2).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "rotorec", "--log-level", "WARNING", *args],
-                            capture_output=True, text=True, cwd=REPO)
+                            capture_output=True, text=True, cwd=REPO, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"rotorec {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result

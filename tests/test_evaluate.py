@@ -15,7 +15,8 @@ from training.run import RunError, load_run
 def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
     run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(out),
-                "--no-progress", "--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "model.d_model=32")
+                "--no-progress", "--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "model.d_model=32",
+                "--set", "train.batch_size=16")
     return out
 
 

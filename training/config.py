@@ -57,9 +57,13 @@ class RunConfig(Strict):
     def model_config_for(self, schema) -> ModelConfig:
         """The ModelConfig for prepared data (features.artifacts.FeatureSchema)."""
         try:
-            return ModelConfig.from_feature_schema(schema, **self.model)
+            config = ModelConfig.from_feature_schema(schema, **self.model)
         except ValidationError as exc:
             raise ConfigError(_first_error(exc, prefix="model")) from exc
+        unknown = [t for t in config.tasks if t not in schema.tasks]
+        if unknown:
+            raise ConfigError(f"model.tasks: {unknown} are not labels of the data (it has {schema.tasks})")
+        return config
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:

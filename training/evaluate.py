@@ -24,6 +24,8 @@ from model.inputs import batch_time
 from training.checkpoint import write_json_atomic
 from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc,
                               impression_ranking, reliability, uniform_ece)
+from training.retrieval import retrieval_report
+from training.trainer import task_columns
 from training.run import CALIBRATION_FILE, LoadedRun, check_data_matches, load_run
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Predictions:
 def predict(run: LoadedRun, dataset: SequenceDataset, batch_size: int = 512) -> Predictions:
     model = run.model
     device = next(model.parameters()).device
+    columns = task_columns(dataset.schema, model.config.tasks).to(device)
     users, impressions, logits, labels, known, oracle = [], [], [], [], [], []
     user_codes: dict[str, int] = {}
     for start in range(0, len(dataset), batch_size):
@@ -56,8 +59,8 @@ def predict(run: LoadedRun, dataset: SequenceDataset, batch_size: int = 512) -> 
         users.append(codes.unsqueeze(1).expand_as(chosen)[chosen].numpy())
         impressions.append(batch.impression.cpu()[chosen].numpy())
         logits.append(model.task_logits(hidden).float().cpu()[chosen].numpy().astype(np.float64))
-        labels.append(batch.labels.cpu()[chosen].numpy())
-        known.append(batch.label_mask.cpu()[chosen].numpy())
+        labels.append(batch.labels[..., columns].cpu()[chosen].numpy())
+        known.append(batch.label_mask[..., columns].cpu()[chosen].numpy())
         oracle.append(batch.probabilities.cpu()[chosen].numpy())
     join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
     return Predictions(join(users), join(impressions), join(logits), join(labels), join(known), join(oracle))
@@ -117,7 +120,7 @@ def task_report(logits: np.ndarray, labels: np.ndarray, users: np.ndarray, impre
         ranking = impression_ranking(probabilities[impressions > 0], labels[impressions > 0], impressions[impressions > 0])
         per_query = ranking.pop("per_query")
         result.update(ranking)
-        result["ci95"] = _impression_intervals(per_query, seed)
+        result["ci95"] = _mean_intervals(per_query, seed)
     else:
         result["ci95"] = {}
     result["ci95"].update(_user_intervals(logits, labels, probabilities, users, by_user["per_group"], seed))
@@ -148,7 +151,7 @@ def _user_intervals(logits, labels, probabilities, users, per_user_auc, seed) ->
     return {name: _interval(np.concatenate(values)) for name, values in samples.items()}
 
 
-def _impression_intervals(per_query: dict[str, np.ndarray], seed: int) -> dict[str, list[float]]:
+def _mean_intervals(per_query: dict[str, np.ndarray], seed: int) -> dict[str, list[float]]:
     out = {}
     for name, values in per_query.items():
         draws = [weights @ values / len(values) for weights in _bootstrap_weights(len(values), seed)] if len(values) else []
@@ -191,10 +194,25 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
                                     "calibration": fit}
             _plot(out, split, task, adjusted, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k])
             write_json_atomic(out / f"reliability_{split}_{task}.json", adjusted["reliability"])
+        if run.model.next_item_query is not None:
+            metrics[split]["next_item"] = _retrieval(run, SequenceDataset(data, split), seed)
     write_json_atomic(out / "metrics.json", metrics)
     (out / "report.md").write_text(_report(run, metrics), encoding="utf-8")
     log.info("evaluated", extra={"run": str(run_dir), "out": str(out)})
     return metrics
+
+
+def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int) -> dict:
+    """Full-catalogue next-item metrics with CIs from resampling queries (one per user in LOO)."""
+    report = retrieval_report(run.model, dataset)
+    ranks = report.pop("per_query").astype(np.float64)
+    report.pop("users")
+    per_query = {"mrr": 1.0 / ranks}
+    for k in (10, 50, 200):
+        per_query[f"hr@{k}"] = (ranks <= k).astype(np.float64)
+        per_query[f"ndcg@{k}"] = np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)
+    report["ci95"] = _mean_intervals(per_query, seed)
+    return report
 
 
 def _scalars(report: dict) -> dict:
@@ -236,7 +254,18 @@ def _report(run: LoadedRun, metrics: dict) -> str:
              "Metrics after post-hoc calibration (Platt scaling fitted on the validation split); "
              "95 % bootstrap intervals resample users (impressions for within-impression ranking).", ""]
     for split, tasks in metrics.items():
-        lines += [f"## {split}", "", "| task | NE | 95 % CI | oracle NE | log loss | calibration ratio | ECE | "
+        retrieval = tasks.get("next_item")
+        tasks = {k: v for k, v in tasks.items() if k != "next_item"}
+        lines += [f"## {split}", ""]
+        if retrieval is not None:
+            ci = retrieval["ci95"]["ndcg@10"]
+            lines += [f"Next-item retrieval over the full catalogue ({retrieval['catalogue_size']:,} items, "
+                      f"exclude={retrieval['exclude']}, {retrieval['queries']:,} queries): "
+                      f"HR@10 {retrieval['hr@10']:.4f}, NDCG@10 {retrieval['ndcg@10']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}], "
+                      f"HR@50 {retrieval['hr@50']:.4f}, HR@200 {retrieval['hr@200']:.4f}, MRR {retrieval['mrr']:.4f}.", ""]
+        if not tasks:
+            continue
+        lines += [ "| task | NE | 95 % CI | oracle NE | log loss | calibration ratio | ECE | "
                   "AUC | GAUC | NDCG@10 | MRR |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for task, m in tasks.items():
             ci = m["ci95"].get("ne", [math.nan, math.nan])

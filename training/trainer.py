@@ -37,6 +37,7 @@ from rotorec import __version__
 from training.checkpoint import MODEL_FILE, load_checkpoint, replace_folder, save_checkpoint, write_json_atomic
 from training.config import ConfigError, RunConfig
 from training.metrics import CalibrationAccumulator
+from training.retrieval import retrieval_report
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
@@ -83,13 +84,19 @@ def warmup_cosine(warmup: int, total: int, floor: float):
     return factor
 
 
-def compute_loss(model: Ranker, batch: SequenceBatch, step_seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+def task_columns(schema: FeatureSchema, tasks: list[str]) -> torch.Tensor:
+    """Positions of the model's tasks among the data's label columns (a model may use a subset)."""
+    return torch.tensor([schema.tasks.index(task) for task in tasks], dtype=torch.long)
+
+
+def compute_loss(model: Ranker, batch: SequenceBatch, step_seed: int, columns: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     history = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask)
     total = history.hidden.new_zeros(())
     parts: dict[str, float] = {}
     weight = batch.target & batch.mask
     if model.task_head is not None:
-        loss, per_task = task_loss(model.task_logits(history.hidden), batch.labels, batch.label_mask, weight)
+        labels, known = batch.labels[..., columns], batch.label_mask[..., columns]
+        loss, per_task = task_loss(model.task_logits(history.hidden), labels, known, weight)
         total = total + loss
         parts.update({f"bce_{t}": float(v) for t, v in zip(model.config.tasks, per_task.detach())})
     if model.next_item_query is not None:
@@ -104,8 +111,32 @@ def compute_loss(model: Ranker, batch: SequenceBatch, step_seed: int) -> tuple[t
     return total, parts
 
 
+def selection_metric(model: Ranker, schema: FeatureSchema) -> str:
+    """Early stopping watches NE for impression logs, NDCG@10 for next-item models (evaluation.md)."""
+    if model.next_item_query is not None and (model.task_head is None or schema.split.protocol == "loo"):
+        return "ndcg@10"
+    return "ne_mean"
+
+
+def validation_metrics(model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int) -> dict[str, float]:
+    columns = task_columns(dataset.schema, model.config.tasks)
+    metrics = validation_ne(model, dataset, device, batch_size, columns) if model.task_head is not None else {}
+    if model.next_item_query is not None:
+        report = retrieval_report(model, dataset)
+        metrics.update({k: report[k] for k in ("ndcg@10", "hr@10", "mrr")})
+    model.train()
+    return metrics
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None or not np.isfinite(best):
+        return bool(np.isfinite(value))
+    return value > best if metric.startswith(("ndcg", "hr", "mrr")) else value < best
+
+
 @torch.inference_mode()
-def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int) -> dict[str, float]:
+def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int,
+                  columns: torch.Tensor) -> dict[str, float]:
     """Per-task NE on the split's targets, and their mean (the early-stopping criterion)."""
     model.eval()
     accumulators = {task: CalibrationAccumulator() for task in model.config.tasks}
@@ -114,8 +145,9 @@ def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device,
         hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
         logits = model.task_logits(hidden).float()
         for k, task in enumerate(model.config.tasks):
-            chosen = batch.target & batch.mask & batch.label_mask[..., k]
-            accumulators[task].update(logits[..., k][chosen].cpu().numpy(), batch.labels[..., k][chosen].cpu().numpy())
+            column = int(columns[k])
+            chosen = batch.target & batch.mask & batch.label_mask[..., column]
+            accumulators[task].update(logits[..., k][chosen].cpu().numpy(), batch.labels[..., column][chosen].cpu().numpy())
     model.train()
     result = {f"ne_{task}": acc.compute()["ne"] for task, acc in accumulators.items()}
     result["ne_mean"] = float(np.nanmean(list(result.values()))) if result else float("nan")
@@ -155,12 +187,14 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     model = Ranker(model_config).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(optim.warmup_steps, loop.max_steps, optim.min_lr_ratio))
-    start, best, stale = 0, {"ne_mean": float("inf"), "step": -1}, 0
+    watched = selection_metric(model, schema)
+    start, best, stale = 0, {"metric": watched, watched: None, "step": -1}, 0
     if resume and (checkpoint_dir / "state.json").exists():
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler)
         start, best, stale = state["step"], state["best"], state["stale"]
         log.info("resumed", extra={"run": str(out), "step": start})
     autocast = device.type == "cuda" and loop.bf16
+    columns = task_columns(schema, model_config.tasks).to(device)
     journal = (out / "train_log.jsonl").open("a", encoding="utf-8")
     model.train()
     bar = tqdm(total=loop.max_steps, initial=start, desc="train", unit="step", disable=None if progress else True)
@@ -170,7 +204,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
         while step < loop.max_steps and stale < loop.patience:
             batch = train_set.__getitems__(batch_indices(len(train_set), loop.batch_size, loop.seed, step)).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, parts = compute_loss(model, batch, step_seed=loop.seed * 1_000_003 + step)
+                loss, parts = compute_loss(model, batch, loop.seed * 1_000_003 + step, columns)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
@@ -188,12 +222,12 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 journal.flush()
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
-            if model.task_head is not None and (step % loop.eval_every == 0 or step == loop.max_steps):
-                metrics = validation_ne(model, valid_set, device, loop.eval_batch_size)
-                improved = metrics["ne_mean"] < best["ne_mean"]
+            if step % loop.eval_every == 0 or step == loop.max_steps:
+                metrics = validation_metrics(model, valid_set, device, loop.eval_batch_size)
+                improved = _better(watched, metrics[watched], best[watched])
                 stale = 0 if improved else stale + 1
                 if improved:
-                    best = {**metrics, "step": step}
+                    best = {"metric": watched, **metrics, "step": step}
                     _save_weights(model, out)
                 journal.write(json.dumps({"step": step, "validation": metrics, "best_step": best["step"]}) + "\n")
                 journal.flush()
@@ -202,9 +236,8 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     finally:
         bar.close()
         journal.close()
-    if model.task_head is None:
-        _save_weights(model, out)  # no validation NE to select by: keep the last weights
-        best = {"step": step}
+    if best["step"] < 0:  # never a finite validation value: keep the last weights
+        _save_weights(model, out)
     return _finish(out, data, schema, config, model_config, best, step, device)
 
 

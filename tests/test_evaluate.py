@@ -55,3 +55,19 @@ def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_pa
     run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "other"), "--labels", "click", "--no-progress")
     result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "r"), check=False)
     assert result.returncode == 2 and "prepared differently" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compare_gives_paired_deltas_with_intervals(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other_run"
+    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(other),
+                "--no-progress", "--set", "train.max_steps=10", "--set", "model.d_model=32", "--set", "train.batch_size=16",
+                "--set", "model.encoding=rope", "--set", "train.seed=5")
+    run_rotorec("evaluate", "--compare", str(trained_run), str(trained_run), str(other), "--data", str(tiny_prepared),
+                "--out", str(tmp_path / "cmp"))
+    result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    for task, entry in result["tasks"].items():
+        same = entry["delta_ne"][str(trained_run)]
+        assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["significant"], task
+        different = entry["delta_ne"][str(other)]
+        assert different["ci95"][0] <= different["delta"] <= different["ci95"][1]
+    assert "| click |" in (tmp_path / "cmp" / "comparison.md").read_text()

@@ -21,7 +21,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     e = commands.add_parser("evaluate", help="calibration and ranking metrics with CIs, report and plots",
                             description="Evaluate a run on a prepared split; fits post-hoc calibration on valid.")
-    e.add_argument("--run", required=True, type=Path, help="run folder written by `rotorec train`")
+    target = e.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", type=Path, help="run folder written by `rotorec train`")
+    target.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
+                        help="paired comparison of runs; the first is the baseline")
     e.add_argument("--data", required=True, type=Path, help="prepared folder (prepared like the training data)")
     e.add_argument("--split", action="append", choices=["valid", "test"], help="split(s) to report (default: test)")
     e.add_argument("--out", required=True, type=Path, help="report folder (metrics.json, report.md, PNGs)")
@@ -41,6 +44,18 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
+
+    if args.compare:
+        from training.compare import compare, summary
+
+        if len(args.compare) < 2:
+            from training.config import ConfigError
+
+            raise ConfigError("--compare needs at least two runs")
+        result = compare(args.compare, args.data, args.out, (args.split or ["test"])[0], seed=args.seed)
+        print(summary(result))
+        print(f"comparison: {args.out / 'comparison.md'}")
+        return 0
 
     metrics = evaluate(args.run, args.data, args.out, tuple(args.split or ["test"]), seed=args.seed)
     summary = {split: {task: {k: m.get(k) for k in ("ne", "oracle_ne", "calibration_ratio", "ece", "auc")}

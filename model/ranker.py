@@ -98,6 +98,14 @@ class Ranker(nn.Module):
             caches.append(cache)
         return History(layers=caches, valid=valid, hidden=self.final_norm(hidden))
 
+    def forward(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor):
+        """The training entry point (what DistributedDataParallel wraps): hidden states, task
+        logits and normalised next-item queries at every position (None for absent heads)."""
+        hidden = self.encode(item, categorical, action, time, valid).hidden
+        logits = self.task_head(hidden) if self.task_head is not None else None
+        queries = self.next_item_embeddings(hidden) if self.next_item_query is not None else None
+        return hidden, logits, queries
+
     def task_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.task_head is None:
             raise ValueError("this model has no task heads")

@@ -107,3 +107,23 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, 
     state = checkpoint.load_checkpoint(folder, model, optimizer, scheduler)
     assert state["step"] == 1
     assert {p.suffix for p in folder.iterdir()} <= {".safetensors", ".json"}
+
+
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: Path, tiny_prepared: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) follows the single-process loss trajectory."""
+    common = ["--data", str(tiny_prepared), "--config", str(TINY), "--no-progress", "--set", "train.max_steps=8",
+              "--set", "train.log_every=1", "--set", "train.eval_every=4", "--set", "model.dropout=0.0",
+              "--set", "model.d_model=32", "--set", "train.batch_size=32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "rotorec", "--log-level", "WARNING", "train", *common, "--out",
+                    str(tmp_path / "single")], check=True, env=env, cwd=REPO, capture_output=True)
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                               "-m", "rotorec", "--log-level", "WARNING", "train", *common, "--out", str(tmp_path / "ddp")],
+                              env=env, cwd=REPO, capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    read = lambda folder: [json.loads(line)["loss"] for line in (folder / "train_log.jsonl").read_text().splitlines()  # noqa: E731
+                           if '"loss"' in line]
+    single, ddp = read(tmp_path / "single"), read(tmp_path / "ddp")
+    assert len(single) == len(ddp) == 8
+    assert max(abs(a - b) for a, b in zip(single, ddp)) < 1e-5
+    assert single[-1] < single[0]  # it trains

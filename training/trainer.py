@@ -17,10 +17,12 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,24 +91,48 @@ def task_columns(schema: FeatureSchema, tasks: list[str]) -> torch.Tensor:
     return torch.tensor([schema.tasks.index(task) for task in tasks], dtype=torch.long)
 
 
-def compute_loss(model: Ranker, batch: SequenceBatch, step_seed: int, columns: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    history = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask)
-    total = history.hidden.new_zeros(())
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a `torchrun` job (absent when run as a single process)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @classmethod
+    def from_env(cls) -> Distributed | None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def share(self, mean_loss: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Rescale a rank's mean so DDP's gradient average equals the mean over the global batch."""
+        total = count.detach().float().clone()
+        torch.distributed.all_reduce(total)
+        return mean_loss * count.float() * self.world / total.clamp(min=1)
+
+
+def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, step_seed: int, columns: torch.Tensor,
+                 distributed: Distributed | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training objective; `network` is the model itself or its DDP wrapper."""
+    share = distributed.share if distributed is not None else (lambda loss, _count: loss)
+    _, logits, queries = network(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask)
+    total = batch.labels.new_zeros(())
     parts: dict[str, float] = {}
     weight = batch.target & batch.mask
-    if model.task_head is not None:
+    if logits is not None:
         labels, known = batch.labels[..., columns], batch.label_mask[..., columns]
-        loss, per_task = task_loss(model.task_logits(history.hidden), labels, known, weight)
-        total = total + loss
+        loss, per_task = task_loss(logits, labels, known, weight)
+        total = total + share(loss, (known & weight.unsqueeze(-1)).sum())
         parts.update({f"bce_{t}": float(v) for t, v in zip(model.config.tasks, per_task.detach())})
-    if model.next_item_query is not None:
+    if queries is not None:
         # Position p predicts the item of event p + 1 when that event is a target of this split.
-        query_rows = weight[:, 1:] & batch.mask[:, :-1]
-        queries = model.next_item_embeddings(history.hidden[:, :-1][query_rows])
-        positives = batch.item[:, 1:][query_rows]
+        rows = weight[:, 1:] & batch.mask[:, :-1]
         generator = torch.Generator(device=queries.device).manual_seed(step_seed)
-        loss = sampled_softmax_loss(queries, positives, model.catalogue_embeddings(), model.config.next_item, generator)
-        total = total + model.config.next_item.weight * loss
+        loss = sampled_softmax_loss(queries[:, :-1][rows], batch.item[:, 1:][rows], model.catalogue_embeddings(),
+                                    model.config.next_item, generator)
+        total = total + model.config.next_item.weight * share(loss, rows.sum())
         parts["next_item"] = float(loss.detach())
     return total, parts
 
@@ -177,9 +203,16 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     model_config = config.model_config_for(schema)
     loop, optim = config.train, config.optim
     device = pick_device(loop.device)
+    distributed = Distributed.from_env()
+    leader = distributed is None or distributed.rank == 0
     checkpoint_dir = out / "checkpoint"
-    if out.exists() and not resume and any(out.iterdir()):
+    if leader and out.exists() and not resume and any(out.iterdir()):
         raise ConfigError(f"{out}: run folder is not empty (use --resume to continue it)")
+    if distributed is not None:
+        if device.type == "cuda":
+            device = torch.device("cuda", distributed.local_rank)
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(loop.seed)
 
@@ -195,16 +228,24 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
         log.info("resumed", extra={"run": str(out), "step": start})
     autocast = device.type == "cuda" and loop.bf16
     columns = task_columns(schema, model_config.tasks).to(device)
-    journal = (out / "train_log.jsonl").open("a", encoding="utf-8")
+    network: torch.nn.Module = model
+    if distributed is not None:
+        # Parameters are broadcast from rank 0; dropout draws differ per rank, as they should.
+        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(loop.seed * 1_000_003 + distributed.rank + 1)
+    journal = (out / "train_log.jsonl").open("a", encoding="utf-8") if leader else None
     model.train()
-    bar = tqdm(total=loop.max_steps, initial=start, desc="train", unit="step", disable=None if progress else True)
+    bar = tqdm(total=loop.max_steps, initial=start, desc="train", unit="step", disable=None if progress and leader else True)
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
     step = start
     try:
         while step < loop.max_steps and stale < loop.patience:
-            batch = train_set.__getitems__(batch_indices(len(train_set), loop.batch_size, loop.seed, step)).to(device)
+            rows = batch_indices(len(train_set), loop.batch_size, loop.seed, step)
+            if distributed is not None:
+                rows = rows[distributed.rank::distributed.world]
+            batch = train_set.__getitems__(rows).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, parts = compute_loss(model, batch, loop.seed * 1_000_003 + step, columns)
+                loss, parts = compute_loss(network, model, batch, loop.seed * 1_000_003 + step, columns, distributed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
@@ -216,10 +257,15 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
             bar.update(1)
             if step % loop.log_every == 0 or step == loop.max_steps:
                 elapsed = time.perf_counter() - window_start
-                record = {"step": step, "loss": float(loss.detach()), **parts, "lr": scheduler.get_last_lr()[0],
+                global_loss = loss.detach().clone()
+                if distributed is not None:  # the mean of the shared losses is the global-batch loss
+                    torch.distributed.all_reduce(global_loss)
+                    global_loss /= distributed.world
+                record = {"step": step, "loss": float(global_loss), **parts, "lr": scheduler.get_last_lr()[0],
                           "examples_per_s": window_examples / elapsed, "tokens_per_s": window_tokens / elapsed}
-                journal.write(json.dumps(record) + "\n")
-                journal.flush()
+                if journal is not None:
+                    journal.write(json.dumps(record) + "\n")
+                    journal.flush()
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
             if step % loop.eval_every == 0 or step == loop.max_steps:
@@ -228,14 +274,22 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 stale = 0 if improved else stale + 1
                 if improved:
                     best = {"metric": watched, **metrics, "step": step}
-                    _save_weights(model, out)
-                journal.write(json.dumps({"step": step, "validation": metrics, "best_step": best["step"]}) + "\n")
-                journal.flush()
-            if step % loop.checkpoint_every == 0 or step == loop.max_steps or stale >= loop.patience:
+                    if leader:
+                        _save_weights(model, out)
+                if journal is not None:
+                    journal.write(json.dumps({"step": step, "validation": metrics, "best_step": best["step"]}) + "\n")
+                    journal.flush()
+            if leader and (step % loop.checkpoint_every == 0 or step == loop.max_steps or stale >= loop.patience):
                 save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step, {"best": best, "stale": stale})
     finally:
         bar.close()
-        journal.close()
+        if journal is not None:
+            journal.close()
+    if distributed is not None:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        if not leader:
+            return {"steps": step, "metrics": {"validation": best}}
     if best["step"] < 0:  # never a finite validation value: keep the last weights
         _save_weights(model, out)
     return _finish(out, data, schema, config, model_config, best, step, device)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from features.artifacts import SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
 from features.errors import FeaturesError
 from features.events import EventColumns
+from features.files import replace_folder
 from features.sequences import (
     OrderedEvents,
     action_masks,
@@ -79,12 +80,12 @@ def prepare(source: LogSource, out_dir: str | Path, options: PrepareOptions | No
         try:
             stats = _prepare_into(source, staging, options)
         except NoValidEvents:
-            _replace_dir(staging, out)  # publish the quarantine and stats so nothing is lost
+            replace_folder(staging, out)  # publish the quarantine and stats so nothing is lost
             raise
         stats["elapsed_s"] = round(time.perf_counter() - started, 3)
         stats["events_per_s"] = round(stats["input_rows"] / max(stats["elapsed_s"], 1e-9))
         _write_json(staging / "stats.json", stats)
-        _replace_dir(staging, out)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("prepared", extra={"out": str(out), "events": stats["events"], "quarantined": stats["quarantined"]})
@@ -313,17 +314,6 @@ def _staging_dir(out: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     return staging
-
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
 
 
 def _write_json(path: Path, payload: dict) -> None:

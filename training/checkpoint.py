@@ -19,33 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from features.files import replace_folder
+
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def replace_folder(staging: Path, target: Path) -> None:
-    """Swap a fully written staging folder into place (the old one is removed afterwards)."""
-    _fsync_tree(staging)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -13,7 +13,6 @@ is killed and resumed ends with the same weights as one that never stopped (on C
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from features.artifacts import FeatureSchema
 from features.dataset import SequenceBatch, SequenceDataset
+from features.files import file_digest
 from model.inputs import batch_time
 from model.losses import sampled_softmax_loss, task_loss
 from model.ranker import Ranker
@@ -189,14 +189,6 @@ def _git_commit() -> str | None:
         return None
 
 
-def _digest(path: Path) -> dict:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return {"sha256": sha.hexdigest(), "bytes": path.stat().st_size}
-
-
 def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     data, out = Path(data_dir), Path(out_dir)
     schema = FeatureSchema.load(data)
@@ -327,7 +319,7 @@ def _finish(out: Path, data: Path, schema: FeatureSchema, config: RunConfig, mod
                  "stats": {k: stats.get(k) for k in ("users", "items", "events", "quarantined", "split")}},
         "metrics": {"validation": best},
         "steps": step,
-        "files": {str(p.relative_to(out)): _digest(p) for p in files},
+        "files": {str(p.relative_to(out)): file_digest(p) for p in files},
     }
     write_json_atomic(out / MANIFEST_FILE, manifest)
     log.info("trained", extra={"run": str(out), "steps": step, "best_step": best.get("step")})

@@ -10,7 +10,6 @@ Folder layout:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from features.files import file_digest
 from features.schema import LabelSpec, LogSchema
 from features.splits import TemporalCutoffs
 from features.synth.config import GENERATOR_VERSION, SynthConfig
@@ -79,7 +79,7 @@ def write_feed(config: SynthConfig, out_dir: str | Path, progress: bool = True) 
         "users_with_events": int(len(np.unique(columns["user_id"]))),
         "beta0": world.beta0,
         **_oracle_report(columns, hidden, config),
-        "files": {name: _file_digest(out / name) for name in ("events.parquet", "schema.yaml", "diagnostics.npz")},
+        "files": {name: file_digest(out / name) for name in ("events.parquet", "schema.yaml", "diagnostics.npz")},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
@@ -118,11 +118,3 @@ def _oracle_report(columns: dict[str, np.ndarray], hidden: dict[str, np.ndarray]
         "splits": splits,
         "time_signal": {"click_oracle_ne": oracle, "click_time_blind_ne": time_blind, "gap": time_blind - oracle},
     }
-
-
-def _file_digest(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}

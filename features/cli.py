@@ -88,18 +88,27 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
 
 
 def _schema_from_args(args: argparse.Namespace) -> LogSchema | None:
+    """The schema file (--schema, else a schema.yaml beside the log) with the flags applied on top:
+    column flags replace, --labels/--categorical add or replace entries."""
+    from features.adapters.events import find_schema
+
     overrides = {
         "user_id": args.user_column, "item_id": args.item_column, "timestamp": args.timestamp_column,
         "impression_id": args.impression_column, "tz_offset_minutes": args.tz_offset_column,
         "timestamp_unit": args.timestamp_unit, "default_timezone": args.default_timezone,
     }
-    if args.schema is not None:
-        base = LogSchema.from_yaml(args.schema).model_dump(exclude_defaults=True)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return LogSchema.from_mapping(base, origin=str(args.schema))
-    if args.labels or args.categorical or any(v is not None for v in overrides.values()):
-        return LogSchema.from_flags(args.labels, args.categorical, **overrides)
-    return None
+    flags_given = bool(args.labels or args.categorical or any(v is not None for v in overrides.values()))
+    schema_file = args.schema or (find_schema(args.input) if args.format == "events" and args.input.exists() else None)
+    if schema_file is None:
+        return LogSchema.from_flags(args.labels, args.categorical, **overrides) if flags_given else None
+    base = LogSchema.from_yaml(schema_file).model_dump(mode="json", exclude_defaults=True)
+    if not flags_given:
+        return LogSchema.from_mapping(base, origin=str(schema_file))
+    from_flags = LogSchema.from_flags(args.labels, args.categorical).model_dump(mode="json", exclude_defaults=True)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    for section in ("labels", "categorical"):
+        base[section] = {**base.get(section, {}), **from_flags.get(section, {})}
+    return LogSchema.from_mapping(base, origin=str(schema_file))
 
 
 def _run_prepare(args: argparse.Namespace) -> int:

@@ -21,7 +21,12 @@ def canonical_keys(values: pa.Array) -> pa.Array:
     same item as 7 (and as the string "7" a client sends), so integral floats are cast back.
     """
     if pa.types.is_floating(values.type):
-        return pc.cast(values, pa.int64(), safe=False)
+        # NaN is no id at all; integral floats are ints; anything else keeps its decimal text.
+        values = pc.if_else(pc.is_nan(values), pa.nulls(len(values), values.type), values)
+        finite = values.drop_null().to_numpy()
+        if np.all(finite == np.floor(finite)):
+            return pc.cast(values, pa.int64(), safe=False)
+        return pc.cast(values, pa.string())
     if pa.types.is_dictionary(values.type):
         return values.dictionary_decode()
     if pa.types.is_large_string(values.type):

@@ -221,7 +221,9 @@ def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[n
 
 
 def _map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
-    """Running codes -> vocabulary ids; 'no value' (-1) -> PAD."""
+    """Running codes -> vocabulary ids; 'no value' (-1) -> PAD (also when a field never had a value)."""
+    if len(code_to_id) == 0:
+        return np.full(codes.shape, PAD, dtype=np.int64)
     return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
 
 

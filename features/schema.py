@@ -26,11 +26,20 @@ _FIXED_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
 _LABEL_FLAG = re.compile(r"^(?P<name>\w+)(?:=(?P<column>[^>]+)>=(?P<threshold>[-+0-9.eE]+))?$")
 
 
-def _epoch_seconds(value: int | str) -> int:
-    """Accept plausibility bounds as Unix seconds or as an ISO date/datetime (UTC if naive)."""
+def _epoch_seconds(value: int | str | dt.date) -> int:
+    """Accept plausibility bounds as Unix seconds or as an ISO date/datetime (UTC if naive);
+    YAML hands unquoted dates over as date/datetime objects."""
     if isinstance(value, int):
         return value
-    parsed = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not Unix seconds or an ISO date") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return int(parsed.timestamp())
@@ -111,7 +120,7 @@ class LogSchema(BaseModel):
 
     @field_validator("timestamp_min", "timestamp_max", mode="before")
     @classmethod
-    def _bound_to_seconds(cls, value: int | str) -> int:
+    def _bound_to_seconds(cls, value: int | str | dt.date) -> int:
         return _epoch_seconds(value)
 
     @field_validator("default_timezone")
@@ -209,7 +218,11 @@ class LogSchema(BaseModel):
                 raise SchemaError(f"--labels: cannot read {token!r} (use name or name=column>=threshold)")
             spec: dict = {}
             if match.group("column"):
-                spec = {"column": match.group("column").strip(), "threshold": float(match.group("threshold"))}
+                try:
+                    threshold = float(match.group("threshold"))
+                except ValueError as exc:
+                    raise SchemaError(f"--labels: {match.group('threshold')!r} in {token!r} is not a number") from exc
+                spec = {"column": match.group("column").strip(), "threshold": threshold}
             raw["labels"][match.group("name")] = spec
         raw["categorical"] = {
             name: {} for name in filter(None, (t.strip() for t in (categorical or "").split(",")))

@@ -23,7 +23,9 @@ NO_OFFSET = np.iinfo(np.int16).min
 _UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
 _NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
-_ISO_OFFSET = r"[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_ISO_OFFSET = r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_NOT_A_TIME = r"(?i)^\s*(now|today|tomorrow|yesterday)\s*$"
+"""Words pandas would turn into the wall-clock time of the run: never reproducible, so rejected."""
 
 
 def detect_unit(magnitudes: np.ndarray) -> str:
@@ -155,7 +157,7 @@ class TimestampParser:
         zone_text = pc.struct_field(zone, "zone") if len(zone) else pa.array([], pa.string())
         has_zone = zone.is_valid().to_numpy(zero_copy_only=False)
         parsed = pd.to_datetime(pd.Series(text.to_pandas()), utc=True, format="ISO8601", errors="coerce")
-        ok = parsed.notna().to_numpy()
+        ok = parsed.notna().to_numpy() & ~_mask_of(pc.match_substring_regex(text, _NOT_A_TIME))
         wall = parsed.dt.tz_convert(None).to_numpy()
         epoch = _datetime64_to_seconds(wall)
 
@@ -173,6 +175,10 @@ class TimestampParser:
         seconds[rows] = np.where(ok, epoch, 0)
         valid[rows] = ok
         offsets[rows] = np.where(ok & has_zone, zone_minutes, NO_OFFSET)
+
+
+def _mask_of(flags: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(flags, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _datetime64_to_seconds(values: np.ndarray) -> np.ndarray:

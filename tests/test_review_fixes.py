@@ -1,0 +1,61 @@
+"""Regressions found in review: each was a crash or a silently wrong result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from conftest import run_rotorec
+from features.encoding import canonical_keys
+from features.schema import LogSchema
+from features.timestamps import TimestampParser
+
+
+def test_a_categorical_that_never_has_a_value_maps_to_pad(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000000,\nu,b,1700000100,\nu,c,1700000200,\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre",
+                "--no-progress")
+    window = pq.read_table(tmp_path / "o" / "test.parquet").to_pylist()[0]
+    assert window["cat_genre"] == [0, 0, 0]
+
+
+def test_flags_refine_the_schema_file_instead_of_replacing_it(tmp_path: Path, tiny_feed: Path) -> None:
+    run_rotorec("prepare", "--input", str(tiny_feed), "--out", str(tmp_path / "o"), "--default-timezone", "Europe/Berlin",
+                "--no-progress")
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert set(stats["positives"]) == {"click", "like", "long_dwell"} and stats["split"]["protocol"] == "temporal"
+    assert json.loads((tmp_path / "o" / "schema.json").read_text())["default_timezone"] == "Europe/Berlin"
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click,rating\nu,a,1700000000,1,5\nu,b,1700000100,0,2\n")
+    (tmp_path / "s.yaml").write_text("labels:\n  click: {}\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "p"), "--schema",
+                str(tmp_path / "s.yaml"), "--labels", "like=rating>=4", "--no-progress")
+    assert json.loads((tmp_path / "p" / "stats.json").read_text())["positives"] == {"click": 1, "like": 1}
+
+
+def test_unquoted_yaml_dates_are_accepted_as_bounds(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("timestamp_min: 2015-01-01\ntimestamp_max: 2030-01-01T00:00:00\n")
+    schema = LogSchema.from_yaml(tmp_path / "s.yaml")
+    assert schema.timestamp_min == 1_420_070_400 and schema.timestamp_max == 1_893_456_000
+
+
+def test_basic_format_offsets_apply_once_and_words_are_not_times() -> None:
+    parsed = TimestampParser(naive_offset_minutes=330).parse(
+        pa.array(["20240603T083000+0200", "2024-06-03T08+02:00", "20240603T083000Z", "now", "Today"]))
+    assert parsed.seconds[:3].tolist() == [1_717_396_200, 1_717_394_400, 1_717_403_400]
+    assert parsed.offset_minutes[:3].tolist() == [120, 120, 0]
+    assert parsed.valid.tolist() == [True, True, True, False, False]
+
+
+def test_float_ids_keep_their_identity_and_nan_is_missing() -> None:
+    assert canonical_keys(pa.array([7.0, 8.0, None])).to_pylist() == [7, 8, None]
+    assert canonical_keys(pa.array([1.0, 1.5, float("nan")])).to_pylist() == ["1", "1.5", None]
+
+
+def test_bad_threshold_and_log_level_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating\nu,a,1700000000,4\n")
+    bad = run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"),
+                      "--labels", "like=rating>=4.0.1", check=False)
+    assert bad.returncode == 2 and "not a number" in bad.stderr and "Traceback" not in bad.stderr

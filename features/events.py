@@ -62,7 +62,3 @@ class EventColumns:
                 for f in fields(cls)
             }
         )
-
-    def nbytes(self) -> int:
-        total = sum(getattr(self, f.name).nbytes for f in fields(self) if f.name != "categorical")
-        return total + sum(v.nbytes for v in self.categorical.values())

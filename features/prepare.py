@@ -262,11 +262,14 @@ def _write_item_table(folder, items, item_map, events, categorical_ids, schema, 
         "count": pa.array(np.concatenate([[0, 0], items.counts]), pa.int64()),
     }
     event_item_ids = item_map[events.item]
+    by_item_then_time = np.lexsort((events.row, events.seconds, event_item_ids))
+    ordered_ids = event_item_ids[by_item_then_time]
+    latest = by_item_then_time[np.flatnonzero(np.append(ordered_ids[1:] != ordered_ids[:-1], True))]
     for name, spec in schema.categorical.items():
         if spec.level != "item":
             continue
         table = np.zeros((items.size, spec.max_values), dtype=np.int32)
-        table[event_item_ids] = categorical_ids[name]  # later events overwrite earlier ones
+        table[event_item_ids[latest]] = categorical_ids[name][latest]  # each item's latest event
         if name in catalogue_categories:
             mapped = _map_codes(catalogue_categories[name], category_maps[name])
             known = item_map[catalogue_codes] >= RESERVED
@@ -301,7 +304,6 @@ def _summary(source, validator, events, schema, items, category_vocabs, actions,
         "label_rate": {t: (float(p / o) if o else None) for t, p, o in zip(schema.tasks, positives, observed)},
         "split": split_info.model_dump(mode="json"),
         "splits": split_stats,
-        **source.extra_stats,
     }
     if schema.impression_id is not None:
         stats["impressions"] = int(impressions)

@@ -10,7 +10,7 @@ file's name and the problem in one line.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,7 +38,6 @@ class LogFiles:
     """The data files of one log: a single file or every Parquet/CSV file in a folder."""
 
     paths: list[Path]
-    columns: list[str] = field(default_factory=list)
 
     @classmethod
     def discover(cls, path: str | Path) -> LogFiles:

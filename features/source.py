@@ -8,7 +8,7 @@ splits are shared, so every format gets the same guarantees.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
@@ -31,7 +31,6 @@ class LogSource:
     catalogue: pa.Table | None = None
     """Known items (column `item_id` plus item-level categorical columns), even never-seen ones."""
     default_split: SplitProtocol | None = None
-    extra_stats: dict = field(default_factory=dict)
 
     def protocol(self) -> SplitProtocol:
         """Impression logs split by time; next-item logs leave the last events out."""

@@ -22,7 +22,8 @@ NO_OFFSET = np.iinfo(np.int16).min
 
 _UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
-_NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+"""A plain decimal number (so 'NaN', 'inf' and words are not numbers)."""
 _ISO_OFFSET = r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)$"
 _NOT_A_TIME = r"(?i)^\s*(now|today|tomorrow|yesterday)\s*$"
 """Words pandas would turn into the wall-clock time of the run: never reproducible, so rejected."""
@@ -134,8 +135,8 @@ class TimestampParser:
     def _text(
         self, text: pa.Array, present: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray
     ) -> None:
-        is_integer = pc.fill_null(pc.match_substring_regex(text, _INTEGER_TEXT), False).to_numpy(zero_copy_only=False)
-        is_number = pc.fill_null(pc.match_substring_regex(text, _NUMBER_TEXT), False).to_numpy(zero_copy_only=False)
+        is_integer = mask_of(pc.match_substring_regex(text, _INTEGER_TEXT))
+        is_number = mask_of(pc.match_substring_regex(text, NUMBER_TEXT))
         numeric_allowed = self.requested_unit != "iso"
         if numeric_allowed and is_integer.any():
             ints = pc.cast(pc.utf8_trim_whitespace(text.filter(pa.array(is_integer))), pa.int64()).to_numpy()
@@ -157,7 +158,7 @@ class TimestampParser:
         zone_text = pc.struct_field(zone, "zone") if len(zone) else pa.array([], pa.string())
         has_zone = zone.is_valid().to_numpy(zero_copy_only=False)
         parsed = pd.to_datetime(pd.Series(text.to_pandas()), utc=True, format="ISO8601", errors="coerce")
-        ok = parsed.notna().to_numpy() & ~_mask_of(pc.match_substring_regex(text, _NOT_A_TIME))
+        ok = parsed.notna().to_numpy() & ~mask_of(pc.match_substring_regex(text, _NOT_A_TIME))
         wall = parsed.dt.tz_convert(None).to_numpy()
         epoch = _datetime64_to_seconds(wall)
 
@@ -177,7 +178,8 @@ class TimestampParser:
         offsets[rows] = np.where(ok & has_zone, zone_minutes, NO_OFFSET)
 
 
-def _mask_of(flags: pa.Array) -> np.ndarray:
+def mask_of(flags: pa.Array) -> np.ndarray:
+    """A boolean Arrow array as NumPy, nulls as False."""
     return np.asarray(pc.fill_null(flags, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 

@@ -23,7 +23,7 @@ from features.events import MISSING_LABEL, NO_VALUE, EventColumns
 from features.localtime import MAX_OFFSET_MINUTES
 from features.reader import SourceBatch
 from features.schema import LogSchema
-from features.timestamps import NO_OFFSET, TimestampParser
+from features.timestamps import NO_OFFSET, NUMBER_TEXT, TimestampParser, mask_of
 
 REASONS = (
     "missing_user_id",
@@ -35,11 +35,6 @@ REASONS = (
     "bad_probability",
     "duplicate",
 )
-_NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
-
-
-def _mask(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def parse_numbers(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,7 +48,7 @@ def parse_numbers(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         values = pc.cast(column, pa.float64()).fill_null(np.nan).to_numpy()
         return values, present, present & np.isfinite(values)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        looks_numeric = _mask(pc.match_substring_regex(column, _NUMBER_TEXT))
+        looks_numeric = mask_of(pc.match_substring_regex(column, NUMBER_TEXT))
         values = np.full(len(column), np.nan)
         if looks_numeric.any():
             picked = pc.utf8_trim_whitespace(column.filter(pa.array(looks_numeric)))
@@ -67,7 +62,7 @@ def _text_or_keys(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     column = canonical_keys(column)
     if pa.types.is_string(column.type):
         column = pc.utf8_trim_whitespace(column)
-        return column, _mask(pc.not_equal(column, ""))
+        return column, mask_of(pc.not_equal(column, ""))
     return column, column.is_valid().to_numpy(zero_copy_only=False)
 
 
@@ -278,7 +273,7 @@ class BatchValidator:
         if spec.threshold is None:
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
-                is_true, is_false = _mask(pc.equal(lowered, "true")), _mask(pc.equal(lowered, "false"))
+                is_true, is_false = mask_of(pc.equal(lowered, "true")), mask_of(pc.equal(lowered, "false"))
                 values = np.where(is_true, 1.0, np.where(is_false, 0.0, values))
                 readable = readable | is_true | is_false
             good = readable & ((values == 0.0) | (values == 1.0))

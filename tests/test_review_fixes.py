@@ -59,3 +59,13 @@ def test_bad_threshold_and_log_level_are_one_line_errors(tmp_path: Path) -> None
     bad = run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"),
                       "--labels", "like=rating>=4.0.1", check=False)
     assert bad.returncode == 2 and "not a number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_item_table_takes_categories_from_each_items_latest_event(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000200,NEW\nv,a,1700000100,OLD\n"
+                                      "v,b,1700000300,OLD\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre",
+                "--no-progress")
+    genre = {row["key"]: row["id"] for row in pq.read_table(tmp_path / "o" / "vocab" / "genre.parquet").to_pylist()}
+    items = {row["key"]: row["cat_genre"] for row in pq.read_table(tmp_path / "o" / "items.parquet").to_pylist()}
+    assert items["a"] == [genre["NEW"]] and items["b"] == [genre["OLD"]]

@@ -174,7 +174,6 @@ def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device,
             column = int(columns[k])
             chosen = batch.target & batch.mask & batch.label_mask[..., column]
             accumulators[task].update(logits[..., k][chosen].cpu().numpy(), batch.labels[..., column][chosen].cpu().numpy())
-    model.train()
     result = {f"ne_{task}": acc.compute()["ne"] for task, acc in accumulators.items()}
     result["ne_mean"] = float(np.nanmean(list(result.values()))) if result else float("nan")
     return result

@@ -39,7 +39,8 @@ from features.sequences import (
     window_table,
 )
 from features.source import LogSource
-from features.splits import SPLITS, TemporalCutoffs, leave_last_out_phases, phase_ranges, temporal_phases
+from features.splits import (SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges,
+                             temporal_phases)
 from features.validate import BatchValidator, QuarantineWriter
 from features.vocab import PAD, RESERVED, Vocabulary
 from features.windows import WindowMode, plan_windows
@@ -159,7 +160,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
 
     clock.lap("vocab_order_features_s")
     protocol = options.split if options.split != "auto" else source.protocol()
-    split_info, phase = _phases(protocol, ordered, options)
+    split_info, phase = _phases(protocol, ordered, columns["impression"], options)
     user_keys = validator.users.keys[events.user[ordered.starts]]
     split_stats: dict[str, dict] = {}
     targets_by_split: dict[str, np.ndarray] = {}
@@ -227,7 +228,7 @@ def _map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
     return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
 
 
-def _phases(protocol: str, ordered: OrderedEvents, options: PrepareOptions) -> tuple[SplitInfo, np.ndarray]:
+def _phases(protocol: str, ordered: OrderedEvents, impression: np.ndarray, options: PrepareOptions) -> tuple[SplitInfo, np.ndarray]:
     events = ordered.events
     if protocol == "loo":
         phase = leave_last_out_phases(ordered.starts, ordered.lengths, options.holdout)
@@ -235,7 +236,7 @@ def _phases(protocol: str, ordered: OrderedEvents, options: PrepareOptions) -> t
     if not events.has_time.any():
         raise FeaturesError("a temporal split needs timestamps, and no event has one (use --split loo)")
     cutoffs = TemporalCutoffs.last_days(int(events.seconds[events.has_time].max()), options.valid_days, options.test_days)
-    phase = temporal_phases(events.seconds, events.has_time, cutoffs)
+    phase = temporal_phases(impression_start_seconds(events.seconds, impression), events.has_time, cutoffs)
     info = SplitInfo(protocol="temporal", windows=options.windows, valid_start=cutoffs.valid_start, test_start=cutoffs.test_start)
     return info, phase
 

@@ -54,8 +54,21 @@ class TemporalCutoffs:
         return cls(valid_start=test_start - valid_days * SECONDS_PER_DAY, test_start=test_start)
 
 
+def impression_start_seconds(seconds: np.ndarray, impression: np.ndarray) -> np.ndarray:
+    """Each event's time, or for an impression's events (a run of equal non-zero ids in the
+    ordered log) the time of the run's first event, so that a temporal cutoff never splits a
+    slate: its candidates are scored together at serving time and must land in one split."""
+    if len(seconds) == 0:
+        return seconds
+    run_start = np.ones(len(seconds), dtype=bool)
+    run_start[1:] = (impression[1:] != impression[:-1]) | (impression[1:] == 0)
+    first = np.maximum.accumulate(np.where(run_start, np.arange(len(seconds)), 0))
+    return seconds[first]
+
+
 def temporal_phases(seconds: np.ndarray, has_time: np.ndarray, cutoffs: TemporalCutoffs) -> np.ndarray:
-    """Phase by event time; events without a timestamp are history only (CONTEXT)."""
+    """Phase by event time (see impression_start_seconds); events without a timestamp are
+    history only (CONTEXT)."""
     phase = np.full(len(seconds), TRAIN, dtype=np.int8)
     phase[seconds >= cutoffs.valid_start] = VALID
     phase[seconds >= cutoffs.test_start] = TEST

@@ -1,8 +1,9 @@
 """Causal attention in which an event's own outcome never reaches its own prediction.
 
-Each query p attends to two kinds of keys: every earlier event j < p, whose value carries the
-event's content *and* its action embedding (what the user did), and p itself, whose value
-carries content only. This is one SDPA call over the concatenated key sets with a boolean
+Each query p attends to two kinds of keys: every event j in an earlier slot (slot_j < slot_p;
+the slot is the position, shared by the events of one impression, see model.inputs.event_slots),
+whose value carries the event's content *and* its action embedding (what the user did), and p
+itself, whose value carries content only. This is one SDPA call over the concatenated key sets with a boolean
 mask, so every query has at least one key (itself) and no row is ever fully masked.
 
 A serving candidate is the same kind of query: its keys are the whole history plus itself and
@@ -67,14 +68,13 @@ class LabelSafeAttention(nn.Module):
 
     def forward(
         self, z: torch.Tensor, action: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
-        valid: torch.Tensor,
+        valid: torch.Tensor, slot: torch.Tensor,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Causal pass over a sequence; also returns (keys, values) that later queries read."""
         query, key, value = self.project(z, cos, sin)
         history_values = value + self._split_heads(self.action_values(action))
-        length = z.shape[1]
-        earlier = torch.ones(length, length, dtype=torch.bool, device=z.device).tril(-1)
-        history_mask = earlier & valid[:, None, None, :]
+        earlier = slot[:, None, :] < slot[:, :, None]
+        history_mask = (earlier & valid[:, None, :]).unsqueeze(1)
         attended = label_safe_attention(query, key, history_values, key, value, history_mask,
                                         self.dropout if self.training else 0.0)
         return self.merge(attended), (key, history_values)

@@ -28,7 +28,7 @@ TO_ROPE_DAY_WEIGHT = 0.01
 class TimeInputs:
     """What the encodings read per token ([B, S] unless noted). Times stay int64 seconds."""
 
-    index: torch.Tensor  # int64 absolute event index k (candidates: the next slot)
+    index: torch.Tensor  # int64 event slot k (model.inputs.event_slots; candidates: after the history)
     seconds: torch.Tensor  # int64 UTC seconds
     has_time: torch.Tensor  # bool
     second_of_day: torch.Tensor  # int64, local

@@ -16,10 +16,26 @@ from features.localtime import cyclic_features
 from model.encodings import TimeInputs
 
 
+def event_slots(impression: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Each event's slot [B, S]: its position, except that the events of one impression (a run
+    of equal non-zero ids) all take the position of the run's first event.
+
+    A slate is shown at once: at serving time its candidates see the history before it and
+    never each other. Giving them one slot keeps training the same computation: an event reads
+    only keys in earlier slots (so never a slate-mate's action) and its ordinal angle is the
+    slate's, as a serving candidate's is the history length."""
+    size, length = shape
+    position = torch.arange(length, device=device).expand(size, length)
+    if impression is None:
+        return position
+    run_start = torch.ones_like(impression, dtype=torch.bool)
+    run_start[:, 1:] = (impression[:, 1:] != impression[:, :-1]) | (impression[:, 1:] == 0)
+    return torch.where(run_start, position, torch.zeros_like(position)).cummax(dim=1).values
+
+
 def batch_time(batch: SequenceBatch) -> TimeInputs:
-    """Per-event time inputs of a training batch; the index is the position in the window."""
-    size, length = batch.item.shape
-    index = torch.arange(length, device=batch.item.device).expand(size, length)
+    """Per-event time inputs of a training batch; the index is the event's slot in the window."""
+    index = event_slots(batch.impression, batch.item.shape, batch.item.device)
     return TimeInputs(index=index, seconds=batch.timestamp, has_time=batch.has_time, second_of_day=batch.second_of_day,
                       day_of_week=batch.day_of_week, categorical=batch.categorical)
 
@@ -44,8 +60,11 @@ class Events:
     timestamp: torch.Tensor | None = None  # history only (candidates take the request time)
     has_time: torch.Tensor | None = None
     tz_offset_minutes: torch.Tensor | None = None
+    impression: torch.Tensor | None = None  # history only; 0 = none (see event_slots)
 
-    def time(self, index: torch.Tensor) -> TimeInputs:
+    def time(self) -> TimeInputs:
+        """History time inputs; slots as in training so history keys match (event_slots)."""
+        index = event_slots(self.impression, self.item.shape, self.item.device)
         second_of_day, day_of_week = local_time(self.timestamp, self.tz_offset_minutes, self.has_time)
         return TimeInputs(index=index, seconds=self.timestamp, has_time=self.has_time, second_of_day=second_of_day,
                           day_of_week=day_of_week, categorical=self.categorical)

@@ -5,7 +5,8 @@ slot. It must be strictly causal in the label-safe sense: the output at p may us
 (content and actions) and event p's own content, never p's action. Two calls make up the
 contract:
 
-- `forward(z, action, cos, sin, valid) -> (y, cache)`: a whole sequence [B, S, d]; `cache` is
+- `forward(z, action, cos, sin, valid, slot) -> (y, cache)`: a whole sequence [B, S, d]; the
+  output at p reads events in earlier slots only (model.inputs.event_slots); `cache` is
   whatever later queries need from this history (keys/values for attention, the final state
   for a recurrent mixer).
 - `attend_history(z, cos, sin, cache, valid) -> y`: queries [B, C, d] (serving candidates)

@@ -92,7 +92,7 @@ class Ranker(nn.Module):
         hidden = self.embed(item, categorical)
         caches = []
         for block in self.blocks:
-            mixed, cache = block.mixer(block.mixer_norm(hidden), action, cos, sin, valid)
+            mixed, cache = block.mixer(block.mixer_norm(hidden), action, cos, sin, valid, time.index)
             hidden = hidden + mixed
             hidden = hidden + block.ffn(block.ffn_norm(hidden))
             caches.append(cache)

@@ -17,13 +17,12 @@ DEFAULT_MICRO_BATCH = 256
 
 
 def encode_history(model: Ranker, history: Events) -> History:
-    size, length = history.item.shape
-    index = torch.arange(length, device=history.item.device).expand(size, length)
-    return model.encode(history.item, history.categorical, history.action, history.time(index), history.valid)
+    return model.encode(history.item, history.categorical, history.action, history.time(), history.valid)
 
 
 def candidate_time(history: Events, candidates: Events, request_time: torch.Tensor, tz_offset_minutes: torch.Tensor) -> TimeInputs:
-    """Candidates share the request time (user's zone) and the slot after the newest event."""
+    """Candidates share the request time (user's zone) and the slot after the newest event,
+    which is after every history slot, so they read the whole history and not each other."""
     size, count = candidates.item.shape
     seconds = request_time.view(size, 1).expand(size, count)
     has_time = torch.ones_like(seconds, dtype=torch.bool)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from features.dataset import SequenceBatch, SequenceDataset
 from model.config import ModelConfig
 from model.encodings import SirenRope, TimeInputs
-from model.inputs import Events, batch_time, local_time
+from model.inputs import Events, batch_time, event_slots, local_time
 from model.ranker import Ranker
 from model.rotary import rotate_pairs
 from model.scoring import score_candidates
@@ -44,7 +44,7 @@ def _history(batch: SequenceBatch, row: int, stop: int) -> Events:
     return Events(item=batch.item[row:row + 1, cut], categorical={k: v[row:row + 1, cut] for k, v in batch.categorical.items()},
                   valid=batch.mask[row:row + 1, cut], action=batch.action[row:row + 1, cut],
                   timestamp=batch.timestamp[row:row + 1, cut], has_time=batch.has_time[row:row + 1, cut],
-                  tz_offset_minutes=batch.tz_offset_minutes[row:row + 1, cut])
+                  tz_offset_minutes=batch.tz_offset_minutes[row:row + 1, cut], impression=batch.impression[row:row + 1, cut])
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +55,19 @@ def data(tiny_prepared: Path) -> tuple[SequenceDataset, SequenceBatch]:
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_training_prediction_equals_serving_score(data, encoding: str) -> None:
-    """(b) The prediction at p equals the score of item p given history < p at request time t_p."""
+    """(b) The prediction at p equals the score of item p given the history before p's slate
+    (before p itself outside impressions) at request time t_p."""
     dataset, batch = data
     model = _model(dataset.schema, encoding)
     probabilities = torch.sigmoid(_logits(model, batch))
     row, length = 0, int(batch.lengths[0])
-    for p in (0, 1, length // 2, length - 1):
+    slot = batch_time(batch).index[row]
+    inside_slate = int(torch.nonzero(slot[:length] < torch.arange(length))[0])
+    for p in (0, 1, length // 2, inside_slate, length - 1):
         candidate = Events(item=batch.item[row:row + 1, p:p + 1],
                            categorical={k: v[row:row + 1, p:p + 1] for k, v in batch.categorical.items()},
                            valid=torch.ones(1, 1, dtype=torch.bool))
-        served = score_candidates(model, _history(batch, row, p), candidate, batch.timestamp[row:row + 1, p],
+        served = score_candidates(model, _history(batch, row, int(slot[p])), candidate, batch.timestamp[row:row + 1, p],
                                   batch.tz_offset_minutes[row:row + 1, p])
         assert torch.allclose(served[0, 0], probabilities[row, p], atol=TOLERANCE, rtol=0), (encoding, p)
 
@@ -105,7 +108,8 @@ def test_padded_histories_score_like_unpadded_ones(data) -> None:
         action=torch.stack([torch.nn.functional.pad(batch.action[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
         timestamp=torch.stack([torch.nn.functional.pad(batch.timestamp[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
         has_time=torch.stack([torch.arange(9) < s for s in stops]),
-        tz_offset_minutes=batch.tz_offset_minutes[:3, :9])
+        tz_offset_minutes=batch.tz_offset_minutes[:3, :9],
+        impression=torch.stack([torch.nn.functional.pad(batch.impression[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]))
     request, zone = batch.timestamp[:3, 10], batch.tz_offset_minutes[:3, 0]
     together = score_candidates(model, padded, candidates, request, zone)
     for r, stop in enumerate(stops):
@@ -132,6 +136,30 @@ def test_labels_of_event_p_do_not_reach_its_prediction(data) -> None:
     after = _logits(model, changed)
     assert torch.equal(before[:, : p + 1], after[:, : p + 1])
     assert (before[:, p + 1:] - after[:, p + 1:]).abs().max() > 1e-4  # the label is used, for later events
+
+
+def test_slate_mates_never_see_each_other(data) -> None:
+    """An impression's events are scored together at serving time, so in training an event sees
+    neither the action nor the content of an earlier event of its own impression."""
+    dataset, batch = data
+    model = _model(dataset.schema)
+    slot = batch_time(batch).index
+    mates = torch.nonzero(slot < torch.arange(slot.shape[1]) & batch.mask)
+    assert len(mates) > 0, "the synthetic feed should have multi-event impressions"
+    row, p = (int(v) for v in mates[0])
+    first = int(slot[row, p])
+    changed = copy.copy(batch)
+    changed.item, changed.action = batch.item.clone(), batch.action.clone()
+    changed.item[row, first] = 2 + (batch.item[row, first] - 1) % (dataset.schema.item_vocab_size - 2)
+    changed.action[row, first] = 2 + (batch.action[row, first] - 1) % (dataset.schema.action_vocab_size - 2)
+    before, after = _logits(model, batch), _logits(model, changed)
+    assert torch.equal(before[row, first + 1: p + 1], after[row, first + 1: p + 1])
+    assert not torch.equal(before[row, first], after[row, first])  # the item itself did change
+
+
+def test_event_slots_share_an_impressions_first_position() -> None:
+    impression = torch.tensor([[0, 3, 3, 3, 0, 4, 5, 5, 0, 0]])
+    assert event_slots(impression, impression.shape, impression.device).tolist() == [[0, 1, 1, 1, 4, 5, 6, 6, 8, 9]]
 
 
 def test_siren_rope_without_time_scale_is_exactly_rope(data) -> None:

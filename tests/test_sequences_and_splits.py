@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from features.adapters.events import events_source
 from features.prepare import PrepareOptions, prepare
 from features.schema import LogSchema
-from features.splits import TRAIN, Ranges, leave_last_out_phases
+from features.splits import TEST, TRAIN, VALID, Ranges, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, temporal_phases
 from features.windows import plan_windows
 
 DAY = 86_400
@@ -155,3 +155,13 @@ def test_impressions_are_numbered_per_user_and_key(tmp_path_factory, events: lis
                 if impression is not None:
                     assert number_of.setdefault((user, impression), number) == number
     assert len(set(number_of.values())) == len(number_of)  # different (user, id) -> different numbers
+
+
+def test_temporal_cutoff_never_splits_an_impression() -> None:
+    """A slate whose events straddle the cutoff goes wholly to the split of its first event."""
+    seconds = np.array([100, 190, 200, 210, 220, 300])
+    impression = np.array([0, 7, 7, 7, 0, 0])
+    start = impression_start_seconds(seconds, impression)
+    assert start.tolist() == [100, 190, 190, 190, 220, 300]
+    phase = temporal_phases(start, np.ones(6, dtype=bool), TemporalCutoffs(valid_start=200, test_start=300))
+    assert phase.tolist() == [TRAIN, TRAIN, TRAIN, TRAIN, VALID, TEST]

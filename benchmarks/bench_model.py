@@ -10,15 +10,13 @@ drift in machine speed hits both alike, and the median of each is compared as a 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from provenance import write_report  # benchmarks/provenance.py, beside this script
 from features.dataset import SequenceBatch
 from model.config import ModelConfig
 from model.inputs import batch_time
@@ -122,13 +120,7 @@ def main() -> None:
         print(f"{r['length']:>6} {r['phase']:>11} {r['rope_ms']:>9.2f} {r['siren_rope_ms']:>9.2f} {r['overhead_pct']:>8.1f}%")
     extra = rows[0]["params_siren_rope"] / rows[0]["params_rope"] - 1
     print(f"parameters: rope {rows[0]['params_rope']:,}, siren_rope {rows[0]['params_siren_rope']:,} (+{extra:.2%})")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = {"benchmark": "model", "date": time.strftime("%Y-%m-%d"), "device": device_name, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "commit": commit, "results": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_report("model", device, rows, args.json)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.context import MixerContext
 from model.rotary import rotate_pairs
 
 
@@ -55,36 +56,32 @@ class LabelSafeAttention(nn.Module):
         batch, length, width = x.shape
         return x.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
-    def project(self, z: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def project(self, z: torch.Tensor, context: MixerContext) -> tuple[torch.Tensor, ...]:
         """Rotated queries and keys and content values, each [B, H, S, d_k]."""
         query, key, value = (self._split_heads(t) for t in self.query_key_value(z).chunk(3, dim=-1))
-        if cos is not None:
-            query, key = rotate_pairs(query, cos, sin), rotate_pairs(key, cos, sin)
+        if context.cos is not None:
+            query, key = rotate_pairs(query, context.cos, context.sin), rotate_pairs(key, context.cos, context.sin)
         return query, key, value
 
     def merge(self, attended: torch.Tensor) -> torch.Tensor:
         batch, heads, length, head_dim = attended.shape
         return self.output_dropout(self.output(attended.transpose(1, 2).reshape(batch, length, heads * head_dim)))
 
-    def forward(
-        self, z: torch.Tensor, action: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
-        valid: torch.Tensor, slot: torch.Tensor,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Causal pass over a sequence; also returns (keys, values) that later queries read."""
-        query, key, value = self.project(z, cos, sin)
+        query, key, value = self.project(z, context)
         history_values = value + self._split_heads(self.action_values(action))
-        earlier = slot[:, None, :] < slot[:, :, None]
-        history_mask = (earlier & valid[:, None, :]).unsqueeze(1)
+        earlier = context.slot[:, None, :] < context.slot[:, :, None]
+        history_mask = (earlier & context.valid[:, None, :]).unsqueeze(1)
         attended = label_safe_attention(query, key, history_values, key, value, history_mask,
                                         self.dropout if self.training else 0.0)
         return self.merge(attended), (key, history_values)
 
-    def attend_history(
-        self, z: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
-        history: tuple[torch.Tensor, torch.Tensor], history_valid: torch.Tensor,
-    ) -> torch.Tensor:
+    def attend_history(self, z: torch.Tensor, context: MixerContext, history: tuple[torch.Tensor, torch.Tensor],
+                       history_valid: torch.Tensor) -> torch.Tensor:
         """Queries that read a finished history and themselves only (serving candidates)."""
-        query, key, value = self.project(z, cos, sin)
+        query, key, value = self.project(z, context)
         history_mask = history_valid[:, None, None, :].expand(-1, 1, z.shape[1], -1)
         attended = label_safe_attention(query, history[0], history[1], key, value, history_mask)
         return self.merge(attended)

@@ -13,8 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Encoding = Literal["none", "rope", "to_rope", "siren_rope"]
 MixerKind = Literal["attention", "rotrnn", "fprnn"]
 SirenBranch = Literal["timestamp", "cyclic", "categorical"]
-AVAILABLE_MIXERS = ("attention",)
-"""Mixers implemented so far; rotrnn and fprnn arrive with the scan kernels."""
 
 
 class StrictModel(BaseModel):
@@ -41,6 +39,42 @@ class SirenConfig(StrictModel):
     categorical_fields: list[str] | None = Field(None, description="fields rotating angles (default: all)")
 
 
+class RotRnnConfig(StrictModel):
+    """RotRNN mixer (recurrent_mixers.md §1, §3): H heads of N-dim rotating, decaying state."""
+
+    heads: int = Field(16, ge=1)
+    state: int = Field(8, ge=2, description="state size per head (even)")
+    orthogonal: bool = Field(False, description="learn P = expm(M − Mᵀ) (folded into B and C)")
+    gamma_min: float = Field(0.9, gt=0, lt=1)
+    gamma_max: float = Field(0.999, gt=0, lt=1)
+    max_phase: float = Field(6.283185307179586, gt=0, description="θ ~ U[0, max_phase]")
+    time_conditioned: bool = Field(False, description="decay γ^(κ+Δt/τ), rotate by SIREN-RoPE angle steps")
+    kappa: float = Field(1.0, ge=0, description="per-event decay exponent κ")
+    time_unit: int = Field(86_400, ge=1, description="τ in seconds")
+    max_elapsed: int = Field(30 * 86_400, ge=0, description="Δt is clipped to this many seconds")
+
+    @model_validator(mode="after")
+    def _even_state(self) -> RotRnnConfig:
+        if self.state % 2:
+            raise ValueError(f"rotrnn.state must be even (pairs of rotating coordinates), got {self.state}")
+        if self.gamma_min > self.gamma_max:
+            raise ValueError("rotrnn.gamma_min must not exceed gamma_max")
+        return self
+
+
+class FpRnnConfig(StrictModel):
+    """Fixed-point RNN mixer (recurrent_mixers.md §2, §3): diagonal scans iterated to the fixed
+    point of a dense recurrence with a Householder channel mixer."""
+
+    state: int | None = Field(None, ge=1, description="state width (default d_model)")
+    reflections: int = Field(2, ge=1, description="Householder reflections r")
+    max_iterations_train: int = Field(16, ge=1)
+    max_iterations_eval: int = Field(8, ge=1)
+    tolerance: float = Field(0.1, gt=0, description="stop when the residual quantile is below this")
+    quantile: float = Field(0.9, gt=0, le=1, description="batch quantile of per-sequence residuals (training)")
+    damping: float = Field(1.0, gt=0, le=1)
+
+
 class NextItemConfig(StrictModel):
     """Generative retrieval head: sampled softmax over L2-normalised item embeddings."""
 
@@ -65,6 +99,8 @@ class ModelConfig(StrictModel):
     rope_base: float = Field(100_000.0, gt=1)
     mixers: list[MixerKind] | None = None
     siren: SirenConfig = Field(default_factory=SirenConfig)
+    rotrnn: RotRnnConfig = Field(default_factory=RotRnnConfig)
+    fprnn: FpRnnConfig = Field(default_factory=FpRnnConfig)
     next_item: NextItemConfig | None = None
 
     @model_validator(mode="after")
@@ -77,9 +113,6 @@ class ModelConfig(StrictModel):
             self.mixers = ["attention"] * self.layers
         if len(self.mixers) != self.layers:
             raise ValueError(f"mixers lists {len(self.mixers)} entries for {self.layers} layers")
-        missing = [m for m in self.mixers if m not in AVAILABLE_MIXERS]
-        if missing:
-            raise ValueError(f"mixer(s) {missing} are not available yet (implemented: {list(AVAILABLE_MIXERS)})")
         fields = self.siren.categorical_fields
         if fields is not None and set(fields) - set(self.categorical):
             raise ValueError(f"siren.categorical_fields {sorted(set(fields) - set(self.categorical))} are not model fields")

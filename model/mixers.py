@@ -5,23 +5,27 @@ slot. It must be strictly causal in the label-safe sense: the output at p may us
 (content and actions) and event p's own content, never p's action. Two calls make up the
 contract:
 
-- `forward(z, action, cos, sin, valid, slot) -> (y, cache)`: a whole sequence [B, S, d]; the
-  output at p reads events in earlier slots only (model.inputs.event_slots); `cache` is
-  whatever later queries need from this history (keys/values for attention, the final state
-  for a recurrent mixer).
-- `attend_history(z, cos, sin, cache, valid) -> y`: queries [B, C, d] (serving candidates)
-  that read a finished history and their own content only, never each other.
+- `forward(z, action, context) -> (y, cache)`: a whole sequence [B, S, d] with its
+  MixerContext (angles, times, slots, validity); the output at p reads events in earlier
+  slots only (model.inputs.event_slots); `cache` is whatever later queries need from this
+  history (keys/values for attention, the final state for a recurrent mixer).
+- `attend_history(z, context, cache, history_valid) -> y`: queries [B, C, d] (serving
+  candidates) that read a finished history and their own content only, never each other.
 """
 
 from __future__ import annotations
 
+from typing import get_args
+
 from torch import nn
 
 from model.attention import LabelSafeAttention
-from model.config import AVAILABLE_MIXERS, ModelConfig
+from model.config import MixerKind, ModelConfig
+from model.fprnn import FixedPointRNN
+from model.rotrnn import RotRNN
 
-MIXERS: dict[str, type[nn.Module]] = {"attention": LabelSafeAttention}
-assert set(MIXERS) == set(AVAILABLE_MIXERS)
+MIXERS: dict[str, type[nn.Module]] = {"attention": LabelSafeAttention, "rotrnn": RotRNN, "fprnn": FixedPointRNN}
+assert set(MIXERS) == set(get_args(MixerKind))
 
 
 def build_mixer(kind: str, config: ModelConfig) -> nn.Module:

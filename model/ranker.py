@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.context import MixerContext
 from model.encodings import TimeInputs, build_encoding
 from model.mixers import build_mixer
 
@@ -23,7 +24,7 @@ from model.mixers import build_mixer
 class History:
     """A finished history, encoded once: per layer the keys/values candidates attend to."""
 
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    layers: list  # per layer, what its mixer's attend_history reads
     valid: torch.Tensor  # bool [B, L]
     hidden: torch.Tensor  # [B, L, d] final hidden states (for the next-item query)
 
@@ -78,21 +79,22 @@ class Ranker(nn.Module):
             tokens = tokens + (table(ids) * present).sum(-2) / present.sum(-2).clamp(min=1)
         return self.embedding_dropout(tokens)
 
-    def rotation(self, time: TimeInputs) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def context(self, time: TimeInputs, valid: torch.Tensor) -> MixerContext:
+        """Angles once per forward, shared by every layer's mixer."""
         angles = self.encoding.angles(time)
         if angles is None:
-            return None, None
-        return torch.cos(angles).unsqueeze(1), torch.sin(angles).unsqueeze(1)
+            return MixerContext(time=time, valid=valid, cos=None, sin=None)
+        return MixerContext(time=time, valid=valid, cos=torch.cos(angles).unsqueeze(1), sin=torch.sin(angles).unsqueeze(1))
 
     # -- sequences (training, history encoding) ------------------------------------------------
 
     def encode(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor) -> History:
         """Causal pass over event sequences [B, S]; returns hidden states and per-layer caches."""
-        cos, sin = self.rotation(time)
+        context = self.context(time, valid)
         hidden = self.embed(item, categorical)
         caches = []
         for block in self.blocks:
-            mixed, cache = block.mixer(block.mixer_norm(hidden), action, cos, sin, valid, time.index)
+            mixed, cache = block.mixer(block.mixer_norm(hidden), action, context)
             hidden = hidden + mixed
             hidden = hidden + block.ffn(block.ffn_norm(hidden))
             caches.append(cache)
@@ -115,10 +117,10 @@ class Ranker(nn.Module):
 
     def candidate_hidden(self, history: History, item, categorical, time: TimeInputs) -> torch.Tensor:
         """Final hidden states of candidates [B, C]: each reads the history and itself only."""
-        cos, sin = self.rotation(time)
+        context = self.context(time, torch.ones_like(item, dtype=torch.bool))
         hidden = self.embed(item, categorical)
         for block, layer_cache in zip(self.blocks, history.layers):
-            hidden = hidden + block.mixer.attend_history(block.mixer_norm(hidden), cos, sin, layer_cache, history.valid)
+            hidden = hidden + block.mixer.attend_history(block.mixer_norm(hidden), context, layer_cache, history.valid)
             hidden = hidden + block.ffn(block.ffn_norm(hidden))
         return self.final_norm(hidden)
 

@@ -19,10 +19,18 @@ from model.scoring import score_candidates
 
 ENCODINGS = ["none", "rope", "to_rope", "siren_rope"]
 TOLERANCE = 1e-5
+STACKS = {  # mixer stacks the contract tests run on; FP-RNN iterates to convergence here
+    "attention": {},
+    "rotrnn": {"mixers": ["rotrnn", "attention"]},
+    "rotrnn_time": {"mixers": ["attention", "rotrnn"], "rotrnn": {"time_conditioned": True, "orthogonal": True}},
+    "fprnn": {"mixers": ["fprnn", "rotrnn"], "fprnn": {"tolerance": 1e-12, "max_iterations_eval": 200}},
+}
+ENCODING_AND_STACK = [(e, "attention") for e in ENCODINGS] + [("siren_rope", k) for k in STACKS if k != "attention"]
 
 
-def _model(schema, encoding: str = "siren_rope", seed: int = 0, **overrides) -> Ranker:
+def _model(schema, encoding: str = "siren_rope", seed: int = 0, stack: str = "attention", **overrides) -> Ranker:
     torch.manual_seed(seed)
+    overrides = {**STACKS[stack], **overrides}
     config = ModelConfig.from_feature_schema(
         schema, d_model=32, heads=2, layers=2, dropout=0.0, encoding=encoding,
         siren={"branches": ["timestamp", "cyclic", "categorical"], "hidden": 16}, **overrides)
@@ -53,12 +61,12 @@ def data(tiny_prepared: Path) -> tuple[SequenceDataset, SequenceBatch]:
     return dataset, dataset.__getitems__(list(range(min(6, len(dataset)))))
 
 
-@pytest.mark.parametrize("encoding", ENCODINGS)
-def test_training_prediction_equals_serving_score(data, encoding: str) -> None:
+@pytest.mark.parametrize("encoding,stack", ENCODING_AND_STACK)
+def test_training_prediction_equals_serving_score(data, encoding: str, stack: str) -> None:
     """(b) The prediction at p equals the score of item p given the history before p's slate
     (before p itself outside impressions) at request time t_p."""
     dataset, batch = data
-    model = _model(dataset.schema, encoding)
+    model = _model(dataset.schema, encoding, stack=stack)
     probabilities = torch.sigmoid(_logits(model, batch))
     row, length = 0, int(batch.lengths[0])
     slot = batch_time(batch).index[row]
@@ -72,20 +80,20 @@ def test_training_prediction_equals_serving_score(data, encoding: str) -> None:
         assert torch.allclose(served[0, 0], probabilities[row, p], atol=TOLERANCE, rtol=0), (encoding, p)
 
 
-@pytest.mark.parametrize("encoding", ["rope", "siren_rope"])
-def test_batched_candidates_equal_one_at_a_time(data, encoding: str) -> None:
+@pytest.mark.parametrize("encoding,stack", [("rope", "attention"), *[("siren_rope", k) for k in STACKS]])
+def test_batched_candidates_equal_one_at_a_time(data, encoding: str, stack: str) -> None:
     """(a) N candidates in micro-batched passes score as each candidate alone."""
     dataset, batch = data
-    model = _model(dataset.schema, encoding)
+    model = _model(dataset.schema, encoding, stack=stack)
     generator = torch.Generator().manual_seed(1)
-    count = 37
+    count = 13
     items = torch.randint(2, dataset.schema.item_vocab_size, (1, count), generator=generator)
     categories = {k: torch.randint(0, info.vocab_size, (1, count, info.max_values), generator=generator)
                   for k, info in dataset.schema.categorical.items()}
     candidates = Events(item=items, categorical=categories, valid=torch.ones(1, count, dtype=torch.bool))
     history = _history(batch, 1, int(batch.lengths[1]))
     request, zone = batch.timestamp[1:2, -1] + 3600, batch.tz_offset_minutes[1:2, 0]
-    together = score_candidates(model, history, candidates, request, zone, micro_batch=8)
+    together = score_candidates(model, history, candidates, request, zone, micro_batch=4)
     for c in range(count):
         alone = Events(item=items[:, c:c + 1], categorical={k: v[:, c:c + 1] for k, v in categories.items()},
                        valid=torch.ones(1, 1, dtype=torch.bool))
@@ -93,10 +101,11 @@ def test_batched_candidates_equal_one_at_a_time(data, encoding: str) -> None:
         assert (together[0, c] - single[0, 0]).abs().max() <= TOLERANCE
 
 
-def test_padded_histories_score_like_unpadded_ones(data) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_padded_histories_score_like_unpadded_ones(data, stack: str) -> None:
     """Several requests of different history lengths in one padded batch score as one by one."""
     dataset, batch = data
-    model = _model(dataset.schema)
+    model = _model(dataset.schema, stack=stack)
     candidates = Events(item=batch.item[:3, :5], categorical={k: v[:3, :5] for k, v in batch.categorical.items()},
                         valid=torch.ones(3, 5, dtype=torch.bool))
     stops = [4, 9, 2]
@@ -119,10 +128,11 @@ def test_padded_histories_score_like_unpadded_ones(data) -> None:
         assert (together[r] - single[0]).abs().max() <= TOLERANCE
 
 
-def test_labels_of_event_p_do_not_reach_its_prediction(data) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_labels_of_event_p_do_not_reach_its_prediction(data, stack: str) -> None:
     """(c) Changing event p's labels/action leaves predictions at <= p unchanged (and moves later ones)."""
     dataset, batch = data
-    model = _model(dataset.schema)
+    model = _model(dataset.schema, stack=stack)
     before = _logits(model, batch)
     changed = copy.copy(batch)
     p = 5
@@ -138,11 +148,12 @@ def test_labels_of_event_p_do_not_reach_its_prediction(data) -> None:
     assert (before[:, p + 1:] - after[:, p + 1:]).abs().max() > 1e-4  # the label is used, for later events
 
 
-def test_slate_mates_never_see_each_other(data) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_slate_mates_never_see_each_other(data, stack: str) -> None:
     """An impression's events are scored together at serving time, so in training an event sees
     neither the action nor the content of an earlier event of its own impression."""
     dataset, batch = data
-    model = _model(dataset.schema)
+    model = _model(dataset.schema, stack=stack)
     slot = batch_time(batch).index
     mates = torch.nonzero(slot < torch.arange(slot.shape[1]) & batch.mask)
     assert len(mates) > 0, "the synthetic feed should have multi-event impressions"
@@ -217,10 +228,11 @@ def test_masked_timestamp_gives_zero_temporal_angle(data) -> None:
     assert torch.equal(encoding.angles(time), torch.zeros_like(encoding.angles(time)))
 
 
-def test_padding_never_changes_real_positions(data) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_padding_never_changes_real_positions(data, stack: str) -> None:
     """(f) Garbage in padded slots leaves every real position's output unchanged."""
     dataset, batch = data
-    model = _model(dataset.schema)
+    model = _model(dataset.schema, stack=stack)
     wide = dataset.__getitems__(list(range(len(batch.users))), pad_to=int(batch.lengths.max()) + 7)
     garbage = copy.copy(wide)
     pad = ~wide.mask
@@ -250,8 +262,10 @@ def test_config_rejects_unknown_keys_and_rebuilds_exactly(data, tmp_path: Path) 
     dataset, batch = data
     with pytest.raises(ValidationError, match="encodng"):
         ModelConfig.from_feature_schema(dataset.schema, encodng="rope")
-    with pytest.raises(ValidationError, match="not available yet"):
-        ModelConfig.from_feature_schema(dataset.schema, layers=2, mixers=["attention", "rotrnn"])
+    with pytest.raises(ValidationError, match="mixers lists 1 entries for 2 layers"):
+        ModelConfig.from_feature_schema(dataset.schema, layers=2, mixers=["rotrnn"])
+    with pytest.raises(ValidationError, match="rotrnn.state must be even"):
+        ModelConfig.from_feature_schema(dataset.schema, mixers=["rotrnn", "rotrnn"], rotrnn={"state": 5})
     model = _model(dataset.schema)
     rebuilt = Ranker(ModelConfig.model_validate_json(model.config.model_dump_json())).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)

@@ -127,3 +127,18 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: 
     assert len(single) == len(ddp) == 8
     assert max(abs(a - b) for a, b in zip(single, ddp)) < 1e-5
     assert single[-1] < single[0]  # it trains
+
+
+def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepared: Path) -> None:
+    """RotRNN (time-conditioned) and FP-RNN layers train end to end through the CLI (validation
+    NE falls as training goes on) and reload for evaluation."""
+    out = tmp_path / "run"
+    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(out), "--no-progress",
+                "--set", "model.mixers=[rotrnn, fprnn]", "--set", "model.rotrnn={time_conditioned: true, heads: 4}",
+                "--set", "train.max_steps=60", *FAST)
+    validations = [json.loads(line)["validation"] for line in (out / "train_log.jsonl").read_text().splitlines()
+                   if "validation" in line]
+    assert len(validations) >= 2 and validations[-1]["ne_mean"] < 0.8 * validations[0]["ne_mean"], validations
+    run_rotorec("evaluate", "--run", str(out), "--data", str(tiny_prepared), "--out", str(tmp_path / "report"))
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["test"]

@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(BIN)/rotorec train --data $(DEMO)/prepared --config configs/tiny.yaml --out $(DEMO)/run
 	$(BIN)/rotorec evaluate --run $(DEMO)/run --data $(DEMO)/prepared --out $(DEMO)/report
 	@echo "report: $(DEMO)/report/report.md (metrics.json, reliability plots)"
+	$(BIN)/rotorec --log-level WARNING serve --run $(DEMO)/run --sample-feed $(DEMO)/prepared
+	@echo "serve it: $(BIN)/rotorec serve --run $(DEMO)/run  (then POST /v1/rank; OpenAPI at /docs)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

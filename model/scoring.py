@@ -46,6 +46,20 @@ def score_candidates(
 
     history [B, L] and candidates [B, C] are padded Events; request_time and tz_offset_minutes
     are [B] int64."""
+    logits = candidate_logits(model, history, candidates, request_time, tz_offset_minutes, micro_batch)
+    return torch.sigmoid(logits) * candidates.valid.unsqueeze(-1)
+
+
+@torch.inference_mode()
+def candidate_logits(
+    model: Ranker,
+    history: Events,
+    candidates: Events,
+    request_time: torch.Tensor,
+    tz_offset_minutes: torch.Tensor,
+    micro_batch: int = DEFAULT_MICRO_BATCH,
+) -> torch.Tensor:
+    """Uncalibrated task logits [B, C, T] of each candidate (what post-hoc calibration reads)."""
     encoded = encode_history(model, history)
     time = candidate_time(history, candidates, request_time, tz_offset_minutes)
     pieces = []
@@ -58,6 +72,5 @@ def score_candidates(
         )
         hidden = model.candidate_hidden(encoded, candidates.item[:, part],
                                         {k: v[:, part] for k, v in candidates.categorical.items()}, piece_time)
-        pieces.append(torch.sigmoid(model.task_logits(hidden)))
-    probabilities = torch.cat(pieces, dim=1)
-    return probabilities * candidates.valid.unsqueeze(-1)
+        pieces.append(model.task_logits(hidden))
+    return torch.cat(pieces, dim=1)

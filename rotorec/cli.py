@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rotorec import __version__, logs
 
-SUBCOMMAND_PACKAGES = ("features.cli", "training.cli")
+SUBCOMMAND_PACKAGES = ("features.cli", "training.cli", "service.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

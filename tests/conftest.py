@@ -56,3 +56,13 @@ def tiny_prepared(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("tiny_prepared") / "data"
     prepare(events_source(tiny_feed), out, PrepareOptions(max_len=50, windows="all", progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A briefly trained run on the tiny feed (a real `rotorec train`, not a fixture model)."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(out),
+                "--no-progress", "--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "model.d_model=32",
+                "--set", "train.batch_size=16")
+    return out

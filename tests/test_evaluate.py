@@ -11,15 +11,6 @@ from conftest import REPO, run_rotorec
 from training.run import RunError, load_run
 
 
-@pytest.fixture(scope="module")
-def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "run"
-    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(out),
-                "--no-progress", "--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "model.d_model=32",
-                "--set", "train.batch_size=16")
-    return out
-
-
 def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
     result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tiny_prepared), "--out", str(tmp_path / "r"),
                          "--split", "valid", "--split", "test")

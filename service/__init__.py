@@ -1,0 +1,1 @@
+"""The scoring service: a FastAPI app over a trained run (`rotorec serve`)."""

@@ -69,10 +69,12 @@ def inputs(shape: tuple[int, int, int], kind: str, device: torch.device):
 
 
 def eager_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The per-step loop a user would write; `unbind` keeps its backward linear (indexing a[:, t]
+    instead would add a full-size zero gradient per step)."""
     state = torch.zeros_like(b[:, 0])
     outputs = []
-    for t in range(b.shape[1]):
-        state = a[:, t] * state + b[:, t]
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
+        state = a_t * state + b_t
         outputs.append(state)
     return torch.stack(outputs, dim=1)
 

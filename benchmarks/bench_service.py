@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from features.vocab import Vocabulary
+from service.sample import wait_until_ready
 from provenance import write_report  # benchmarks/provenance.py, beside this script
 
 CANDIDATES = (10, 100, 500, 1000)
@@ -41,14 +42,12 @@ def start_server(run: Path, batch_size: int, threads: int) -> tuple[subprocess.P
                                 "--port", str(port), "--max-batch-size", str(batch_size), "--threads", str(threads)],
                                env={**os.environ, "ROTOREC_SCORING_TOKENS": ""})
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready")
+    try:
+        wait_until_ready(url, alive=lambda: process.poll() is None)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
 
 
 def feed(keys: np.ndarray, candidates: int, seed: int) -> dict:

@@ -26,7 +26,8 @@ from service.settings import ServiceSettings
 MAX_CANDIDATES = 10
 
 
-def _iso(seconds: int, offset_minutes: int) -> str:
+def iso_time(seconds: int, offset_minutes: int) -> str:
+    """ISO-8601 text of UTC seconds in a zone given by its offset (what a client would send)."""
     return datetime.fromtimestamp(seconds, timezone(timedelta(minutes=offset_minutes))).isoformat()
 
 
@@ -42,14 +43,29 @@ def sample_feed(run: Path, prepared: Path) -> dict:
 
     def event(j: int) -> dict:
         return {"item_id": str(items.key_of([int(batch.item[0, j])])[0]),
-                "timestamp": _iso(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
+                "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
                 "action": data.schema.actions[int(batch.action[0, j]) - 2],
                 "features": {f: str(tables[f].key_of([int(batch.categorical[f][0, j, 0])])[0]) for f in fields
                              if int(batch.categorical[f][0, j, 0]) > 1}}
 
-    return {"user_id": batch.users[0], "request_time": _iso(int(batch.timestamp[0, first]), int(batch.tz_offset_minutes[0, first])),
+    return {"user_id": batch.users[0], "request_time": iso_time(int(batch.timestamp[0, first]), int(batch.tz_offset_minutes[0, first])),
             "history": [event(j) for j in range(cut)],
             "candidates": [{"item_id": str(items.key_of([int(batch.item[0, j])])[0])} for j in targets[:MAX_CANDIDATES]]}
+
+
+def wait_until_ready(url: str, timeout_s: float = 120.0, alive=lambda: True) -> None:
+    """Poll /v2/health/ready until it answers 200 (raises if `alive()` turns false or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server at {url} exited before it was ready")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server at {url} was not ready after {timeout_s:.0f} s")
 
 
 def serve_sample(settings: ServiceSettings, prepared: Path) -> int:
@@ -63,14 +79,7 @@ def serve_sample(settings: ServiceSettings, prepared: Path) -> int:
     token = settings.scoring_tokens[0] if settings.scoring_tokens else None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(url, alive=thread.is_alive)
         feed = sample_feed(settings.run, prepared)
         response = httpx.post(f"{url}/v1/rank", json=feed, headers=headers, timeout=60)
         response.raise_for_status()

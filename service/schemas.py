@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 LATEST_SECOND = 4_102_444_800  # 2100-01-01
 MAX_TEXT = 128
@@ -44,7 +44,13 @@ def parse_time(value: int | float | str) -> tuple[int, int | None]:
     return seconds, offset
 
 
-TimeValue = Annotated[int | float | str, Field(description="Unix seconds or ISO-8601 with an offset")]
+def _checked_time(value: int | float | str) -> int | float | str:
+    parse_time(value)
+    return value
+
+
+TimeValue = Annotated[int | float | str, AfterValidator(_checked_time),
+                      Field(description="Unix seconds or ISO-8601 with an offset")]
 
 
 class CandidateItem(Strict):
@@ -57,12 +63,6 @@ class HistoryEvent(CandidateItem):
     impression_id: int | Text | None = Field(None, description="events of one shown slate share an id")
     action: Text | None = None
     labels: dict[Text, Annotated[int, Field(ge=0, le=1)]] | None = None
-
-    @field_validator("timestamp")
-    @classmethod
-    def _time(cls, value):
-        parse_time(value)
-        return value
 
     @model_validator(mode="after")
     def _one_outcome(self) -> HistoryEvent:
@@ -80,12 +80,6 @@ class RankRequest(Strict):
     tasks: list[Text] | None = None
     top_k: int | None = Field(None, ge=1)
     blend: dict[Text, Annotated[float, Field(ge=0)]] | None = None
-
-    @field_validator("request_time")
-    @classmethod
-    def _time(cls, value):
-        parse_time(value)
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> RankRequest:

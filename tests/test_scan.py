@@ -103,6 +103,17 @@ def test_gates_exactly_zero_one_and_near_one(backend: str) -> None:
     check_against_reference(a, b, h0, backend, FP32)
 
 
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_wide_batches_take_the_sequential_cpu_path_and_match(complex_: bool) -> None:
+    """From SEQUENTIAL_WIDTH lanes per step the CPU scan loops over time directly."""
+    from model.kernels.chunked import SEQUENTIAL_WIDTH
+
+    a, b, h0 = random_inputs(2, 9, SEQUENTIAL_WIDTH // 2, complex_, seed=23)
+    check_against_reference(a, b, h0, "chunked", FP32)
+    if not complex_:
+        check_against_reference(a, b.bfloat16(), h0, "chunked", BF16)
+
+
 def test_chunked_gradcheck_in_float64() -> None:
     for complex_ in (False, True):
         a, b, h0 = random_inputs(2, 19, 3, complex_, seed=5)

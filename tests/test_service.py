@@ -27,6 +27,7 @@ from conftest import REPO, run_rotorec
 from features.dataset import SequenceDataset
 from features.vocab import Vocabulary
 from model.inputs import batch_time
+from service.sample import iso_time, wait_until_ready
 from training.evaluate import predict
 from training.run import load_run
 
@@ -51,18 +52,11 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "serve", "--run", str(run), "--port", str(self.port),
              "--threads", "1", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not become ready")
+        try:
+            wait_until_ready(self.url, 90, alive=lambda: self.process.poll() is None)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"server did not become ready: {self.process.stdout.read()}") from None
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -87,12 +81,6 @@ def server(calibrated_run: Path):
     assert server.stop() == 0
 
 
-def _iso(seconds: int, offset_minutes: int) -> str:
-    from datetime import datetime, timedelta, timezone
-
-    return datetime.fromtimestamp(seconds, timezone(timedelta(minutes=offset_minutes))).isoformat()
-
-
 def _requests_from_window(run_dir: Path, dataset: SequenceDataset, window: int) -> list[tuple[int, dict]]:
     """(target position, /v1/rank body) for each target of one window: the history before the
     target's slot, the target item as the one candidate, its own time and zone."""
@@ -104,13 +92,13 @@ def _requests_from_window(run_dir: Path, dataset: SequenceDataset, window: int) 
     bodies = []
     for p in torch.nonzero(batch.target[0] & batch.mask[0]).flatten().tolist():
         history = [{"item_id": str(items.key_of([int(batch.item[0, j])])[0]),
-                    "timestamp": _iso(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
+                    "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
                     "action": actions[int(batch.action[0, j]) - 2],
                     "impression_id": int(batch.impression[0, j]) or None,
                     "features": {"category": str(categories.key_of([int(batch.categorical["category"][0, j, 0])])[0])}}
                    for j in range(int(slots[p]))]
         bodies.append((p, {"user_id": batch.users[0], "history": history,
-                           "request_time": _iso(int(batch.timestamp[0, p]), int(batch.tz_offset_minutes[0, p])),
+                           "request_time": iso_time(int(batch.timestamp[0, p]), int(batch.tz_offset_minutes[0, p])),
                            "candidates": [{"item_id": str(items.key_of([int(batch.item[0, p])])[0])}]}))
     return bodies
 

@@ -1,11 +1,12 @@
 """The CPU scan (scan_kernels.md §8): chunked, vectorised across chunks, no division.
 
-Time is cut into chunks of L ≈ √T steps. Pass 1 runs every chunk from a zero state at once (one
-Python step per position in a chunk, each a [B, chunks, D] operation) to get each chunk's total
+Narrow batches (fewer than SEQUENTIAL_WIDTH lanes per step) are cut into chunks of L ≈ √T
+steps. Pass 1 runs every chunk from a zero state at once (one Python step per position in a chunk, each a [B, chunks, D] operation) to get each chunk's total
 decay and end state; pass 2 carries the true state across chunk boundaries (one step per chunk);
 pass 3 reruns every chunk from its true starting state and writes h. Each step is an ordinary
 multiply-add, so the rounding is that of the sequential loop, and the traffic is about 20 bytes
 per fp32 element (a and b read twice, h written once) with no intermediate [B, T, D] tensor.
+Wide batches run the plain sequential loop instead, writing h in place (12 bytes per element).
 
 `reverse=True` runs the same recurrence backwards in time (h_t = a_t ⊙ h_{t+1} + b_t), which is
 what the backward pass needs; it only changes the order the loops visit positions.
@@ -18,6 +19,10 @@ import math
 import torch
 
 MIN_CHUNK, MAX_CHUNK = 8, 64
+SEQUENTIAL_WIDTH = 32_768
+"""From this many (batch × channel) lanes per step, one multiply-add per step already amortises
+Python's per-op cost, and a plain sequential pass moves the fewest bytes (12 per fp32 element
+against about 20 for the chunked passes); measured crossovers on CPU are in RESULTS.md."""
 
 
 def chunk_length(steps: int) -> int:
@@ -38,11 +43,12 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
     batch, steps, channels = b.shape
     work = accumulator_dtype(torch.promote_types(a.dtype, b.dtype))
     h = torch.empty(b.shape, dtype=out_dtype or b.dtype, device=b.device)
+    direct = h.dtype == work  # write h in place; otherwise keep the fp32 state and cast on store
     state = torch.zeros(batch, channels, dtype=work, device=b.device) if h0 is None else h0.to(work)
     if steps == 0:
         return h
     size = chunk_length(steps)
-    chunks = steps // size
+    chunks = 0 if batch * channels >= SEQUENTIAL_WIDTH else steps // size
     tail = steps - chunks * size
     # Chunks are aligned to the end where the scan finishes, so the remainder is visited last.
     first = tail if reverse else 0
@@ -58,7 +64,7 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
             if end is None:
                 decay, end = a_i.clone(), b_i.clone()
             else:
-                end = torch.addcmul(b_i, a_i, end)
+                end.mul_(a_i).add_(b_i)
                 decay.mul_(a_i)
         starts = torch.empty(batch, chunks, channels, dtype=work, device=b.device)
         for c in chunk_order:  # pass 2: the true state entering each chunk
@@ -66,10 +72,16 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
             state = torch.addcmul(end[:, c], decay[:, c], state)
         running = starts
         for i in order:  # pass 3: rerun each chunk from its true start
-            running = torch.addcmul(b_chunks[:, :, i].to(work), a_chunks[:, :, i].to(work), running)
-            h_chunks[:, :, i] = running
+            if direct:
+                running = torch.addcmul(b_chunks[:, :, i], a_chunks[:, :, i], running, out=h_chunks[:, :, i])
+            else:
+                running = torch.addcmul(b_chunks[:, :, i].to(work), a_chunks[:, :, i].to(work), running)
+                h_chunks[:, :, i] = running
     tail_steps = range(tail - 1, -1, -1) if reverse else range(chunks * size, steps)
     for t in tail_steps:
-        state = torch.addcmul(b[:, t].to(work), a[:, t].to(work), state)
-        h[:, t] = state
+        if direct:
+            state = torch.addcmul(b[:, t], a[:, t], state, out=h[:, t])
+        else:
+            state = torch.addcmul(b[:, t].to(work), a[:, t].to(work), state)
+            h[:, t] = state
     return h

@@ -40,16 +40,20 @@ def _last_row(x, rows, CT: tl.constexpr):
 
 
 @triton.jit
+def _tile(D, BD: tl.constexpr):
+    """This program's channels, sequence and channel mask, and a zero fp32 carry (re, im)."""
+    channel = tl.program_id(0) * BD + tl.arange(0, BD)
+    zero = tl.zeros([BD], dtype=tl.float32)
+    return channel, tl.program_id(1).to(tl.int64), channel < D, zero, zero
+
+
+@triton.jit
 def _scan_forward(a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
                   HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, CT: tl.constexpr, BD: tl.constexpr):
     """h_t = a_t h_{t−1} + b_t for one sequence and BD channels (pairs, if COMPLEX)."""
-    channel = tl.program_id(0) * BD + tl.arange(0, BD)
-    sequence = tl.program_id(1).to(tl.int64)
-    live_channel = channel < D
+    channel, sequence, live_channel, carry_re, carry_im = _tile(D, BD)
     rows = tl.arange(0, CT)
     width = 2 if COMPLEX else 1
-    carry_re = tl.zeros([BD], dtype=tl.float32)
-    carry_im = tl.zeros([BD], dtype=tl.float32)
     if HAS_H0:
         carry_re = tl.load(h0_ptr + (sequence * D + channel) * width, mask=live_channel, other=0.0).to(tl.float32)
         if COMPLEX:
@@ -79,13 +83,9 @@ def _scan_forward(a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
 def _scan_backward(a_ptr, h_ptr, h0_ptr, dh_ptr, da_ptr, db_ptr, dh0_ptr, T, D,
                    HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, CT: tl.constexpr, BD: tl.constexpr):
     """g_t = dh_t + conj(a_{t+1}) g_{t+1}; db = g, da = g conj(h_{t−1}), dh0 = conj(a_0) g_0."""
-    channel = tl.program_id(0) * BD + tl.arange(0, BD)
-    sequence = tl.program_id(1).to(tl.int64)
-    live_channel = channel < D
+    channel, sequence, live_channel, carry_re, carry_im = _tile(D, BD)
     rows = tl.arange(0, CT)
     width = 2 if COMPLEX else 1
-    carry_re = tl.zeros([BD], dtype=tl.float32)
-    carry_im = tl.zeros([BD], dtype=tl.float32)
     for start in range(0, T, CT):
         t = T - 1 - start - rows  # reversed offsets: row 0 is the latest step of the tile
         live = t >= 0

@@ -10,6 +10,7 @@ above 0.996 to 1 (scan_kernels.md §3).
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
 import torch
@@ -18,11 +19,8 @@ from model.kernels.chunked import chunked_scan
 
 Backend = Literal["auto", "triton", "chunked"]
 
-try:
-    from model.kernels.triton_scan import triton_scan_backward, triton_scan_forward
-    TRITON_AVAILABLE = True
-except ImportError:  # triton is optional off CUDA
-    TRITON_AVAILABLE = False
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+"""Triton is optional off CUDA; it is imported only when its back end is used."""
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.complex64)
 
@@ -37,12 +35,16 @@ def resolve_backend(backend: Backend, device: torch.device, dtype: torch.dtype) 
 
 def _forward(a, b, h0, backend):
     if backend == "triton":
+        from model.kernels.triton_scan import triton_scan_forward
+
         return triton_scan_forward(a, b, h0)
     return chunked_scan(a, b, h0)
 
 
 def _backward(a, h, h0, dh, backend):
     if backend == "triton":
+        from model.kernels.triton_scan import triton_scan_backward
+
         return triton_scan_backward(a, h, h0, dh)
     shifted = torch.zeros_like(a)
     shifted[:, :-1] = a[:, 1:].conj()

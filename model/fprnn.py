@@ -105,6 +105,10 @@ class FixedPointRNN(nn.Module):
         quantile = self.settings.quantile if self.training else 1.0
         return bool(torch.quantile(per_sequence.float(), quantile) < self.settings.tolerance)
 
+    def empty_cache(self, batch: int, device: torch.device, real: torch.dtype = torch.float32) -> RecurrentCache:
+        zeros = torch.zeros(batch, self.width, dtype=real, device=device)
+        return RecurrentCache.empty(zeros, output=zeros)
+
     def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext,
                 cache: RecurrentCache | None = None) -> tuple[torch.Tensor, RecurrentCache]:
         real = state_dtype(z)
@@ -112,9 +116,8 @@ class FixedPointRNN(nn.Module):
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.to(real)
             if cache is None:
-                zeros = torch.zeros(batch, self.width, dtype=real, device=z.device)
-                cache = RecurrentCache.empty(zeros, output=zeros)
-            time, lengths, slot = context.time, context.valid.sum(dim=1), context.slot
+                cache = self.empty_cache(batch, z.device, real)
+            time, lengths, slot = context.time, context.valid.sum(dim=1), cache.relative_slots(context.slot)
             value = self.value(z) + self.action_values(action).to(real)
             log_decay = self.log_decay(z, context, shifted(time.seconds, cache.seconds),
                                        shifted(time.has_time, cache.has_time))
@@ -134,11 +137,8 @@ class FixedPointRNN(nn.Module):
             read_decay = self.log_decay(z, context, before_slot(time.seconds, cache.seconds, slot),
                                         before_slot(time.has_time, cache.has_time, slot))
             y = self.read(z, before_state, before_output, read_decay)
-        updated = RecurrentCache(state=last_valid(state, lengths, cache.state),
-                                 seconds=last_valid(time.seconds, lengths, cache.seconds),
-                                 has_time=last_valid(time.has_time, lengths, cache.has_time),
-                                 output=last_valid(output, lengths, cache.output))
-        return y, updated
+        return y, cache.after(last_valid(state, lengths, cache.state), context, lengths,
+                              output=last_valid(output, lengths, cache.output))
 
     def read(self, z: torch.Tensor, before_state: torch.Tensor, before_output: torch.Tensor,
              log_decay: torch.Tensor) -> torch.Tensor:

@@ -62,9 +62,12 @@ class Events:
     tz_offset_minutes: torch.Tensor | None = None
     impression: torch.Tensor | None = None  # history only; 0 = none (see event_slots)
 
-    def time(self) -> TimeInputs:
-        """History time inputs; slots as in training so history keys match (event_slots)."""
+    def time(self, first_slot: torch.Tensor | None = None) -> TimeInputs:
+        """History time inputs; slots as in training so history keys match (event_slots),
+        counted from `first_slot` [B] when these events continue a cached history."""
         index = event_slots(self.impression, self.item.shape, self.item.device)
+        if first_slot is not None:
+            index = index + first_slot.unsqueeze(1)
         second_of_day, day_of_week = local_time(self.timestamp, self.tz_offset_minutes, self.has_time)
         return TimeInputs(index=index, seconds=self.timestamp, has_time=self.has_time, second_of_day=second_of_day,
                           day_of_week=day_of_week, categorical=self.categorical)

@@ -88,17 +88,29 @@ class Ranker(nn.Module):
 
     # -- sequences (training, history encoding) ------------------------------------------------
 
-    def encode(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor) -> History:
-        """Causal pass over event sequences [B, S]; returns hidden states and per-layer caches."""
+    @property
+    def streams(self) -> bool:
+        """True when every layer is recurrent, so a history can be continued from its caches."""
+        return all(kind != "attention" for kind in self.config.mixers)
+
+    def encode(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor, caches: list | None = None
+               ) -> History:
+        """Causal pass over event sequences [B, S]; returns hidden states and per-layer caches.
+
+        With `caches` (recurrent models only) the events continue a history already read: their
+        slots (time.index) count on from the events the caches hold."""
+        if caches is not None and not self.streams:
+            raise ValueError("only models whose every layer is recurrent can continue from caches")
         context = self.context(time, valid)
         hidden = self.embed(item, categorical)
-        caches = []
-        for block in self.blocks:
-            mixed, cache = block.mixer(block.mixer_norm(hidden), action, context)
+        layers = []
+        for index, block in enumerate(self.blocks):
+            extra = () if caches is None else (caches[index],)
+            mixed, cache = block.mixer(block.mixer_norm(hidden), action, context, *extra)
+            layers.append(cache)
             hidden = hidden + mixed
             hidden = hidden + block.ffn(block.ffn_norm(hidden))
-            caches.append(cache)
-        return History(layers=caches, valid=valid, hidden=self.final_norm(hidden))
+        return History(layers=layers, valid=valid, hidden=self.final_norm(hidden))
 
     def forward(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor):
         """The training entry point (what DistributedDataParallel wraps): hidden states, task

@@ -21,13 +21,45 @@ class RecurrentCache:
     state: torch.Tensor  # [B, ...] fp32 (complex64 for RotRNN)
     seconds: torch.Tensor  # int64 [B]: time of the last event
     has_time: torch.Tensor  # bool [B]
+    count: torch.Tensor  # int64 [B]: events read so far (slots of later events count from here)
     output: torch.Tensor | None = None  # [B, n]: FP-RNN's internal output y at the last event
 
     @classmethod
     def empty(cls, state: torch.Tensor, output: torch.Tensor | None = None) -> RecurrentCache:
         batch = state.shape[0]
-        return cls(state=state, seconds=torch.zeros(batch, dtype=torch.long, device=state.device),
-                   has_time=torch.zeros(batch, dtype=torch.bool, device=state.device), output=output)
+        zeros = torch.zeros(batch, dtype=torch.long, device=state.device)
+        return cls(state=state, seconds=zeros, has_time=zeros.bool(), count=zeros, output=output)
+
+    def after(self, state: torch.Tensor, context, lengths: torch.Tensor, output: torch.Tensor | None = None
+              ) -> RecurrentCache:
+        """The cache once a chunk of `lengths` valid events has been read."""
+        time = context.time
+        return RecurrentCache(state=state, seconds=last_valid(time.seconds, lengths, self.seconds),
+                              has_time=last_valid(time.has_time, lengths, self.has_time), count=self.count + lengths,
+                              output=output)
+
+    @classmethod
+    def stack(cls, caches: list[RecurrentCache]) -> RecurrentCache:
+        """One cache for a batch from per-user caches (each of batch size 1)."""
+        def cat(name):
+            parts = [getattr(c, name) for c in caches]
+            return None if parts[0] is None else torch.cat(parts)
+        return cls(state=cat("state"), seconds=cat("seconds"), has_time=cat("has_time"), count=cat("count"),
+                   output=cat("output"))
+
+    def row(self, index: int) -> RecurrentCache:
+        pick = lambda x: None if x is None else x[index:index + 1].clone()  # noqa: E731
+        return RecurrentCache(state=pick(self.state), seconds=pick(self.seconds), has_time=pick(self.has_time),
+                              count=pick(self.count), output=pick(self.output))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.state, self.seconds, self.has_time, self.count, self.output)
+                   if t is not None)
+
+    def relative_slots(self, slot: torch.Tensor) -> torch.Tensor:
+        """A chunk's slots counted from this cache's state (0 = the cached state itself)."""
+        return (slot - self.count.unsqueeze(1)).clamp(min=0)
 
 
 def state_dtype(z: torch.Tensor) -> torch.dtype:

@@ -23,8 +23,7 @@ from torch import nn
 from model.config import ModelConfig
 from model.context import MixerContext
 from model.kernels import linear_scan
-from model.recurrent import (RecurrentCache, before_slot, decay_init, elapsed_exponent, last_valid, shifted,
-                             state_dtype)
+from model.recurrent import RecurrentCache, before_slot, decay_init, elapsed_exponent, shifted, state_dtype
 
 TRACE_EPSILON = 1e-6
 
@@ -108,6 +107,9 @@ class RotRNN(nn.Module):
 
     # -- the mixer contract ---------------------------------------------------------------------
 
+    def empty_cache(self, batch: int, device: torch.device, real: torch.dtype = torch.float32) -> RecurrentCache:
+        return RecurrentCache.empty(torch.zeros(batch, self.width // 2, dtype=real.to_complex(), device=device))
+
     def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext,
                 cache: RecurrentCache | None = None) -> tuple[torch.Tensor, RecurrentCache]:
         """Causal pass over [B, S] events (right-padded), continuing from `cache` if given."""
@@ -115,7 +117,7 @@ class RotRNN(nn.Module):
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.to(real)
             if cache is None:
-                cache = RecurrentCache.empty(torch.zeros(batch, self.width // 2, dtype=real.to_complex(), device=z.device))
+                cache = self.empty_cache(batch, z.device, real)
             input_matrix, readout, trace = self.folded()
             time = context.time
             step = self.exponent(context, shifted(time.seconds, cache.seconds), shifted(time.has_time, cache.has_time))
@@ -124,13 +126,11 @@ class RotRNN(nn.Module):
             gate, inputs = self.recurrence(value, step, phase, input_matrix, trace)
             lengths = context.valid.sum(dim=1)
             states, last = linear_scan(gate, inputs, cache.state, lengths)
-            slot = context.slot
+            slot = cache.relative_slots(context.slot)
             read_rho, _ = self.decay(self.exponent(context, before_slot(time.seconds, cache.seconds, slot),
                                                    before_slot(time.has_time, cache.has_time, slot)), trace)
             y = self.read(before_slot(states, cache.state, slot), read_rho, phase, readout, z)
-        updated = RecurrentCache(state=last, seconds=last_valid(time.seconds, lengths, cache.seconds),
-                                 has_time=last_valid(time.has_time, lengths, cache.has_time))
-        return y, updated
+        return y, cache.after(last, context, lengths)
 
     def attend_history(self, z: torch.Tensor, context: MixerContext, cache: RecurrentCache,
                        history_valid: torch.Tensor) -> torch.Tensor:

@@ -28,11 +28,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rotorec import __version__
 from service.batcher import Batcher, Overloaded
-from service.feeds import FeedError, ServedModel
+from service.feeds import FeedError, Scored, ServedModel
 from service.limits import BodySizeLimit
 from service.metrics import ServiceMetrics
-from service.schemas import OovCounts, RankRequest, RankResponse, ReloadRequest
+from service.schemas import EventsRequest, OovCounts, RankRequest, RankResponse, ReloadRequest
 from service.settings import ServiceSettings
+from service.state_cache import StateCache
 from service.warmup import warm_up
 
 log = logging.getLogger("rotorec.service")
@@ -51,6 +52,11 @@ class ServiceState:
     model: ServedModel | None = None
     batcher: Batcher | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    states: StateCache | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.states = StateCache(s.state_cache_entries, s.state_cache_bytes, s.state_cache_ttl_s, self.metrics)
 
     def device(self) -> str:
         if self.settings.device == "auto":
@@ -132,8 +138,29 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise FeedError(("body", "candidates"), f"at most {settings.max_candidates} candidates are accepted",
                             len(request.candidates))
         feed = model.feed(request, settings.max_history)
-        probabilities, scored_by = await _score(state, feed)
-        return JSONResponse(_rank_response(state, request, feed, probabilities, scored_by))
+        if model.streams:
+            feed.cached = state.states.lookup(model.version, request.user_id, feed)
+        scored, scored_by = await _score(state, feed)
+        if scored.state is not None:
+            state.states.store(request.user_id, scored.state)
+        return JSONResponse(_rank_response(state, request, feed, scored.probabilities, scored_by))
+
+    @app.post("/v1/events", dependencies=[scoring], tags=["scoring"])
+    async def events(body: EventsRequest) -> dict:
+        """Append a user's new events to their cached state: O(1) per event and layer."""
+        model = _require_model(state)
+        if not model.streams:
+            raise ApiError(409, "per-user state needs a model whose every layer is recurrent (rotrnn/fprnn)")
+        feed = model.events_feed(body.events, settings.max_history)
+        before = state.states.get(model.version, body.user_id)
+        if before is not None and int(feed.history_seconds[0]) < before.last_seconds:
+            state.states.drop(model.version, body.user_id)
+            return {"user_id": body.user_id, "model": {"name": model.name, "version": model.version},
+                    "applied": 0, "events": 0, "dropped": True}
+        after = await state.batcher.run_in_inference_thread(model.advance, before, feed)
+        state.states.store(body.user_id, after)
+        return {"user_id": body.user_id, "model": {"name": model.name, "version": model.version},
+                "applied": len(feed.history_items), "events": after.events, "dropped": False}
 
     @app.post("/admin/reload", dependencies=[admin], tags=["admin"])
     async def reload(body: ReloadRequest) -> dict:
@@ -154,7 +181,7 @@ def _require_model(state: ServiceState) -> ServedModel:
     return state.model
 
 
-async def _score(state: ServiceState, feed) -> tuple[np.ndarray, ServedModel]:
+async def _score(state: ServiceState, feed) -> tuple[Scored, ServedModel]:
     metrics = state.metrics
     metrics.candidates.observe(len(feed.candidate_items))
     metrics.history_events.observe(len(feed.history_items))

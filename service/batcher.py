@@ -16,9 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
-from service.feeds import Feed, ServedModel
+from service.feeds import Feed, Scored, ServedModel
 from service.metrics import ServiceMetrics
 
 
@@ -53,7 +51,7 @@ class Batcher:
     def run_in_inference_thread(self, fn, *args):
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def score(self, feed: Feed) -> tuple[np.ndarray, ServedModel]:
+    async def score(self, feed: Feed) -> tuple[Scored, ServedModel]:
         if not self.accepting:
             raise Overloaded("the service is shutting down")
         future = asyncio.get_running_loop().create_future()
@@ -93,9 +91,9 @@ class Batcher:
                     raise Overloaded("no model is loaded")
                 results = await self.run_in_inference_thread(model.score, [p.feed for p in batch], self.micro_batch)
                 self.metrics.inference_seconds.observe(time.monotonic() - started)
-                for item, probabilities in zip(batch, results):
+                for item, scored in zip(batch, results):
                     if not item.future.done():
-                        item.future.set_result((probabilities, model))
+                        item.future.set_result((scored, model))
             except Exception as error:  # the requests fail; the worker must survive to serve the next batch
                 self.metrics.inference_errors.labels(reason=type(error).__name__).inc()
                 for item in batch:

@@ -10,7 +10,8 @@ the field, which the app turns into a 422.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from features.sequences import action_name
 from features.timestamps import NO_OFFSET
 from features.vocab import OOV, PAD, Vocabulary
 from model.inputs import Events
-from model.scoring import candidate_logits
+from model.recurrent import RecurrentCache
+from model.scoring import candidate_logits, encode_history
 from service.schemas import CandidateItem, HistoryEvent, RankRequest, parse_time
 from training.run import LoadedRun, load_run
 
@@ -52,6 +54,47 @@ class Feed:
     tz_offset_minutes: int
     oov: dict[str, int] = field(default_factory=dict)
     history_truncated: int = 0
+    cached: UserState | None = None  # a per-user state holding this history's first events
+
+    def fingerprints(self, previous: str = "") -> list[str]:
+        """Chained digests of the history's model inputs, d_k = H(d_{k−1}, event k): entry k
+        identifies events [0, k]; `previous` continues the chain of events already cached."""
+        out = []
+        for k in range(len(self.history_items)):
+            parts = [self.history_items[k], self.history_actions[k], self.history_seconds[k], self.history_offsets[k],
+                     self.history_impressions[k], *(v[k].tolist() for v in self.history_categorical.values())]
+            previous = hashlib.blake2b(f"{previous}|{parts!r}".encode(), digest_size=16).hexdigest()
+            out.append(previous)
+        return out
+
+    def history_after(self, start: int) -> Feed:
+        """The same feed without its first `start` history events (they are in a cached state)."""
+        cut = lambda x: x[start:]  # noqa: E731
+        return replace(self, history_items=cut(self.history_items), history_actions=cut(self.history_actions),
+                       history_seconds=cut(self.history_seconds), history_offsets=cut(self.history_offsets),
+                       history_impressions=cut(self.history_impressions),
+                       history_categorical={k: cut(v) for k, v in self.history_categorical.items()})
+
+
+@dataclass
+class UserState:
+    """A user's per-layer recurrent caches after `events` history events (serving.md §10)."""
+
+    version: str
+    caches: list[RecurrentCache]
+    events: int
+    last_seconds: int
+    fingerprint: str
+
+    @property
+    def nbytes(self) -> int:
+        return sum(cache.nbytes for cache in self.caches)
+
+
+@dataclass
+class Scored:
+    probabilities: np.ndarray  # [C, tasks], calibrated
+    state: UserState | None  # the user's state after this feed's history (recurrent models)
 
 
 class ServedModel:
@@ -119,7 +162,7 @@ class ServedModel:
         zone = self._request_offset(request.tz_offset_minutes, request_offset, request_time)
         times = [parse_time(event.timestamp) for event in request.history]
         order = sorted(range(len(times)), key=lambda k: times[k][0])  # stable: ties keep request order
-        truncated = max(0, len(order) - self.max_len)
+        truncated = self._excess(len(order))
         order = order[truncated:]
         events = [request.history[k] for k in order]
         seconds = np.array([times[k][0] for k in order], dtype=np.int64)
@@ -135,12 +178,22 @@ class ServedModel:
                                                     list(range(len(request.candidates))), oov),
             request_time=request_time, tz_offset_minutes=zone, oov=oov, history_truncated=truncated)
 
+    def events_feed(self, events: list[HistoryEvent], max_history: int) -> Feed:
+        """New events of one user (`/v1/events`) as a feed with no candidates."""
+        last = max(parse_time(event.timestamp)[0] for event in events)
+        request = RankRequest.model_construct(user_id="-", request_time=last, tz_offset_minutes=None, history=events,
+                                              candidates=[], tasks=None, top_k=None, blend=None)
+        try:
+            return self.feed(request, max_history)
+        except FeedError as error:  # the events sit under "events" in that body, not "history"
+            raise FeedError(("body", "events", *error.loc[2:]), error.message, error.value) from None
+
     def feed_from_ids(self, history_items: np.ndarray, history_actions: np.ndarray, history_seconds: np.ndarray,
                       history_categorical: dict[str, np.ndarray], candidate_items: np.ndarray,
                       candidate_categorical: dict[str, np.ndarray], request_time: int) -> Feed:
         """A feed from vocabulary ids (the inference protocol); times in the model's default zone."""
         order = np.argsort(history_seconds, kind="stable")
-        truncated = max(0, len(order) - self.max_len)
+        truncated = self._excess(len(order))
         order = order[truncated:]
         zone = self._request_offset(None, None, request_time)
         items = history_items[order]
@@ -165,6 +218,15 @@ class ServedModel:
                     oov={"history_items": int((items == OOV).sum()), "candidate_items": int((candidate_items == OOV).sum()),
                          "feature_values": 0},
                     history_truncated=truncated)
+
+    @property
+    def streams(self) -> bool:
+        return self.model.streams
+
+    def _excess(self, events: int) -> int:
+        """History events beyond the model's length are cut, except for recurrent models, whose
+        state carries any length (and a cached state must equal a re-encoded one)."""
+        return 0 if self.streams else max(0, events - self.max_len)
 
     def _request_offset(self, explicit: int | None, iso: int | None, request_time: int) -> int:
         """Request's local offset: tz_offset_minutes, else the ISO offset, else the model default."""
@@ -235,16 +297,56 @@ class ServedModel:
 
     # -- feeds -> probabilities ---------------------------------------------------------------
 
-    def score(self, feeds: list[Feed], micro_batch: int = 256) -> list[np.ndarray]:
-        """Calibrated probabilities [C, tasks] per feed, for any number of feeds in one pass."""
+    def score(self, feeds: list[Feed], micro_batch: int = 256) -> list[Scored]:
+        """Calibrated probabilities [C, tasks] per feed, for any number of feeds in one pass.
+
+        Recurrent models continue each feed from its cached state when it was made by this
+        model version (otherwise they re-encode the whole history) and return the new state."""
+        feeds, caches = self._continue_from_states(feeds)
         history, candidates = self._pad(feeds, history=True), self._pad(feeds, history=False)
         request_time = torch.tensor([f.request_time for f in feeds], dtype=torch.long, device=self.device)
         zones = torch.tensor([f.tz_offset_minutes for f in feeds], dtype=torch.long, device=self.device)
         with torch.inference_mode():
-            logits = candidate_logits(self.model, history, candidates, request_time, zones, micro_batch).float()
+            logits, encoded = candidate_logits(self.model, history, candidates, request_time, zones, micro_batch, caches)
+            logits = logits.float()
             calibrated = torch.stack([self.run.calibrated(task, logits[..., k]) for k, task in enumerate(self.tasks)], -1)
             probabilities = torch.sigmoid(calibrated).cpu().numpy()
-        return [probabilities[row, : len(feed.candidate_items)] for row, feed in enumerate(feeds)]
+        return [Scored(probabilities[row, : len(feed.candidate_items)], self._state_after(feed, encoded, row, caches))
+                for row, feed in enumerate(feeds)]
+
+    def advance(self, state: UserState | None, feed: Feed) -> UserState:
+        """Read a user's new events into their state: one recurrent step per event and layer."""
+        start = None if state is None or state.version != self.version else state
+        (feed,), caches = self._continue_from_states([replace(feed, cached=start)], new_events_only=True)
+        history = self._pad([feed], history=True)
+        with torch.inference_mode():
+            encoded = encode_history(self.model, history, caches)
+        return self._state_after(feed, encoded, 0, caches)
+
+    def _continue_from_states(self, feeds: list[Feed], new_events_only: bool = False
+                              ) -> tuple[list[Feed], list[RecurrentCache] | None]:
+        """Per-layer caches for a batch of feeds; a feed whose whole history was sent keeps only
+        the events after its cached state (`new_events_only`: the feed holds just those)."""
+        if not self.streams:
+            return feeds, None
+        usable = [f.cached is not None and f.cached.version == self.version for f in feeds]
+        feeds = [(f if new_events_only else f.history_after(f.cached.events)) if ok else replace(f, cached=None)
+                 for f, ok in zip(feeds, usable)]
+        caches = [RecurrentCache.stack([f.cached.caches[layer] if f.cached is not None
+                                        else block.mixer.empty_cache(1, self.device) for f in feeds])
+                  for layer, block in enumerate(self.model.blocks)]
+        return feeds, caches
+
+    def _state_after(self, feed: Feed, encoded, row: int, caches) -> UserState | None:
+        if caches is None:
+            return None
+        before = feed.cached
+        events = (before.events if before else 0) + len(feed.history_items)
+        digests = feed.fingerprints(before.fingerprint if before else "")
+        fingerprint = digests[-1] if digests else (before.fingerprint if before else "")
+        last = int(feed.history_seconds[-1]) if len(feed.history_seconds) else (before.last_seconds if before else 0)
+        return UserState(version=self.version, caches=[layer.row(row) for layer in encoded.layers], events=events,
+                         last_seconds=last, fingerprint=fingerprint)
 
     def _pad(self, feeds: list[Feed], history: bool) -> Events:
         lengths = [len(f.history_items if history else f.candidate_items) for f in feeds]

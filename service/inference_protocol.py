@@ -131,8 +131,8 @@ def install_v2_routes(app: FastAPI, state, scoring) -> None:
         results = await asyncio.gather(*(_score(state, feed) for feed in feeds))
         width = max(len(f.candidate_items) for f in feeds)
         out = np.zeros((len(feeds), width, len(model.tasks)), dtype=np.float32)
-        for row, (probabilities, _) in enumerate(results):
-            out[row, : len(probabilities)] = probabilities
+        for row, (scored, _) in enumerate(results):
+            out[row, : len(scored.probabilities)] = scored.probabilities
         scored_by = results[0][1]
         return {"id": body.id, "model_name": scored_by.name, "model_version": scored_by.version,
                 "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape),

@@ -40,6 +40,9 @@ class ServiceMetrics:
         self.reloads = Counter("ranker_model_reloads_total", "Reload attempts", ["result"], registry=r)
         self.inflight = Gauge("ranker_inflight_requests", "Requests being handled", registry=r)
         self.queue_depth = Gauge("ranker_queue_depth", "Requests waiting for a batch", registry=r)
+        self.state_entries = Gauge("ranker_state_cache_entries", "Users with a cached recurrent state", registry=r)
+        self.state_bytes = Gauge("ranker_state_cache_bytes", "Bytes of cached recurrent state", registry=r)
+        self.state_lookups = Counter("ranker_state_cache_lookups_total", "State cache lookups", ["result"], registry=r)
 
 
 class ProbabilityHistogram:

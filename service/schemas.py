@@ -121,3 +121,10 @@ class RankResponse(Strict):
 
 class ReloadRequest(Strict):
     run: Text
+
+
+class EventsRequest(Strict):
+    """New events of one user, appended to their cached recurrent state (`POST /v1/events`)."""
+
+    user_id: Text
+    events: list[HistoryEvent] = Field(min_length=1)

@@ -13,10 +13,11 @@ from model.config import ModelConfig
 from model.context import MixerContext
 from model.encodings import TimeInputs
 from model.fprnn import FixedPointRNN
-from model.inputs import batch_time
+from model.inputs import Events, batch_time
 from model.kernels import linear_scan
 from model.ranker import Ranker
 from model.rotrnn import RotRNN
+from model.scoring import candidate_logits
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,10 @@ def _context(model: Ranker, batch, slots_by_position: bool = True) -> MixerConte
 
 
 def _slice(context: MixerContext, part: slice) -> MixerContext:
-    """Events `part` of a context, as a continuation chunk (slots restart at 0)."""
+    """Events `part` of a context, as a continuation chunk (slots stay absolute)."""
     t = context.time
     cut = lambda x: x[:, part]  # noqa: E731
-    time = TimeInputs(index=cut(t.index) - t.index[:, part.start:part.start + 1], seconds=cut(t.seconds),
+    time = TimeInputs(index=cut(t.index), seconds=cut(t.seconds),
                       has_time=cut(t.has_time), second_of_day=cut(t.second_of_day), day_of_week=cut(t.day_of_week),
                       categorical={k: cut(v) for k, v in t.categorical.items()})
     sliced = lambda x: None if x is None else x[:, :, part]  # noqa: E731
@@ -197,3 +198,33 @@ def test_every_parameter_of_a_recurrent_stack_learns(batch, mixers: list[str]) -
               if (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
               and not name.startswith("encoding.category") and "padding" not in name]
     assert not silent, silent
+
+
+def _events(data, row: int, part: slice) -> Events:
+    """Events `part` of one window as a serving history (no impressions: each its own slot)."""
+    pick = lambda x: x[row:row + 1, part]  # noqa: E731
+    return Events(item=pick(data.item), categorical={k: pick(v) for k, v in data.categorical.items()},
+                  valid=pick(data.mask), action=pick(data.action), timestamp=pick(data.timestamp),
+                  has_time=pick(data.has_time), tz_offset_minutes=pick(data.tz_offset_minutes))
+
+
+@pytest.mark.parametrize("mixers,tolerance", [(["rotrnn", "rotrnn"], 1e-5), (["rotrnn", "fprnn"], 1e-3)])
+def test_a_history_continued_from_caches_scores_like_the_whole_history(batch, mixers, tolerance: float) -> None:
+    """What the service's per-user state does: encode a prefix once, later read only the new
+    events from the caches; candidates score as with the whole history re-encoded."""
+    schema, data = batch
+    torch.manual_seed(6)
+    model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True},
+                           fprnn={"tolerance": 1e-4, "max_iterations_eval": 100})).eval()
+    length = int(data.lengths[0])
+    candidates = Events(item=data.item[1:2, :7], categorical={k: v[1:2, :7] for k, v in data.categorical.items()},
+                        valid=torch.ones(1, 7, dtype=torch.bool))
+    request, zone = data.timestamp[0, length - 1:length] + 600, data.tz_offset_minutes[0, :1]
+    whole, _ = candidate_logits(model, _events(data, 0, slice(0, length)), candidates, request, zone)
+    _, prefix = candidate_logits(model, _events(data, 0, slice(0, length - 5)), candidates, request, zone)
+    continued, _ = candidate_logits(model, _events(data, 0, slice(length - 5, length)), candidates, request, zone,
+                                    caches=prefix.layers)
+    assert _relative(continued, whole) <= tolerance
+    with pytest.raises(ValueError, match="every layer is recurrent"):
+        attention = Ranker(_config(schema, mixers=["rotrnn", "attention"])).eval()
+        candidate_logits(attention, _events(data, 0, slice(0, 3)), candidates, request, zone, caches=prefix.layers)

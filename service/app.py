@@ -53,6 +53,7 @@ class ServiceState:
     batcher: Batcher | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     states: StateCache | None = None
+    draining: bool = False  # set on SIGTERM: readiness answers 503 while requests are still served
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -129,6 +130,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/v2/health/ready", tags=["health"])
     async def ready() -> dict:
         _require_model(state)
+        if state.draining:
+            raise ApiError(503, "shutting down", {"Retry-After": "1"})
         return {"ready": True}
 
     @app.post("/v1/rank", response_model=RankResponse, dependencies=[scoring], tags=["scoring"])
@@ -229,6 +232,9 @@ async def _reload(state: ServiceState, body: ReloadRequest) -> dict:
             state.metrics.reloads.labels(result="refused").inc()
             raise ApiError(409, f"refused {body.run}: {error}") from None
         previous = state.model
+        if body.expect_version is not None and candidate.version != body.expect_version:
+            state.metrics.reloads.labels(result="refused").inc()
+            raise ApiError(409, f"refused {body.run}: version {candidate.version} is not the expected {body.expect_version}")
         if previous is not None and candidate.tasks != previous.tasks:
             state.metrics.reloads.labels(result="refused").inc()
             raise ApiError(409, f"refused {body.run}: tasks {candidate.tasks} differ from the served {previous.tasks}")

@@ -22,6 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-fast", action="store_true", help="exit if the model cannot be loaded")
     p.add_argument("--sample-feed", type=Path, metavar="PREPARED",
                    help="start, score the first test feed of a prepared folder, print the ranking, and exit")
+    p.add_argument("--drain", type=float, default=5.0,
+                   help="seconds between SIGTERM and shutdown: readiness is 503, requests are still served")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish queued work on shutdown")
     p.set_defaults(handler=_run_serve)
 
@@ -30,18 +32,22 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.server import DrainingServer
     from service.settings import ServiceSettings
 
-    # uvicorn drains on SIGTERM and then re-raises the signal; once it has drained, a clean
-    # exit (status 0) is what orchestrators expect, so the re-raised signal is ignored.
+    # uvicorn re-raises the signal it stopped on; once drained, a clean exit (status 0) is what
+    # orchestrators expect, so the re-raised signal is ignored.
     signal.signal(signal.SIGTERM, lambda *_: None)
     settings = ServiceSettings.from_env(run=args.run, device=args.device, max_batch_size=args.max_batch_size,
                                         max_wait_ms=args.max_wait_ms, threads=args.threads, fail_fast=args.fail_fast,
-                                        shutdown_timeout_s=args.shutdown_timeout)
+                                        drain_s=args.drain, shutdown_timeout_s=args.shutdown_timeout)
     if args.sample_feed is not None:
         from service.sample import serve_sample
 
         return serve_sample(settings, args.sample_feed)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=int(args.shutdown_timeout) + 5)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            timeout_graceful_shutdown=int(args.shutdown_timeout) + 5)
+    DrainingServer(config, app.state.service).run()
     return 0
+

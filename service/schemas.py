@@ -120,7 +120,8 @@ class RankResponse(Strict):
 
 
 class ReloadRequest(Strict):
-    run: Text
+    run: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    expect_version: Text | None = Field(None, description="refuse the run unless its manifest has this version")
 
 
 class EventsRequest(Strict):

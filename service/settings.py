@@ -34,6 +34,7 @@ class ServiceSettings(BaseModel):
     state_cache_entries: int = Field(10_000, ge=0, description="users with a cached state (recurrent models)")
     state_cache_bytes: int = Field(256 * 1024 * 1024, ge=0)
     state_cache_ttl_s: float = Field(3600.0, gt=0)
+    drain_s: float = Field(5.0, ge=0, description="after SIGTERM: not ready, still serving, for this long")
     shutdown_timeout_s: float = Field(30.0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch intra-op threads")
     fail_fast: bool = False

@@ -45,13 +45,13 @@ def _free_port() -> int:
 class Server:
     """`rotorec serve` in a subprocess; stopped with SIGTERM, which must end it cleanly."""
 
-    def __init__(self, run: Path, *extra: str) -> None:
+    def __init__(self, run: Path, *extra: str, drain: float = 0.2) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "ROTOREC_SCORING_TOKENS": SCORING, "ROTOREC_ADMIN_TOKENS": ADMIN}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "serve", "--run", str(run), "--port", str(self.port),
-             "--threads", "1", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             "--threads", "1", "--drain", str(drain), *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_until_ready(self.url, 90, alive=lambda: self.process.poll() is None)
         except RuntimeError:
@@ -244,11 +244,13 @@ def test_reload_under_load_loses_no_request_and_refuses_a_corrupt_run(server: Se
             reloaded = admin.post("/admin/reload", json={"run": str(calibrated_run)})
             assert reloaded.status_code == 200, reloaded.text
         refused = admin.post("/admin/reload", json={"run": str(corrupt)})
+        wrong_version = admin.post("/admin/reload", json={"run": str(calibrated_run), "expect_version": "v0"})
     time.sleep(0.2)
     stop.set()
     for worker in workers:
         worker.join()
     assert refused.status_code == 409 and "SHA-256" in refused.json()["error"]
+    assert wrong_version.status_code == 409 and "version" in wrong_version.json()["error"]
     assert len(statuses) > 10 and set(statuses) == {200}
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
         assert client.post("/v1/rank", json=body).status_code == 200  # the old model still serves
@@ -277,3 +279,18 @@ def test_openapi_fuzz_finds_no_server_error(server: Server) -> None:
 
         call()
     assert len(calls) >= 500, len(calls)
+
+
+def test_sigterm_turns_not_ready_keeps_serving_for_the_drain_then_exits_cleanly(calibrated_run: Path) -> None:
+    draining = Server(calibrated_run, drain=3.0)
+    body = {"user_id": "u", "request_time": 1_717_400_000, "candidates": [{"item_id": "a"}]}
+    try:
+        with httpx.Client(base_url=draining.url, headers=AUTH, timeout=30) as client:
+            assert client.get("/v2/health/ready").status_code == 200
+            draining.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert client.get("/v2/health/ready").status_code == 503
+            assert client.post("/v1/rank", json=body).status_code == 200  # still serving while drained from the LB
+        assert draining.process.wait(timeout=60) == 0
+    finally:
+        draining.process.kill()

@@ -40,6 +40,19 @@ def label_safe_attention(
     return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, dropout_p=dropout_p)
 
 
+def attend_history_and_self(query: torch.Tensor, history_keys: torch.Tensor, history_values: torch.Tensor,
+                            self_keys: torch.Tensor, self_values: torch.Tensor, history_valid: torch.Tensor) -> torch.Tensor:
+    """The same attention as `label_safe_attention` for queries that share one history: each
+    query's own key is one extra score instead of a masked [Q, Q] block, so C candidates cost
+    C × (L + 1) scores, not C × (L + C). query/self_* [B, H, C, d_k]; history_* [B, H, L, d_k]."""
+    scale = query.shape[-1] ** -0.5
+    history_scores = (query @ history_keys.transpose(-1, -2)) * scale
+    history_scores = history_scores.masked_fill(~history_valid[:, None, None, :], float("-inf"))
+    own_score = (query * self_keys).sum(-1, keepdim=True) * scale
+    weights = torch.softmax(torch.cat([history_scores, own_score], dim=-1).float(), dim=-1).to(query.dtype)
+    return weights[..., :-1] @ history_values + weights[..., -1:] * self_values
+
+
 class LabelSafeAttention(nn.Module):
     """The attention mixer: fills a pre-norm residual slot, z [B, S, d] -> y [B, S, d]."""
 
@@ -82,6 +95,4 @@ class LabelSafeAttention(nn.Module):
                        history_valid: torch.Tensor) -> torch.Tensor:
         """Queries that read a finished history and themselves only (serving candidates)."""
         query, key, value = self.project(z, context)
-        history_mask = history_valid[:, None, None, :].expand(-1, 1, z.shape[1], -1)
-        attended = label_safe_attention(query, history[0], history[1], key, value, history_mask)
-        return self.merge(attended)
+        return self.merge(attend_history_and_self(query, history[0], history[1], key, value, history_valid))

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -135,7 +136,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return {"ready": True}
 
     @app.post("/v1/rank", response_model=RankResponse, dependencies=[scoring], tags=["scoring"])
-    async def rank(request: RankRequest) -> JSONResponse:
+    async def rank(request: RankRequest) -> Response:
         model = _require_model(state)
         if len(request.candidates) > settings.max_candidates:
             raise FeedError(("body", "candidates"), f"at most {settings.max_candidates} candidates are accepted",
@@ -146,7 +147,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         scored, scored_by = await _score(state, feed)
         if scored.state is not None:
             state.states.store(request.user_id, scored.state)
-        return JSONResponse(_rank_response(state, request, feed, scored.probabilities, scored_by))
+        return Response(orjson.dumps(_rank_response(state, request, feed, scored.probabilities, scored_by)),
+                        media_type="application/json")
 
     @app.post("/v1/events", dependencies=[scoring], tags=["scoring"])
     async def events(body: EventsRequest) -> dict:

@@ -18,7 +18,8 @@ MAX_FEATURES = 32
 FUTURE_SLACK_SECONDS = 300
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
-FeatureValue = int | Text | list[int | Text]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # ids travel as int64 (and JSON encoders agree)
+FeatureValue = Int64 | Text | list[Int64 | Text]
 
 
 class Strict(BaseModel):
@@ -54,13 +55,13 @@ TimeValue = Annotated[int | float | str, AfterValidator(_checked_time),
 
 
 class CandidateItem(Strict):
-    item_id: int | Text
+    item_id: Int64 | Text
     features: dict[Text, FeatureValue] = Field(default_factory=dict, max_length=MAX_FEATURES)
 
 
 class HistoryEvent(CandidateItem):
     timestamp: TimeValue
-    impression_id: int | Text | None = Field(None, description="events of one shown slate share an id")
+    impression_id: Int64 | Text | None = Field(None, description="events of one shown slate share an id")
     action: Text | None = None
     labels: dict[Text, Annotated[int, Field(ge=0, le=1)]] | None = None
 

@@ -198,6 +198,8 @@ BAD_BODIES = [
     ("negative blend", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "blend": {"click": -1}}, 422, ["body", "blend", "click"]),
     ("too many candidates", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}] * 1001}, 422, ["body", "candidates"]),
     ("malformed JSON", "{not json", 422, None),
+    ("item id beyond int64", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": 2**70}]}, 422,
+     ["body", "candidates", 0, "item_id"]),
 ]
 
 

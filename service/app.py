@@ -225,7 +225,11 @@ async def _reload(state: ServiceState, body: ReloadRequest) -> dict:
         raise ApiError(409, "another reload is running")
     async with state.reload_lock:
         path = Path(body.run)
-        if not (path / "manifest.json").is_file():
+        try:
+            exists = (path / "manifest.json").is_file()
+        except (OSError, ValueError):  # a name too long or with NUL bytes: no such run either
+            exists = False
+        if not exists:
             state.metrics.reloads.labels(result="not_found").inc()
             raise ApiError(404, f"no run at {body.run}")
         try:

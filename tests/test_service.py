@@ -176,6 +176,8 @@ def test_auth_guards_scoring_and_admin_but_not_health(server: Server) -> None:
         assert client.post("/v1/rank", json=body, headers=AUTH).status_code == 200
         assert client.post("/admin/reload", json={"run": "x"}, headers=AUTH).status_code == 403
         assert client.post("/admin/reload", json={"run": "/nonexistent"}, headers=ADMIN_AUTH).status_code == 404
+        too_long = client.post("/admin/reload", json={"run": "\u1e70" * 2000}, headers=ADMIN_AUTH)  # ENAMETOOLONG
+        assert too_long.status_code == 404, too_long.text
         assert client.get("/metrics").status_code == 200 and client.get("/docs").status_code == 200
 
 
@@ -260,7 +262,9 @@ def test_reload_under_load_loses_no_request_and_refuses_a_corrupt_run(server: Se
 
 def test_openapi_fuzz_finds_no_server_error(server: Server) -> None:
     """Schemathesis generates requests from the app's own OpenAPI schema (valid and invalid
-    by design); none may get a 5xx. At least 500 cases run."""
+    by design); none may get a 5xx. At least 500 cases run. Derandomized, so CI runs the same
+    cases every time (random exploration found a 2^108 item id and an over-long run path;
+    both are regression cases in the tests above)."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
@@ -271,7 +275,7 @@ def test_openapi_fuzz_finds_no_server_error(server: Server) -> None:
         heavy = operation.method.upper() == "POST"
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=200 if heavy else 15, deadline=None, database=None,
+        @settings(max_examples=200 if heavy else 15, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def call(case) -> None:
             headers = ADMIN_AUTH if case.path.startswith("/admin") else AUTH

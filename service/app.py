@@ -316,7 +316,6 @@ def _jsonable(value):
 def _install_request_metrics(app: FastAPI, state: ServiceState) -> None:
     @app.middleware("http")
     async def measure(request: Request, call_next):
-        route = request.scope.get("route")
         started = time.monotonic()
         state.metrics.inflight.inc()
         status = 500
@@ -326,6 +325,7 @@ def _install_request_metrics(app: FastAPI, state: ServiceState) -> None:
             return response
         finally:
             state.metrics.inflight.dec()
-            template = getattr(request.scope.get("route", route), "path", None) or "unmatched"
+            # Routing sets scope["route"] inside call_next: label by the path template, never the path.
+            template = getattr(request.scope.get("route"), "path", None) or "unmatched"
             state.metrics.requests.labels(route=template, status=str(status)).inc()
             state.metrics.request_seconds.labels(route=template).observe(time.monotonic() - started)

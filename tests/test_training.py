@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, run_rotorec
 from training.config import ConfigError, load_run_config
@@ -136,9 +137,15 @@ def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepare
     run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(out), "--no-progress",
                 "--set", "model.mixers=[rotrnn, fprnn]", "--set", "model.rotrnn={time_conditioned: true, heads: 4}",
                 "--set", "train.max_steps=60", *FAST)
-    validations = [json.loads(line)["validation"] for line in (out / "train_log.jsonl").read_text().splitlines()
-                   if "validation" in line]
+    journal = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    validations = [line["validation"] for line in journal if "validation" in line]
     assert len(validations) >= 2 and validations[-1]["ne_mean"] < 0.8 * validations[0]["ne_mean"], validations
+    # TensorBoard holds the journal's numbers, step for step.
+    board = EventAccumulator(str(out / "tensorboard"))
+    board.Reload()
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in board.Scalars("train/loss")] == \
+        [(line["step"], line["loss"]) for line in journal if "loss" in line]
+    assert [e.value for e in board.Scalars("valid/ne_mean")] == pytest.approx([v["ne_mean"] for v in validations], rel=1e-6)
     run_rotorec("evaluate", "--run", str(out), "--data", str(tiny_prepared), "--out", str(tmp_path / "report"))
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["test"]

@@ -47,6 +47,7 @@ class TrainLoopConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     eval_batch_size: int = Field(512, ge=1)
+    tensorboard: bool = Field(True, description="also write train_log.jsonl's numbers as TensorBoard scalars")
 
 
 class RunConfig(Strict):

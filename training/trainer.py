@@ -6,6 +6,7 @@ Run folder:
     schema.json vocab/   the prepared data's schema and vocabularies (the service maps ids with them)
     checkpoint/          the latest full state (weights, optimizer, schedule, RNG) for --resume
     train_log.jsonl      one JSON line per logged step and per evaluation
+    tensorboard/         the same numbers as TensorBoard scalars (train/*, valid/*)
 
 Batch order is a pure function of (seed, step) and the RNG state is checkpointed, so a run that
 is killed and resumed ends with the same weights as one that never stopped (on CPU).
@@ -38,6 +39,7 @@ from model.ranker import Ranker
 from rotorec import __version__
 from training.checkpoint import MODEL_FILE, load_checkpoint, replace_folder, save_checkpoint, write_json_atomic
 from training.config import ConfigError, RunConfig
+from training.journal import TrainingJournal
 from training.metrics import CalibrationAccumulator
 from training.retrieval import retrieval_report
 
@@ -224,7 +226,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
         # Parameters are broadcast from rank 0; dropout draws differ per rank, as they should.
         network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(loop.seed * 1_000_003 + distributed.rank + 1)
-    journal = (out / "train_log.jsonl").open("a", encoding="utf-8") if leader else None
+    journal = TrainingJournal(out, loop.tensorboard) if leader else None
     model.train()
     bar = tqdm(total=loop.max_steps, initial=start, desc="train", unit="step", disable=None if progress and leader else True)
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
@@ -252,11 +254,10 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 if distributed is not None:  # the mean of the shared losses is the global-batch loss
                     torch.distributed.all_reduce(global_loss)
                     global_loss /= distributed.world
-                record = {"step": step, "loss": float(global_loss), **parts, "lr": scheduler.get_last_lr()[0],
+                record = {"loss": float(global_loss), **parts, "lr": scheduler.get_last_lr()[0],
                           "examples_per_s": window_examples / elapsed, "tokens_per_s": window_tokens / elapsed}
                 if journal is not None:
-                    journal.write(json.dumps(record) + "\n")
-                    journal.flush()
+                    journal.step(step, record)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
             if step % loop.eval_every == 0 or step == loop.max_steps:
@@ -268,8 +269,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                     if leader:
                         _save_weights(model, out)
                 if journal is not None:
-                    journal.write(json.dumps({"step": step, "validation": metrics, "best_step": best["step"]}) + "\n")
-                    journal.flush()
+                    journal.validation(step, metrics, best["step"])
             if leader and (step % loop.checkpoint_every == 0 or step == loop.max_steps or stale >= loop.patience):
                 save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step, {"best": best, "stale": stale})
     finally:

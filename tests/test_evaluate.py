@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, run_rotorec
+from training.compare import UnitStatistics, point_value, pooled_delta
 from training.run import RunError, load_run
 
 
@@ -62,3 +64,37 @@ def test_compare_gives_paired_deltas_with_intervals(trained_run: Path, tiny_prep
         different = entry["delta_ne"][str(other)]
         assert different["ci95"][0] <= different["delta"] <= different["ci95"][1]
     assert "| click |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def _next_item_stats(reciprocal_ranks: np.ndarray) -> UnitStatistics:
+    return UnitStatistics(tasks={}, next_item={"mrr": reciprocal_ranks})
+
+
+def test_pooled_delta_averages_seeds_and_pairs_units() -> None:
+    """The seed-pooled paired bootstrap: its point is the mean of the per-seed deltas, identical
+    runs give exactly 0 with a zero-width interval, a uniform gain is significant, and seeds that
+    disagree in sign never make a win (evaluation.md §1 Statistics)."""
+    rng = np.random.default_rng(0)
+    base = [_next_item_stats(rng.uniform(0, 1, 400)) for _ in range(3)]
+    same = pooled_delta(base, base, ("next_item", "mrr"))
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["significant"]
+
+    gains = [0.05, 0.02, 0.03]
+    better = [_next_item_stats(b.next_item["mrr"] + g) for b, g in zip(base, gains)]
+    result = pooled_delta(base, better, ("next_item", "mrr"))
+    assert result["delta"] == pytest.approx(np.mean(gains)) and result["per_seed"] == pytest.approx(gains)
+    assert result["verdict"] == "better" and result["seeds_agree"]
+    assert result["ci95"] == pytest.approx([np.mean(gains)] * 2)  # a constant shift per unit: no spread
+
+    mixed = [_next_item_stats(b.next_item["mrr"] + g) for b, g in zip(base, [0.2, 0.2, -0.01])]
+    assert pooled_delta(base, mixed, ("next_item", "mrr"))["verdict"] == "seeds disagree"
+
+    # NE from per-user sums matches NE computed row by row.
+    logits, labels = rng.normal(size=300), rng.integers(0, 2, 300).astype(np.float64)
+    users = rng.integers(0, 40, 300)
+    _, inverse = np.unique(users, return_inverse=True)
+    sums = (np.bincount(inverse).astype(np.float64), np.bincount(inverse, labels),
+            np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits))
+    rate = labels.mean()
+    expected = np.mean(np.logaddexp(0.0, logits) - labels * logits) / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    assert point_value(UnitStatistics({"click": sums}, {}), ("ne", "click")) == pytest.approx(expected, rel=1e-12)

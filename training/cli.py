@@ -29,6 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--split", action="append", choices=["valid", "test"], help="split(s) to report (default: test)")
     e.add_argument("--out", required=True, type=Path, help="report folder (metrics.json, report.md, PNGs)")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    e.add_argument("--exclude", choices=["none", "seen"], default="none",
+                   help="next-item retrieval: 'seen' drops history items from the catalogue (HSTU's protocol)")
     e.set_defaults(handler=_run_evaluate)
 
 
@@ -52,12 +54,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             from training.config import ConfigError
 
             raise ConfigError("--compare needs at least two runs")
-        result = compare(args.compare, args.data, args.out, (args.split or ["test"])[0], seed=args.seed)
+        result = compare(args.compare, args.data, args.out, (args.split or ["test"])[0], seed=args.seed,
+                         exclude_seen=args.exclude == "seen")
         print(summary(result))
         print(f"comparison: {args.out / 'comparison.md'}")
         return 0
 
-    metrics = evaluate(args.run, args.data, args.out, tuple(args.split or ["test"]), seed=args.seed)
+    metrics = evaluate(args.run, args.data, args.out, tuple(args.split or ["test"]), seed=args.seed,
+                       exclude_seen=args.exclude == "seen")
     summary = {split: {task: {k: m.get(k) for k in ("ne", "oracle_ne", "calibration_ratio", "ece", "auc")}
                        for task, m in tasks.items()} for split, tasks in metrics.items()}
     print(json.dumps({"report": str(args.out / "report.md"), "metrics": summary}, indent=2))

@@ -9,6 +9,7 @@ uses its own post-hoc calibration when it has one (fitted by a previous `rotorec
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,68 +18,106 @@ from features.dataset import SequenceDataset
 from training.checkpoint import write_json_atomic
 from training.evaluate import _bootstrap_weights, _interval, predict
 from training.retrieval import retrieval_report
-from training.run import check_data_matches, load_run
+from training.run import LoadedRun, check_data_matches, load_run
 
 
-def _user_sums(logits: np.ndarray, labels: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, ...]:
-    _, inverse = np.unique(users, return_inverse=True)
-    count = np.bincount(inverse).astype(np.float64)
-    return count, np.bincount(inverse, labels), np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits)
+@dataclass
+class UnitStatistics:
+    """One run's sufficient statistics on a split, per resampling unit, so any bootstrap resample
+    of the units gives that run's metric without re-scoring: per user (count, positives, summed
+    log loss) for each task's NE, per next-item query the NDCG@10 / HR@10 / reciprocal rank."""
+
+    tasks: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    next_item: dict[str, np.ndarray]
 
 
-def _ne(weights: np.ndarray, count: np.ndarray, positives: np.ndarray, loss: np.ndarray) -> np.ndarray:
+def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool = False) -> UnitStatistics:
+    """Calibrated with the run's own post-hoc calibration when `rotorec evaluate` fitted one."""
+    tasks = {}
+    if run.model.config.tasks:
+        prediction = predict(run, dataset)
+        for column, task in enumerate(run.model.config.tasks):
+            rows = prediction.known[:, column]
+            logits, labels = run.calibrated(task, prediction.logits[rows, column]), prediction.labels[rows, column]
+            _, inverse = np.unique(prediction.user[rows], return_inverse=True)
+            tasks[task] = (np.bincount(inverse).astype(np.float64), np.bincount(inverse, labels),
+                           np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits))
+    next_item = {}
+    if run.model.next_item_query is not None:
+        ranks = retrieval_report(run.model, dataset, exclude_seen)["per_query"].astype(np.float64)
+        next_item = {"ndcg@10": np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0),
+                     "hr@10": (ranks <= 10).astype(np.float64), "mrr": 1 / ranks}
+    return UnitStatistics(tasks, next_item)
+
+
+def _ne(weights: np.ndarray, sums: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    count, positives, loss = sums
     n, y = weights @ count, weights @ positives
     rate = y / n
     entropy = -(rate * np.log(np.clip(rate, 1e-300, 1)) + (1 - rate) * np.log(np.clip(1 - rate, 1e-300, 1)))
     return (weights @ loss / n) / np.where(entropy > 0, entropy, np.nan)
 
 
-def compare(run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, split: str = "test", seed: int = 0) -> dict:
+def shared_metrics(statistics: list[UnitStatistics]) -> list[tuple[str, str]]:
+    """(kind, name) pairs every run reports: ("ne", task) and ("next_item", metric)."""
+    tasks = [t for t in statistics[0].tasks if all(t in s.tasks for s in statistics)]
+    items = [m for m in statistics[0].next_item if all(m in s.next_item for s in statistics)]
+    return [("ne", t) for t in tasks] + [("next_item", m) for m in items]
+
+
+def _value(stats: UnitStatistics, key: tuple[str, str], weights: np.ndarray) -> np.ndarray:
+    kind, name = key
+    if kind == "ne":
+        return _ne(weights, stats.tasks[name])
+    values = stats.next_item[name]
+    return weights @ values / len(values)
+
+
+def _units(stats: UnitStatistics, key: tuple[str, str]) -> int:
+    kind, name = key
+    return len(stats.tasks[name][0]) if kind == "ne" else len(stats.next_item[name])
+
+
+def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics], key: tuple[str, str],
+                 seed: int = 0) -> dict:
+    """Seed-averaged difference challenger − baseline, paired by seed (list position) and by unit:
+    every resample draws the units once and applies the draw to all runs, so the interval is on the
+    difference itself (evaluation.md §1 Statistics). One pair of runs is the plain paired bootstrap."""
+    if len(baseline) != len(challenger) or not baseline:
+        raise ValueError("pooled_delta needs the same, non-zero number of baseline and challenger runs")
+    full = np.ones((1, _units(baseline[0], key)))
+    per_seed = [float(_value(c, key, full)[0] - _value(b, key, full)[0]) for b, c in zip(baseline, challenger)]
+    draws = [np.mean([_value(c, key, weights) - _value(b, key, weights) for b, c in zip(baseline, challenger)], axis=0)
+             for weights in _bootstrap_weights(full.shape[1], seed)]
+    result = _delta(float(np.mean(per_seed)), np.concatenate(draws), lower_is_better=key[0] == "ne")
+    signs = {np.sign(d) for d in per_seed}
+    result.update(per_seed=per_seed, seeds_agree=len(signs) == 1 and 0 not in signs)
+    if len(per_seed) > 1 and not result["seeds_agree"] and result["significant"]:
+        result["verdict"] = "seeds disagree"
+    return result
+
+
+def point_value(stats: UnitStatistics, key: tuple[str, str]) -> float:
+    return float(_value(stats, key, np.ones((1, _units(stats, key))))[0])
+
+
+def compare(run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, split: str = "test", seed: int = 0,
+            exclude_seen: bool = False) -> dict:
     data = Path(data_dir)
     dataset = SequenceDataset(data, split)
     runs = [load_run(folder) for folder in run_dirs]
     for run in runs:
         check_data_matches(run, dataset.schema, data)
     names = [str(folder) for folder in run_dirs]
+    statistics = [unit_statistics(run, dataset, exclude_seen) for run in runs]
     result: dict = {"split": split, "baseline": names[0], "runs": names, "tasks": {}, "next_item": {}}
-
-    shared_tasks = [t for t in runs[0].model.config.tasks if all(t in r.model.config.tasks for r in runs)]
-    predictions = [predict(run, dataset) for run in runs]
-    for task in shared_tasks:
-        columns = [r.model.config.tasks.index(task) for r in runs]
-        rows = predictions[0].known[:, columns[0]]
-        sums = []
-        for run, prediction, column in zip(runs, predictions, columns):
-            logits = run.calibrated(task, prediction.logits[rows, column])
-            sums.append(_user_sums(logits, prediction.labels[rows, column], prediction.user[rows]))
-        count, positives = sums[0][0], sums[0][1]
-        point = [float(_ne(np.ones((1, len(count))), count, positives, s[2])[0]) for s in sums]
-        deltas = [[] for _ in runs[1:]]
-        for weights in _bootstrap_weights(len(count), seed):
-            base = _ne(weights, count, positives, sums[0][2])
-            for k, s in enumerate(sums[1:]):
-                deltas[k].append(_ne(weights, count, positives, s[2]) - base)
-        result["tasks"][task] = {"ne": dict(zip(names, point)), "delta_ne": {
-            name: _delta(point[k + 1] - point[0], np.concatenate(deltas[k]), lower_is_better=True)
-            for k, name in enumerate(names[1:])}}
-
-    if all(run.model.next_item_query is not None for run in runs):
-        per_query = []
-        for run in runs:
-            ranks = retrieval_report(run.model, dataset)["per_query"].astype(np.float64)
-            per_query.append({"ndcg@10": np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0),
-                              "hr@10": (ranks <= 10).astype(np.float64), "mrr": 1 / ranks})
-        for metric in ("ndcg@10", "hr@10", "mrr"):
-            values = [q[metric] for q in per_query]
-            deltas = [[] for _ in runs[1:]]
-            for weights in _bootstrap_weights(len(values[0]), seed):
-                base = weights @ values[0] / len(values[0])
-                for k, v in enumerate(values[1:]):
-                    deltas[k].append(weights @ v / len(v) - base)
-            result["next_item"][metric] = {
-                "value": {name: float(v.mean()) for name, v in zip(names, values)},
-                "delta": {name: _delta(float(values[k + 1].mean() - values[0].mean()), np.concatenate(deltas[k]),
-                                       lower_is_better=False) for k, name in enumerate(names[1:])}}
+    for key in shared_metrics(statistics):
+        values = {name: point_value(stats, key) for name, stats in zip(names, statistics)}
+        deltas = {name: pooled_delta(statistics[:1], [stats], key, seed) for name, stats in zip(names[1:], statistics[1:])}
+        if key[0] == "ne":
+            result["tasks"][key[1]] = {"ne": values, "delta_ne": deltas}
+        else:
+            result["next_item"][key[1]] = {"value": values, "delta": deltas}
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -160,7 +160,7 @@ def _mean_intervals(per_query: dict[str, np.ndarray], seed: int) -> dict[str, li
 
 
 def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, splits: tuple[str, ...] = ("test",),
-             seed: int = 0) -> dict:
+             seed: int = 0, exclude_seen: bool = False) -> dict:
     run = load_run(run_dir)
     data = Path(data_dir)
     valid = SequenceDataset(data, "valid")
@@ -195,16 +195,16 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
             _plot(out, split, task, adjusted, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k])
             write_json_atomic(out / f"reliability_{split}_{task}.json", adjusted["reliability"])
         if run.model.next_item_query is not None:
-            metrics[split]["next_item"] = _retrieval(run, SequenceDataset(data, split), seed)
+            metrics[split]["next_item"] = _retrieval(run, SequenceDataset(data, split), seed, exclude_seen)
     write_json_atomic(out / "metrics.json", metrics)
     (out / "report.md").write_text(_report(run, metrics), encoding="utf-8")
     log.info("evaluated", extra={"run": str(run_dir), "out": str(out)})
     return metrics
 
 
-def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int) -> dict:
+def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen: bool) -> dict:
     """Full-catalogue next-item metrics with CIs from resampling queries (one per user in LOO)."""
-    report = retrieval_report(run.model, dataset)
+    report = retrieval_report(run.model, dataset, exclude_seen)
     ranks = report.pop("per_query").astype(np.float64)
     report.pop("users")
     per_query = {"mrr": 1.0 / ranks}

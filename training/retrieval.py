@@ -1,6 +1,8 @@
 """Full-catalogue next-item retrieval (evaluation.md §1 (ii)): rank every item, no top-k cut.
 
-The query for a target event t is the model's next-item embedding at the event before t; every
+The query for a target event t is the model's next-item embedding at the event before t, so the
+request time is that event's time (evaluation.md §2.2 `query_time=last_event`: the model is not
+told when the held-out event happened, exactly like a time-blind baseline); every
 catalogue item (all vocabulary ids but PAD and OOV) is scored in chunks, and the target's rank
 counts ties against it, so a constant scorer earns nothing.
 """
@@ -57,7 +59,7 @@ def retrieval_report(model: Ranker, dataset: SequenceDataset, exclude_seen: bool
     ranks, users = next_item_ranks(model, dataset, exclude_seen=exclude_seen)
     report = next_item_metrics(ranks)
     report.update(catalogue_size=model.config.item_vocab_size - FIRST_ITEM_ID, exclude="seen" if exclude_seen else "none",
-                  query_time="target")
+                  query_time="last_event")
     report["per_query"] = ranks
     report["users"] = users
     return report

@@ -4,7 +4,8 @@ For each shape and kind (real fp32, real with bf16 I/O, complex64 at equal bytes
 forward and the backward of `linear_scan` and reports effective GB/s = minimal bytes ÷ median
 time (forward reads a, b and writes h; backward reads dh, a, h and writes da, db; scan_kernels.md
 §5) as a share of a device-to-device `copy_` timed in the same run. Side by side, in the same
-run: an eager per-step PyTorch loop (forward, and forward + backward) and, where it runs,
+run: an eager per-step PyTorch loop (forward, and forward + backward), on CPU the chunked
+PyTorch scan that the compiled kernel replaces, and, where it runs,
 `torch._higher_order_ops.associative_scan`.
 
     python benchmarks/bench_scan.py [--device cuda] [--shapes 256x2048x512 1024x200x256] [--json ...]
@@ -109,11 +110,21 @@ def measure(shape_text: str, kind: str, device: torch.device, repeats: int, band
 
     both = median_time(forward_backward, device, repeats)
     backward = max(both - forward, 1e-12)
-    row = {"shape": shape_text, "kind": kind, "backend": resolve_backend("auto", device, b.dtype),
+    row = {"shape": shape_text, "kind": kind, "backend": resolve_backend("auto", a, b),
            "forward_ms": forward * 1e3, "backward_ms": backward * 1e3, "backward_over_forward": backward / forward,
            "forward_gbps": forward_bytes / forward / 1e9, "backward_gbps": backward_bytes / backward / 1e9,
            "forward_pct_copy": 100 * forward_bytes / forward / bandwidth,
            "backward_pct_copy": 100 * backward_bytes / backward / bandwidth}
+    if row["backend"] == "compiled":  # the PyTorch fallback it replaces, same inputs, same run
+        chunked_forward = median_time(lambda: linear_scan(a, b, backend="chunked"), device, repeats)
+
+        def chunked_both():
+            h, _ = linear_scan(a_leaf, b_leaf, backend="chunked")
+            torch.autograd.grad(h, (a_leaf, b_leaf), upstream)
+
+        chunked_total = median_time(chunked_both, device, repeats)
+        row.update(chunked_forward_ms=chunked_forward * 1e3, chunked_fwd_bwd_ms=chunked_total * 1e3,
+                   speedup_vs_chunked_forward=chunked_forward / forward, speedup_vs_chunked_fwd_bwd=chunked_total / both)
     if eager:
         eager_forward = median_time(lambda: eager_scan(a, b), device, max(1, repeats // 3))
 
@@ -150,7 +161,7 @@ def main() -> None:
     bandwidth = copy_bandwidth(device, args.repeats)
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s", flush=True)
     print(f"{'shape':>14} {'kind':>12} {'fwd ms':>8} {'bwd ms':>8} {'bwd/fwd':>7} {'fwd %copy':>9} {'bwd %copy':>9} "
-          f"{'vs eager fwd':>12} {'vs eager f+b':>12}", flush=True)
+          f"{'vs eager fwd':>12} {'vs eager f+b':>12} {'vs chunked f+b':>14}", flush=True)
     rows = []
     for shape in shapes:
         for kind in args.kinds:
@@ -158,7 +169,8 @@ def main() -> None:
             rows.append(r)
             print(f"{r['shape']:>14} {r['kind']:>12} {r['forward_ms']:>8.2f} {r['backward_ms']:>8.2f} "
                   f"{r['backward_over_forward']:>7.2f} {r['forward_pct_copy']:>8.1f}% {r['backward_pct_copy']:>8.1f}% "
-                  f"{r.get('speedup_forward', float('nan')):>11.1f}x {r.get('speedup_fwd_bwd', float('nan')):>11.1f}x", flush=True)
+                  f"{r.get('speedup_forward', float('nan')):>11.1f}x {r.get('speedup_fwd_bwd', float('nan')):>11.1f}x "
+                  f"{r.get('speedup_vs_chunked_fwd_bwd', float('nan')):>13.1f}x", flush=True)
     write_report("scan", device, rows, args.json, copy_gbps=bandwidth / 1e9)
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.kernels import TRITON_AVAILABLE, linear_scan, scan_reference, scan_step
+from model.kernels import TRITON_AVAILABLE, compiled, linear_scan, scan_reference, scan_step
 from model.kernels.chunked import chunk_length
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKENDS = ["chunked", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_AVAILABLE, reason="triton is not installed"))]
+BACKENDS = ["chunked", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_AVAILABLE, reason="triton is not installed")),
+            pytest.param("compiled", marks=pytest.mark.skipif(DEVICE != "cpu" or not compiled.available(),
+                                                              reason="the compiled scan needs a CPU run and a C++ compiler"))]
 FP32 = 1e-6
 BF16 = 5e-3
 

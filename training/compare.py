@@ -97,6 +97,13 @@ def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics
     return result
 
 
+def pooled_interval(runs: list[UnitStatistics], key: tuple[str, str], seed: int = 0) -> dict:
+    """The seed-averaged metric with a 95 % interval from resampling units (one draw for all seeds)."""
+    draws = [np.mean([_value(stats, key, weights) for stats in runs], axis=0)
+             for weights in _bootstrap_weights(_units(runs[0], key), seed)]
+    return {"value": float(np.mean([point_value(stats, key) for stats in runs])), "ci95": _interval(np.concatenate(draws))}
+
+
 def point_value(stats: UnitStatistics, key: tuple[str, str]) -> float:
     return float(_value(stats, key, np.ones((1, _units(stats, key))))[0])
 

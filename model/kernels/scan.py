@@ -1,6 +1,7 @@
 """`linear_scan`: h_t = a_t ⊙ h_{t−1} + b_t over [B, T, D], with autograd, on any device.
 
-The forward runs on Triton kernels on CUDA and on the chunked scan on CPU; the backward is the
+The forward runs on Triton kernels on CUDA, and on CPU on the compiled kernel (`cpu_scan.cpp`,
+built on first use) or, without a compiler or for float64, the chunked scan; the backward is the
 same scan backwards in time with shifted gates (scan_kernels.md §2):
 g_t = ḡ_t + conj(a_{t+1}) g_{t+1}, db_t = g_t, da_t = g_t conj(h_{t−1}), dh0 = conj(a_1) g_1,
 in PyTorch's conjugate-Wirtinger convention for complex tensors. Both back ends accumulate in
@@ -15,9 +16,10 @@ from typing import Literal
 
 import torch
 
+from model.kernels import compiled
 from model.kernels.chunked import chunked_scan
 
-Backend = Literal["auto", "triton", "chunked"]
+Backend = Literal["auto", "triton", "compiled", "chunked"]
 
 TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 """Triton is optional off CUDA; it is imported only when its back end is used."""
@@ -25,11 +27,15 @@ TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.complex64)
 
 
-def resolve_backend(backend: Backend, device: torch.device, dtype: torch.dtype) -> Literal["triton", "chunked"]:
+def resolve_backend(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> Literal["triton", "compiled", "chunked"]:
     if backend == "auto":
-        return "triton" if TRITON_AVAILABLE and device.type == "cuda" and dtype in TRITON_DTYPES else "chunked"
+        if b.device.type == "cuda":
+            return "triton" if TRITON_AVAILABLE and b.dtype in TRITON_DTYPES else "chunked"
+        return "compiled" if compiled.supports(a, b) and compiled.available() else "chunked"
     if backend == "triton" and not TRITON_AVAILABLE:
         raise RuntimeError("the triton back end needs the 'triton' package")
+    if backend == "compiled" and not (compiled.supports(a, b) and compiled.available()):
+        raise RuntimeError(f"the compiled back end needs a C++ compiler and CPU tensors of {list(compiled.KINDS)}")
     return backend
 
 
@@ -38,6 +44,8 @@ def _forward(a, b, h0, backend):
         from model.kernels.triton_scan import triton_scan_forward
 
         return triton_scan_forward(a, b, h0)
+    if backend == "compiled":
+        return compiled.compiled_scan_forward(a, b, h0)
     return chunked_scan(a, b, h0)
 
 
@@ -46,6 +54,8 @@ def _backward(a, h, h0, dh, backend):
         from model.kernels.triton_scan import triton_scan_backward
 
         return triton_scan_backward(a, h, h0, dh)
+    if backend == "compiled":
+        return compiled.compiled_scan_backward(a, h, h0, dh)
     shifted = torch.zeros_like(a)
     shifted[:, :-1] = a[:, 1:].conj()
     g = chunked_scan(shifted, dh, None, reverse=True, out_dtype=torch.promote_types(dh.dtype, torch.float32))
@@ -98,7 +108,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
         live = (torch.arange(b.shape[1], device=b.device) < lengths.to(b.device).unsqueeze(1)).unsqueeze(-1)
         a = torch.where(live, a, torch.ones((), dtype=a.dtype, device=a.device))
         b = torch.where(live, b, torch.zeros((), dtype=b.dtype, device=b.device))
-    chosen = resolve_backend(backend, b.device, b.dtype)
+    chosen = resolve_backend(backend, a, b)
     if chosen == "triton" and b.dtype == torch.bfloat16 and h0 is not None:
         h0 = h0.float()
     h = _LinearScan.apply(a, b, h0, chosen)

@@ -8,6 +8,10 @@ and in Triton's CPU interpreter elsewhere (conftest sets TRITON_INTERPRET=1), on
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -161,3 +165,14 @@ def test_bad_arguments_are_named() -> None:
         linear_scan(torch.rand(5, 3), torch.randn(5, 3))
     with pytest.raises(ValueError, match="h0 must be"):
         linear_scan(torch.rand(2, 5, 3), b, torch.zeros(3))
+
+
+def test_without_a_working_compiler_the_cpu_scan_falls_back_to_chunked(tmp_path) -> None:
+    """A broken or missing compiler costs speed, never correctness: `auto` picks the chunked scan."""
+    probe = ("import torch; from model.kernels import compiled, linear_scan; from model.kernels.scan import resolve_backend;"
+             "a, b = torch.rand(2, 5, 3), torch.randn(2, 5, 3); h, _ = linear_scan(a, b);"
+             "print(compiled.available(), resolve_backend('auto', a, b), bool(torch.isfinite(h).all()))")
+    env = {**os.environ, "CXX": "/bin/false", "ROTOREC_KERNEL_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split() == ["False", "chunked", "True"], done.stderr[-2000:]
+    assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))

@@ -59,3 +59,22 @@ def test_evaluate_reports_next_item_retrieval(next_item_run, tmp_path: Path) -> 
     assert retrieval["hr@10"] <= retrieval["hr@50"] <= retrieval["hr@200"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["metrics"]["validation"]["metric"] == "ndcg@10"
+
+
+def test_next_item_only_model_evaluates_with_either_catalogue_mode(next_item_run, tmp_path: Path) -> None:
+    """A model with no task heads (Amazon sequences carry no labels) evaluates; `--exclude seen`
+    never ranks a target worse than `none` does, and each mode is recorded."""
+    _, data = next_item_run
+    run_dir = tmp_path / "run"
+    run_rotorec("train", "--data", str(data), "--config", str(REPO / "configs" / "amazon_next_item.yaml"),
+                "--out", str(run_dir), "--no-progress", "--set", "model.tasks=[]", "--set", "train.max_steps=10",
+                "--set", "train.eval_every=5", "--set", "train.batch_size=16", "--set", "model.d_model=16",
+                "--set", "model.siren.branches=[timestamp]")
+    reports = {}
+    for mode in ("none", "seen"):
+        run_rotorec("evaluate", "--run", str(run_dir), "--data", str(data), "--out", str(tmp_path / mode), "--exclude", mode)
+        metrics = json.loads((tmp_path / mode / "metrics.json").read_text())["test"]
+        assert set(metrics) == {"next_item"}
+        reports[mode] = metrics["next_item"]
+        assert reports[mode]["exclude"] == mode and reports[mode]["query_time"] == "last_event"
+    assert reports["seen"]["mrr"] >= reports["none"]["mrr"] and reports["seen"]["hr@200"] >= reports["none"]["hr@200"]

@@ -166,7 +166,7 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
     valid = SequenceDataset(data, "valid")
     check_data_matches(run, valid.schema, data)
     tasks = run.model.config.tasks
-    fitted = predict(run, valid)
+    fitted = predict(run, valid) if tasks else None  # a next-item-only model has nothing to calibrate
     calibration = {}
     for k, task in enumerate(tasks):
         rows = fitted.known[:, k]
@@ -179,7 +179,7 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {}
     for split in splits:
-        predictions = fitted if split == "valid" else predict(run, SequenceDataset(data, split))
+        predictions = fitted if split == "valid" or not tasks else predict(run, SequenceDataset(data, split))
         metrics[split] = {}
         for k, task in enumerate(tasks):
             rows = predictions.known[:, k]

@@ -50,6 +50,21 @@ def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_pa
     assert result.returncode == 2 and "prepared differently" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("text,complaint", [("{not json", "unreadable"), ("[1, 2]", "expected an object"),
+                                             ('{"nope": {"scale": 1, "bias": 0}}', "not a task"),
+                                             ('{"click": {"scale": "x", "bias": 0}}', "finite"),
+                                             ('{"click": {"scale": 1}}', "finite")])
+def test_damaged_calibration_is_refused_not_applied(trained_run: Path, tmp_path: Path, text: str, complaint: str) -> None:
+    """calibration.json is written after training, so the manifest's checksums do not cover it."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    (copy / "calibration.json").write_text(text)
+    with pytest.raises(RunError, match=complaint):
+        load_run(copy)
+
+
 def test_compare_gives_paired_deltas_with_intervals(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
     other = tmp_path / "other_run"
     run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(other),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +73,28 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> LoadedRu
         model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     except RuntimeError as exc:
         raise RunError(f"{folder}: weights do not fit the saved model config ({str(exc).splitlines()[0]})") from exc
-    calibration_path = folder / CALIBRATION_FILE
-    calibration = json.loads(calibration_path.read_text(encoding="utf-8")) if calibration_path.is_file() else {}
+    calibration = _load_calibration(folder / CALIBRATION_FILE, model.config.tasks)
     return LoadedRun(folder, manifest, schema, model.to(device).eval(), calibration)
+
+
+def _load_calibration(path: Path, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """`rotorec evaluate` writes this after training, so the manifest cannot vouch for it: check
+    it here, or a damaged file would silently skew every served probability."""
+    if not path.is_file():
+        return {}
+    try:
+        calibration = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable calibration ({exc})") from exc
+    if not isinstance(calibration, dict):
+        raise RunError(f"{path}: expected an object of task -> {{scale, bias}}")
+    for task, fit in calibration.items():
+        if task not in tasks:
+            raise RunError(f"{path}: calibration for {task!r}, which is not a task of the model ({tasks})")
+        if not (isinstance(fit, dict) and set(fit) == {"scale", "bias"}
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in fit.values())):
+            raise RunError(f"{path}: {task!r} needs finite 'scale' and 'bias' numbers, got {fit!r}")
+    return calibration
 
 
 def check_data_matches(run: LoadedRun, data_schema: FeatureSchema, data_folder: Path) -> None:

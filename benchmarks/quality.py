@@ -133,6 +133,13 @@ def variants(suite: Suite) -> dict[str, list[str]]:
     return chosen
 
 
+PRIORITY = ["none", "rope", "siren_rope", "to_rope", "hybrid", "rotrnn", "fprnn"]
+
+
+def _priority(variant: str) -> int:
+    return PRIORITY.index(variant) if variant in PRIORITY else len(PRIORITY)
+
+
 def _rotorec(args: list[str], threads: int, log: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with log.open("a", encoding="utf-8") as sink:
@@ -193,10 +200,12 @@ def summarise(suite: Suite, prepared: Path, work: Path, chosen: dict[str, list[s
     dataset = SequenceDataset(prepared, "test")
     statistics: dict[str, list[UnitStatistics]] = {}
     table: dict[str, dict] = {}
+    missing: dict[str, int] = {}
     for variant in chosen:
         folders = [work / suite.name / "runs" / f"{variant}-s{seed}" for seed in seeds]
         reports = [work / suite.name / "reports" / f"{variant}-s{seed}" / "metrics.json" for seed in seeds]
         if not all(path.is_file() for path in reports):
+            missing[variant] = sum(not path.is_file() for path in reports)
             continue
         metrics = [json.loads(path.read_text()) for path in reports]
         statistics[variant] = [unit_statistics(load_run(folder), dataset) for folder in folders]
@@ -206,7 +215,7 @@ def summarise(suite: Suite, prepared: Path, work: Path, chosen: dict[str, list[s
                          for kind, name in suite.headline},
             "steps": [json.loads((folder / "manifest.json").read_text())["steps"] for folder in folders]}
     if not table:
-        return {"variants": {}, "baseline": None}
+        return {"variants": {}, "baseline": None, "incomplete": missing}
     baseline = suite.baseline
     if baseline == "best":
         kind, name = suite.headline[0]
@@ -217,7 +226,7 @@ def summarise(suite: Suite, prepared: Path, work: Path, chosen: dict[str, list[s
         if variant != baseline and baseline in statistics:
             entry["delta"] = {f"{kind}.{name}": pooled_delta(statistics[baseline], statistics[variant], (kind, name),
                                                              bootstrap_seed) for kind, name in suite.headline}
-    return {"variants": table, "baseline": baseline}
+    return {"variants": table, "baseline": baseline, "incomplete": missing}
 
 
 def markdown(suite: Suite, summary: dict, seeds: list[int]) -> str:
@@ -234,6 +243,9 @@ def markdown(suite: Suite, summary: dict, seeds: list[int]) -> str:
             cells.append("baseline" if delta is None else
                          f"{delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}] {delta['verdict']}")
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {'/'.join(map(str, entry['steps']))} |")
+    if summary["incomplete"]:
+        lines += ["", "Not in the table (runs missing of " + str(len(seeds)) + " seeds): "
+                  + ", ".join(f"`{v}` ({n})" for v, n in summary["incomplete"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -283,9 +295,11 @@ def main() -> None:
         chosen = {v: o for v, o in variants(suite).items() if not args.variants or v in args.variants}
         plans[name] = (suite, prepare_data(suite, scale, work, args.shared, args.threads * args.jobs), chosen)
 
-    # Seed by seed, so an interrupted suite still has every variant for the seeds it finished.
-    jobs = [(suite, prepared, variant, overrides, seed) for seed in args.seeds
-            for suite, prepared, chosen in plans.values() for variant, overrides in chosen.items()]
+    # Most informative first (baselines and the full model, all seeds, every suite; then the
+    # recurrent mixers and the branch ablations), so an interrupted suite has complete variants.
+    jobs = sorted(((suite, prepared, variant, overrides, seed) for suite, prepared, chosen in plans.values()
+                   for variant, overrides in chosen.items() for seed in args.seeds),
+                  key=lambda job: (_priority(job[2]), job[4]))
     failures = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(jobs), desc="runs", unit="run") as bar:
         futures = {pool.submit(train_and_evaluate, suite, scale, prepared, work, variant, overrides, seed, args.threads):

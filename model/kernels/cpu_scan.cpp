@@ -29,6 +29,18 @@ int64_t block_width(int64_t batch, int64_t lanes, int threads) {
   return std::min(kMaxBlock, std::max(kMinBlock, (width + 15) / 16 * 16));
 }
 
+// Runs body(sequence, first lane, lanes) for every (sequence, block of lanes), on OpenMP threads.
+template <typename Body>
+void for_each_block(int64_t batch, int64_t lanes, int threads, Body body) {
+  const int64_t block = block_width(batch, lanes, threads), blocks = (lanes + block - 1) / block;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < batch; ++n) {
+    for (int64_t k = 0; k < blocks; ++k) {
+      body(n, k * block, std::min(block, lanes - k * block));
+    }
+  }
+}
+
 inline float load(const float* p, int64_t i) { return p[i]; }
 
 inline float load(const uint16_t* p, int64_t i) {
@@ -61,55 +73,44 @@ struct Layout {
 // h_t = a_t * h_{t-1} + b_t (reverse: h_t = a_t * h_{t+1} + b_t).
 template <typename IO>
 void forward_real(const float* a, const IO* b, const float* h0, IO* h, Layout L, bool reverse, int threads) {
-  const int64_t block = block_width(L.batch, L.channels, threads), blocks = (L.channels + block - 1) / block;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < L.batch; ++n) {
-    for (int64_t k = 0; k < blocks; ++k) {
-      const int64_t d0 = k * block, width = std::min(block, L.channels - d0);
-      float state[kMaxBlock];
-      for (int64_t w = 0; w < width; ++w) state[w] = h0 ? h0[n * L.channels + d0 + w] : 0.0f;
-      for (int64_t s = 0; s < L.steps; ++s) {
-        const int64_t t = reverse ? L.steps - 1 - s : s;
-        const float* at = a + n * L.a_batch + t * L.a_time + d0;
-        const int64_t io = n * L.io_batch + t * L.io_time + d0;
-        for (int64_t w = 0; w < width; ++w) {
-          state[w] = at[w] * state[w] + load(b, io + w);
-          store(h, io + w, state[w]);
-        }
+  for_each_block(L.batch, L.channels, threads, [&](int64_t n, int64_t d0, int64_t width) {
+    float state[kMaxBlock];
+    for (int64_t w = 0; w < width; ++w) state[w] = h0 ? h0[n * L.channels + d0 + w] : 0.0f;
+    for (int64_t s = 0; s < L.steps; ++s) {
+      const int64_t t = reverse ? L.steps - 1 - s : s;
+      const float* at = a + n * L.a_batch + t * L.a_time + d0;
+      const int64_t io = n * L.io_batch + t * L.io_time + d0;
+      for (int64_t w = 0; w < width; ++w) {
+        state[w] = at[w] * state[w] + load(b, io + w);
+        store(h, io + w, state[w]);
       }
     }
-  }
+  });
 }
 
 template <typename IO>
 void forward_complex(const float* a, const IO* b, const float* h0, IO* h, Layout L, bool reverse, int threads) {
-  const int64_t pairs = L.channels / 2;
-  const int64_t block = block_width(L.batch, pairs, threads), blocks = (pairs + block - 1) / block;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < L.batch; ++n) {
-    for (int64_t k = 0; k < blocks; ++k) {
-      const int64_t c0 = k * block, width = std::min(block, pairs - c0);
-      float re[kMaxBlock], im[kMaxBlock];
+  for_each_block(L.batch, L.channels / 2, threads, [&](int64_t n, int64_t c0, int64_t width) {
+    float re[kMaxBlock], im[kMaxBlock];
+    for (int64_t w = 0; w < width; ++w) {
+      re[w] = h0 ? h0[n * L.channels + 2 * (c0 + w)] : 0.0f;
+      im[w] = h0 ? h0[n * L.channels + 2 * (c0 + w) + 1] : 0.0f;
+    }
+    for (int64_t s = 0; s < L.steps; ++s) {
+      const int64_t t = reverse ? L.steps - 1 - s : s;
+      const float* at = a + n * L.a_batch + t * L.a_time + 2 * c0;
+      const int64_t io = n * L.io_batch + t * L.io_time + 2 * c0;
       for (int64_t w = 0; w < width; ++w) {
-        re[w] = h0 ? h0[n * L.channels + 2 * (c0 + w)] : 0.0f;
-        im[w] = h0 ? h0[n * L.channels + 2 * (c0 + w) + 1] : 0.0f;
-      }
-      for (int64_t s = 0; s < L.steps; ++s) {
-        const int64_t t = reverse ? L.steps - 1 - s : s;
-        const float* at = a + n * L.a_batch + t * L.a_time + 2 * c0;
-        const int64_t io = n * L.io_batch + t * L.io_time + 2 * c0;
-        for (int64_t w = 0; w < width; ++w) {
-          const float ar = at[2 * w], ai = at[2 * w + 1];
-          const float r = ar * re[w] - ai * im[w] + load(b, io + 2 * w);
-          const float i = ar * im[w] + ai * re[w] + load(b, io + 2 * w + 1);
-          re[w] = r;
-          im[w] = i;
-          store(h, io + 2 * w, r);
-          store(h, io + 2 * w + 1, i);
-        }
+        const float ar = at[2 * w], ai = at[2 * w + 1];
+        const float r = ar * re[w] - ai * im[w] + load(b, io + 2 * w);
+        const float i = ar * im[w] + ai * re[w] + load(b, io + 2 * w + 1);
+        re[w] = r;
+        im[w] = i;
+        store(h, io + 2 * w, r);
+        store(h, io + 2 * w + 1, i);
       }
     }
-  }
+  });
 }
 
 // Backward of the forward scan: g_t = dh_t + conj(a_{t+1}) g_{t+1}; db_t = g_t;
@@ -118,79 +119,68 @@ void forward_complex(const float* a, const IO* b, const float* h0, IO* h, Layout
 template <typename IO>
 void backward_real(const float* a, const IO* h, const float* h0, const IO* dh, float* da, IO* db, float* dh0, Layout L,
                    int threads) {
-  const int64_t block = block_width(L.batch, L.channels, threads), blocks = (L.channels + block - 1) / block;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < L.batch; ++n) {
-    for (int64_t k = 0; k < blocks; ++k) {
-      const int64_t d0 = k * block, width = std::min(block, L.channels - d0);
-      float g[kMaxBlock], next_gate[kMaxBlock];
-      for (int64_t w = 0; w < width; ++w) g[w] = next_gate[w] = 0.0f;
-      for (int64_t t = L.steps - 1; t >= 0; --t) {
-        const float* at = a + n * L.a_batch + t * L.a_time + d0;
-        const int64_t io = n * L.io_batch + t * L.io_time + d0;
-        const int64_t before = io - L.io_time;
-        float* dat = da + n * L.io_batch + t * L.io_time + d0;
-        for (int64_t w = 0; w < width; ++w) {
-          g[w] = load(dh, io + w) + next_gate[w] * g[w];
-          store(db, io + w, g[w]);
-          const float previous = t > 0 ? load(h, before + w) : (h0 ? h0[n * L.channels + d0 + w] : 0.0f);
-          dat[w] = g[w] * previous;
-          next_gate[w] = at[w];
-        }
+  for_each_block(L.batch, L.channels, threads, [&](int64_t n, int64_t d0, int64_t width) {
+    float g[kMaxBlock], next_gate[kMaxBlock];
+    for (int64_t w = 0; w < width; ++w) g[w] = next_gate[w] = 0.0f;
+    for (int64_t t = L.steps - 1; t >= 0; --t) {
+      const float* at = a + n * L.a_batch + t * L.a_time + d0;
+      const int64_t io = n * L.io_batch + t * L.io_time + d0;
+      const int64_t before = io - L.io_time;
+      float* dat = da + n * L.io_batch + t * L.io_time + d0;
+      for (int64_t w = 0; w < width; ++w) {
+        g[w] = load(dh, io + w) + next_gate[w] * g[w];
+        store(db, io + w, g[w]);
+        const float previous = t > 0 ? load(h, before + w) : (h0 ? h0[n * L.channels + d0 + w] : 0.0f);
+        dat[w] = g[w] * previous;
+        next_gate[w] = at[w];
       }
-      if (dh0)
-        for (int64_t w = 0; w < width; ++w) dh0[n * L.channels + d0 + w] = next_gate[w] * g[w];
     }
-  }
+    if (dh0)
+      for (int64_t w = 0; w < width; ++w) dh0[n * L.channels + d0 + w] = next_gate[w] * g[w];
+  });
 }
 
 template <typename IO>
 void backward_complex(const float* a, const IO* h, const float* h0, const IO* dh, float* da, IO* db, float* dh0,
                       Layout L, int threads) {
-  const int64_t pairs = L.channels / 2;
-  const int64_t block = block_width(L.batch, pairs, threads), blocks = (pairs + block - 1) / block;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < L.batch; ++n) {
-    for (int64_t k = 0; k < blocks; ++k) {
-      const int64_t c0 = k * block, width = std::min(block, pairs - c0);
-      float gr[kMaxBlock], gi[kMaxBlock], ar_next[kMaxBlock], ai_next[kMaxBlock];
-      for (int64_t w = 0; w < width; ++w) gr[w] = gi[w] = ar_next[w] = ai_next[w] = 0.0f;
-      for (int64_t t = L.steps - 1; t >= 0; --t) {
-        const float* at = a + n * L.a_batch + t * L.a_time + 2 * c0;
-        const int64_t io = n * L.io_batch + t * L.io_time + 2 * c0;
-        const int64_t before = io - L.io_time;
-        float* dat = da + n * L.io_batch + t * L.io_time + 2 * c0;
-        for (int64_t w = 0; w < width; ++w) {
-          // g = dh + conj(a_next) * g
-          const float r = load(dh, io + 2 * w) + ar_next[w] * gr[w] + ai_next[w] * gi[w];
-          const float i = load(dh, io + 2 * w + 1) + ar_next[w] * gi[w] - ai_next[w] * gr[w];
-          gr[w] = r;
-          gi[w] = i;
-          store(db, io + 2 * w, r);
-          store(db, io + 2 * w + 1, i);
-          float pr = 0.0f, pi = 0.0f;
-          if (t > 0) {
-            pr = load(h, before + 2 * w);
-            pi = load(h, before + 2 * w + 1);
-          } else if (h0) {
-            pr = h0[n * L.channels + 2 * (c0 + w)];
-            pi = h0[n * L.channels + 2 * (c0 + w) + 1];
-          }
-          // da = g * conj(previous)
-          dat[2 * w] = r * pr + i * pi;
-          dat[2 * w + 1] = i * pr - r * pi;
-          ar_next[w] = at[2 * w];
-          ai_next[w] = at[2 * w + 1];
+  for_each_block(L.batch, L.channels / 2, threads, [&](int64_t n, int64_t c0, int64_t width) {
+    float gr[kMaxBlock], gi[kMaxBlock], ar_next[kMaxBlock], ai_next[kMaxBlock];
+    for (int64_t w = 0; w < width; ++w) gr[w] = gi[w] = ar_next[w] = ai_next[w] = 0.0f;
+    for (int64_t t = L.steps - 1; t >= 0; --t) {
+      const float* at = a + n * L.a_batch + t * L.a_time + 2 * c0;
+      const int64_t io = n * L.io_batch + t * L.io_time + 2 * c0;
+      const int64_t before = io - L.io_time;
+      float* dat = da + n * L.io_batch + t * L.io_time + 2 * c0;
+      for (int64_t w = 0; w < width; ++w) {
+        // g = dh + conj(a_next) * g
+        const float r = load(dh, io + 2 * w) + ar_next[w] * gr[w] + ai_next[w] * gi[w];
+        const float i = load(dh, io + 2 * w + 1) + ar_next[w] * gi[w] - ai_next[w] * gr[w];
+        gr[w] = r;
+        gi[w] = i;
+        store(db, io + 2 * w, r);
+        store(db, io + 2 * w + 1, i);
+        float pr = 0.0f, pi = 0.0f;
+        if (t > 0) {
+          pr = load(h, before + 2 * w);
+          pi = load(h, before + 2 * w + 1);
+        } else if (h0) {
+          pr = h0[n * L.channels + 2 * (c0 + w)];
+          pi = h0[n * L.channels + 2 * (c0 + w) + 1];
         }
+        // da = g * conj(previous)
+        dat[2 * w] = r * pr + i * pi;
+        dat[2 * w + 1] = i * pr - r * pi;
+        ar_next[w] = at[2 * w];
+        ai_next[w] = at[2 * w + 1];
       }
-      if (dh0)
-        for (int64_t w = 0; w < width; ++w) {
-          const int64_t j = n * L.channels + 2 * (c0 + w);
-          dh0[j] = ar_next[w] * gr[w] + ai_next[w] * gi[w];
-          dh0[j + 1] = ar_next[w] * gi[w] - ai_next[w] * gr[w];
-        }
     }
-  }
+    if (dh0)
+      for (int64_t w = 0; w < width; ++w) {
+        const int64_t j = n * L.channels + 2 * (c0 + w);
+        dh0[j] = ar_next[w] * gr[w] + ai_next[w] * gi[w];
+        dh0[j + 1] = ar_next[w] * gi[w] - ai_next[w] * gr[w];
+      }
+  });
 }
 
 Layout layout(int64_t batch, int64_t steps, int64_t channels, int64_t a_batch, int64_t a_time, int64_t io_batch,

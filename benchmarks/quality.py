@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -180,8 +181,11 @@ def train_and_evaluate(suite: Suite, scale: Scale, prepared: Path, work: Path, v
     log.parent.mkdir(parents=True, exist_ok=True)
     train = ["train", "--data", str(prepared), "--config", str(CONFIGS / suite.config), "--out", str(run), "--no-progress",
              *[arg for setting in settings for arg in ("--set", setting)]]
-    if (run / "checkpoint" / "state.json").is_file() and not (run / "manifest.json").is_file():
-        train.append("--resume")
+    if not (run / "manifest.json").is_file():
+        if (run / "checkpoint" / "state.json").is_file():
+            train.append("--resume")
+        else:  # killed before its first checkpoint: start it again
+            shutil.rmtree(run, ignore_errors=True)
     if not (run / "manifest.json").is_file():
         _rotorec(train, threads, log)
     _rotorec(["evaluate", "--run", str(run), "--data", str(prepared), "--out", str(report)], threads, log)

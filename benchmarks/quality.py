@@ -285,6 +285,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="default: WORK/quality.json")
     parser.add_argument("--results", type=Path, default=None, help="update this RESULTS.md with the tables")
     parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="train nothing: tabulate the runs already finished (incomplete variants are listed)")
     args = parser.parse_args()
     scale = SCALES[args.scale]
     work = args.work / args.scale
@@ -301,9 +303,10 @@ def main() -> None:
 
     # Most informative first (baselines and the full model, all seeds, every suite; then the
     # recurrent mixers and the branch ablations), so an interrupted suite has complete variants.
-    jobs = sorted(((suite, prepared, variant, overrides, seed) for suite, prepared, chosen in plans.values()
-                   for variant, overrides in chosen.items() for seed in args.seeds),
-                  key=lambda job: (_priority(job[2]), job[4]))
+    jobs = [] if args.summarise_only else sorted(
+        ((suite, prepared, variant, overrides, seed) for suite, prepared, chosen in plans.values()
+         for variant, overrides in chosen.items() for seed in args.seeds),
+        key=lambda job: (_priority(job[2]), job[4]))
     failures = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(jobs), desc="runs", unit="run") as bar:
         futures = {pool.submit(train_and_evaluate, suite, scale, prepared, work, variant, overrides, seed, args.threads):

@@ -68,7 +68,7 @@ def library() -> ctypes.CDLL | None:
         log.warning("compiled CPU scan unavailable (%s); using the chunked scan", detail.strip().splitlines()[-1:])
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.rotorec_scan_forward.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, *[i64] * 7, ctypes.c_int, ctypes.c_int]
+    lib.rotorec_scan_forward.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, *[i64] * 7, ctypes.c_int]
     lib.rotorec_scan_backward.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, *[i64] * 7, ctypes.c_int]
     lib.rotorec_scan_forward.restype = lib.rotorec_scan_backward.restype = ctypes.c_int
     return lib
@@ -107,7 +107,7 @@ def _address(x: torch.Tensor | None) -> int | None:
     return None if x is None else x.data_ptr()
 
 
-def compiled_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool = False) -> torch.Tensor:
+def compiled_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
     """h [B, T, D] with b's dtype; the state is accumulated in fp32 (complex64)."""
     b = b.contiguous()
     a, a_batch, a_time = _gate_strides(a)
@@ -117,7 +117,7 @@ def compiled_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | N
     state = _state(h0, b)
     status = library().rotorec_scan_forward(KINDS[b.dtype], a.data_ptr(), b.data_ptr(), _address(state), h.data_ptr(),
                                             batch, steps, channels * scale, a_batch, a_time, steps * channels * scale,
-                                            channels * scale, int(reverse), torch.get_num_threads())
+                                            channels * scale, torch.get_num_threads())
     if status:
         raise RuntimeError(f"compiled scan refused dtype {b.dtype}")
     return h

@@ -70,14 +70,13 @@ struct Layout {
   int64_t io_batch, io_time;       // strides of b / h / dh / db (same layout), in elements
 };
 
-// h_t = a_t * h_{t-1} + b_t (reverse: h_t = a_t * h_{t+1} + b_t).
+// h_t = a_t * h_{t-1} + b_t.
 template <typename IO>
-void forward_real(const float* a, const IO* b, const float* h0, IO* h, Layout L, bool reverse, int threads) {
+void forward_real(const float* a, const IO* b, const float* h0, IO* h, Layout L, int threads) {
   for_each_block(L.batch, L.channels, threads, [&](int64_t n, int64_t d0, int64_t width) {
     float state[kMaxBlock];
     for (int64_t w = 0; w < width; ++w) state[w] = h0 ? h0[n * L.channels + d0 + w] : 0.0f;
-    for (int64_t s = 0; s < L.steps; ++s) {
-      const int64_t t = reverse ? L.steps - 1 - s : s;
+    for (int64_t t = 0; t < L.steps; ++t) {
       const float* at = a + n * L.a_batch + t * L.a_time + d0;
       const int64_t io = n * L.io_batch + t * L.io_time + d0;
       for (int64_t w = 0; w < width; ++w) {
@@ -89,15 +88,14 @@ void forward_real(const float* a, const IO* b, const float* h0, IO* h, Layout L,
 }
 
 template <typename IO>
-void forward_complex(const float* a, const IO* b, const float* h0, IO* h, Layout L, bool reverse, int threads) {
+void forward_complex(const float* a, const IO* b, const float* h0, IO* h, Layout L, int threads) {
   for_each_block(L.batch, L.channels / 2, threads, [&](int64_t n, int64_t c0, int64_t width) {
     float re[kMaxBlock], im[kMaxBlock];
     for (int64_t w = 0; w < width; ++w) {
       re[w] = h0 ? h0[n * L.channels + 2 * (c0 + w)] : 0.0f;
       im[w] = h0 ? h0[n * L.channels + 2 * (c0 + w) + 1] : 0.0f;
     }
-    for (int64_t s = 0; s < L.steps; ++s) {
-      const int64_t t = reverse ? L.steps - 1 - s : s;
+    for (int64_t t = 0; t < L.steps; ++t) {
       const float* at = a + n * L.a_batch + t * L.a_time + 2 * c0;
       const int64_t io = n * L.io_batch + t * L.io_time + 2 * c0;
       for (int64_t w = 0; w < width; ++w) {
@@ -196,13 +194,13 @@ extern "C" {
 
 int rotorec_scan_forward(int kind, const void* a, const void* b, const float* h0, void* h, int64_t batch, int64_t steps,
                          int64_t channels, int64_t a_batch, int64_t a_time, int64_t io_batch, int64_t io_time,
-                         int reverse, int threads) {
+                         int threads) {
   const Layout L = layout(batch, steps, channels, a_batch, a_time, io_batch, io_time);
   const float* gate = static_cast<const float*>(a);
   switch (kind) {
-    case 0: forward_real(gate, static_cast<const float*>(b), h0, static_cast<float*>(h), L, reverse, threads); return 0;
-    case 1: forward_real(gate, static_cast<const uint16_t*>(b), h0, static_cast<uint16_t*>(h), L, reverse, threads); return 0;
-    case 2: forward_complex(gate, static_cast<const float*>(b), h0, static_cast<float*>(h), L, reverse, threads); return 0;
+    case 0: forward_real(gate, static_cast<const float*>(b), h0, static_cast<float*>(h), L, threads); return 0;
+    case 1: forward_real(gate, static_cast<const uint16_t*>(b), h0, static_cast<uint16_t*>(h), L, threads); return 0;
+    case 2: forward_complex(gate, static_cast<const float*>(b), h0, static_cast<float*>(h), L, threads); return 0;
     default: return 1;
   }
 }

@@ -17,6 +17,7 @@ import numpy as np
 from features.dataset import SequenceDataset
 from training.checkpoint import write_json_atomic
 from training.evaluate import _bootstrap_weights, _interval, predict
+from training.metrics import group_sums, ne_from_sums
 from training.retrieval import retrieval_report
 from training.run import LoadedRun, check_data_matches, load_run
 
@@ -39,9 +40,7 @@ def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool
         for column, task in enumerate(run.model.config.tasks):
             rows = prediction.known[:, column]
             logits, labels = run.calibrated(task, prediction.logits[rows, column]), prediction.labels[rows, column]
-            _, inverse = np.unique(prediction.user[rows], return_inverse=True)
-            tasks[task] = (np.bincount(inverse).astype(np.float64), np.bincount(inverse, labels),
-                           np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits))
+            tasks[task] = group_sums(logits, labels, prediction.user[rows])
     next_item = {}
     if run.model.next_item_query is not None:
         ranks = retrieval_report(run.model, dataset, exclude_seen)["per_query"].astype(np.float64)
@@ -51,11 +50,7 @@ def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool
 
 
 def _ne(weights: np.ndarray, sums: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    count, positives, loss = sums
-    n, y = weights @ count, weights @ positives
-    rate = y / n
-    entropy = -(rate * np.log(np.clip(rate, 1e-300, 1)) + (1 - rate) * np.log(np.clip(1 - rate, 1e-300, 1)))
-    return (weights @ loss / n) / np.where(entropy > 0, entropy, np.nan)
+    return ne_from_sums(*(weights @ total for total in sums))
 
 
 def shared_metrics(statistics: list[UnitStatistics]) -> list[tuple[str, str]]:

@@ -22,8 +22,8 @@ import torch
 from features.dataset import SequenceDataset
 from model.inputs import batch_time
 from training.checkpoint import write_json_atomic
-from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc,
-                              impression_ranking, reliability, uniform_ece)
+from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, group_sums,
+                              impression_ranking, ne_from_sums, reliability, uniform_ece)
 from training.retrieval import retrieval_report
 from training.trainer import task_columns
 from training.run import CALIBRATION_FILE, LoadedRun, check_data_matches, load_run
@@ -131,9 +131,7 @@ def task_report(logits: np.ndarray, labels: np.ndarray, users: np.ndarray, impre
 def _user_intervals(logits, labels, probabilities, users, per_user_auc, seed) -> dict[str, list[float]]:
     """CIs of log loss, NE, calibration ratio and GAUC by resampling users."""
     codes, inverse = np.unique(users, return_inverse=True)
-    count = np.bincount(inverse).astype(np.float64)
-    positives = np.bincount(inverse, labels)
-    loss = np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits)
+    count, positives, loss = group_sums(logits, labels, users)
     prob = np.bincount(inverse, probabilities)
     auc_by_code = dict(zip(per_user_auc["group"].tolist(), zip(per_user_auc["auc"], per_user_auc["rows"])))
     group_auc_values = np.array([auc_by_code[c][0] for c in codes])
@@ -141,10 +139,8 @@ def _user_intervals(logits, labels, probabilities, users, per_user_auc, seed) ->
     samples = {"log_loss": [], "ne": [], "calibration_ratio": [], "gauc": []}
     for weights in _bootstrap_weights(len(codes), seed):
         n, y, l, p = weights @ count, weights @ positives, weights @ loss, weights @ prob
-        rate = y / n
-        entropy = -(rate * np.log(np.clip(rate, 1e-300, 1)) + (1 - rate) * np.log(np.clip(1 - rate, 1e-300, 1)))
         samples["log_loss"].append(l / n)
-        samples["ne"].append(np.where((rate > 0) & (rate < 1), (l / n) / np.where(entropy > 0, entropy, 1), np.nan))
+        samples["ne"].append(ne_from_sums(n, y, l))
         samples["calibration_ratio"].append(np.where(y > 0, p / np.where(y > 0, y, 1), np.nan))
         w = weights * group_rows
         samples["gauc"].append((w @ np.nan_to_num(group_auc_values)) / np.where(w.sum(1) > 0, w.sum(1), np.nan))

@@ -31,6 +31,21 @@ def binary_entropy(rate: float) -> float:
     return -(rate * math.log(rate) + (1 - rate) * math.log1p(-rate))
 
 
+def group_sums(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group (np.unique order): rows, positives and summed log loss, the sufficient statistics
+    from which any resample of whole groups gets its log loss and NE without re-scoring."""
+    _, inverse = np.unique(groups, return_inverse=True)
+    return (np.bincount(inverse).astype(np.float64), np.bincount(inverse, labels),
+            np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits))
+
+
+def ne_from_sums(rows: np.ndarray, positives: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """NE for (arrays of) totals; NaN where the base rate is 0 or 1."""
+    rate = positives / rows
+    entropy = -(rate * np.log(np.clip(rate, 1e-300, 1)) + (1 - rate) * np.log(np.clip(1 - rate, 1e-300, 1)))
+    return (loss / rows) / np.where(entropy > 0, entropy, np.nan)
+
+
 @dataclass
 class CalibrationAccumulator:
     """Log loss, NE and calibration ratio from logits: O(1) float64 state."""

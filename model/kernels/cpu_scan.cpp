@@ -114,63 +114,78 @@ void forward_complex(const float* a, const IO* b, const float* h0, IO* h, Layout
 // Backward of the forward scan: g_t = dh_t + conj(a_{t+1}) g_{t+1}; db_t = g_t;
 // da_t = g_t conj(h_{t-1}) with h_{-1} = h0 (or 0); dh0 = conj(a_0) g_0.
 // da has b's layout but fp32; dh0 (fp32, [batch, channels]) is written when h0 is given.
+// One row (time step) at a time; `previous` is h_{t-1}'s row (IO) or, at t = 0, the initial
+// state (fp32), so the row loop has no branch and vectorises.
+template <typename IO, typename Previous>
+inline void backward_real_row(const IO* __restrict dh, const Previous* __restrict previous, const float* __restrict gate,
+                              float* __restrict g, float* __restrict next_gate, IO* __restrict db,
+                              float* __restrict da, int64_t width) {
+  for (int64_t w = 0; w < width; ++w) {
+    const float grad = load(dh, w) + next_gate[w] * g[w];
+    g[w] = grad;
+    store(db, w, grad);
+    da[w] = grad * load(previous, w);
+    next_gate[w] = gate[w];
+  }
+}
+
 template <typename IO>
 void backward_real(const float* a, const IO* h, const float* h0, const IO* dh, float* da, IO* db, float* dh0, Layout L,
                    int threads) {
   for_each_block(L.batch, L.channels, threads, [&](int64_t n, int64_t d0, int64_t width) {
-    float g[kMaxBlock], next_gate[kMaxBlock];
-    for (int64_t w = 0; w < width; ++w) g[w] = next_gate[w] = 0.0f;
+    float g[kMaxBlock], next_gate[kMaxBlock], initial[kMaxBlock];
+    for (int64_t w = 0; w < width; ++w) {
+      g[w] = next_gate[w] = 0.0f;
+      initial[w] = h0 ? h0[n * L.channels + d0 + w] : 0.0f;
+    }
     for (int64_t t = L.steps - 1; t >= 0; --t) {
-      const float* at = a + n * L.a_batch + t * L.a_time + d0;
       const int64_t io = n * L.io_batch + t * L.io_time + d0;
-      const int64_t before = io - L.io_time;
-      float* dat = da + n * L.io_batch + t * L.io_time + d0;
-      for (int64_t w = 0; w < width; ++w) {
-        g[w] = load(dh, io + w) + next_gate[w] * g[w];
-        store(db, io + w, g[w]);
-        const float previous = t > 0 ? load(h, before + w) : (h0 ? h0[n * L.channels + d0 + w] : 0.0f);
-        dat[w] = g[w] * previous;
-        next_gate[w] = at[w];
-      }
+      const float* gate = a + n * L.a_batch + t * L.a_time + d0;
+      if (t > 0)
+        backward_real_row(dh + io, h + io - L.io_time, gate, g, next_gate, db + io, da + io, width);
+      else
+        backward_real_row(dh + io, initial, gate, g, next_gate, db + io, da + io, width);
     }
     if (dh0)
       for (int64_t w = 0; w < width; ++w) dh0[n * L.channels + d0 + w] = next_gate[w] * g[w];
   });
 }
 
-template <typename IO>
-void backward_complex(const float* a, const IO* h, const float* h0, const IO* dh, float* da, IO* db, float* dh0,
+// The complex row, on interleaved (re, im) pairs: g = dh + conj(a_next) g; da = g conj(previous).
+template <typename Previous>
+inline void backward_complex_row(const float* __restrict dh, const Previous* __restrict previous,
+                                 const float* __restrict gate, float* __restrict gr, float* __restrict gi,
+                                 float* __restrict ar_next, float* __restrict ai_next, float* __restrict db,
+                                 float* __restrict da, int64_t width) {
+  for (int64_t w = 0; w < width; ++w) {
+    const float r = dh[2 * w] + ar_next[w] * gr[w] + ai_next[w] * gi[w];
+    const float i = dh[2 * w + 1] + ar_next[w] * gi[w] - ai_next[w] * gr[w];
+    const float pr = previous[2 * w], pi = previous[2 * w + 1];
+    gr[w] = r;
+    gi[w] = i;
+    db[2 * w] = r;
+    db[2 * w + 1] = i;
+    da[2 * w] = r * pr + i * pi;
+    da[2 * w + 1] = i * pr - r * pi;
+    ar_next[w] = gate[2 * w];
+    ai_next[w] = gate[2 * w + 1];
+  }
+}
+
+void backward_complex(const float* a, const float* h, const float* h0, const float* dh, float* da, float* db, float* dh0,
                       Layout L, int threads) {
   for_each_block(L.batch, L.channels / 2, threads, [&](int64_t n, int64_t c0, int64_t width) {
-    float gr[kMaxBlock], gi[kMaxBlock], ar_next[kMaxBlock], ai_next[kMaxBlock];
-    for (int64_t w = 0; w < width; ++w) gr[w] = gi[w] = ar_next[w] = ai_next[w] = 0.0f;
+    float gr[kMaxBlock], gi[kMaxBlock], ar_next[kMaxBlock], ai_next[kMaxBlock], initial[2 * kMaxBlock];
+    for (int64_t w = 0; w < width; ++w) {
+      gr[w] = gi[w] = ar_next[w] = ai_next[w] = 0.0f;
+      initial[2 * w] = h0 ? h0[n * L.channels + 2 * (c0 + w)] : 0.0f;
+      initial[2 * w + 1] = h0 ? h0[n * L.channels + 2 * (c0 + w) + 1] : 0.0f;
+    }
     for (int64_t t = L.steps - 1; t >= 0; --t) {
-      const float* at = a + n * L.a_batch + t * L.a_time + 2 * c0;
       const int64_t io = n * L.io_batch + t * L.io_time + 2 * c0;
-      const int64_t before = io - L.io_time;
-      float* dat = da + n * L.io_batch + t * L.io_time + 2 * c0;
-      for (int64_t w = 0; w < width; ++w) {
-        // g = dh + conj(a_next) * g
-        const float r = load(dh, io + 2 * w) + ar_next[w] * gr[w] + ai_next[w] * gi[w];
-        const float i = load(dh, io + 2 * w + 1) + ar_next[w] * gi[w] - ai_next[w] * gr[w];
-        gr[w] = r;
-        gi[w] = i;
-        store(db, io + 2 * w, r);
-        store(db, io + 2 * w + 1, i);
-        float pr = 0.0f, pi = 0.0f;
-        if (t > 0) {
-          pr = load(h, before + 2 * w);
-          pi = load(h, before + 2 * w + 1);
-        } else if (h0) {
-          pr = h0[n * L.channels + 2 * (c0 + w)];
-          pi = h0[n * L.channels + 2 * (c0 + w) + 1];
-        }
-        // da = g * conj(previous)
-        dat[2 * w] = r * pr + i * pi;
-        dat[2 * w + 1] = i * pr - r * pi;
-        ar_next[w] = at[2 * w];
-        ai_next[w] = at[2 * w + 1];
-      }
+      const float* gate = a + n * L.a_batch + t * L.a_time + 2 * c0;
+      const float* previous = t > 0 ? h + io - L.io_time : initial;
+      backward_complex_row(dh + io, previous, gate, gr, gi, ar_next, ai_next, db + io, da + io, width);
     }
     if (dh0)
       for (int64_t w = 0; w < width; ++w) {

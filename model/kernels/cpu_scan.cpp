@@ -41,6 +41,19 @@ void for_each_block(int64_t batch, int64_t lanes, int threads, Body body) {
   }
 }
 
+// Visits lanes [0, width) in descending 16-lane groups, ascending within a group: the backward
+// walks time backwards, and a stream that also runs backwards within each row is one the
+// hardware prefetcher follows (1.4-1.5x faster than ascending rows at 1024x200x256 on our
+// 2-core EPYC), while each group still vectorises.
+template <typename Body>
+inline void for_each_lane_descending(int64_t width, Body body) {
+  constexpr int64_t kGroup = 16;
+  for (int64_t start = (width - 1) / kGroup * kGroup; start >= 0; start -= kGroup) {
+    const int64_t end = std::min(start + kGroup, width);
+    for (int64_t w = start; w < end; ++w) body(w);
+  }
+}
+
 inline float load(const float* p, int64_t i) { return p[i]; }
 
 inline float load(const uint16_t* p, int64_t i) {
@@ -120,13 +133,13 @@ template <typename IO, typename Previous>
 inline void backward_real_row(const IO* __restrict dh, const Previous* __restrict previous, const float* __restrict gate,
                               float* __restrict g, float* __restrict next_gate, IO* __restrict db,
                               float* __restrict da, int64_t width) {
-  for (int64_t w = 0; w < width; ++w) {
+  for_each_lane_descending(width, [&](int64_t w) {
     const float grad = load(dh, w) + next_gate[w] * g[w];
     g[w] = grad;
     store(db, w, grad);
     da[w] = grad * load(previous, w);
     next_gate[w] = gate[w];
-  }
+  });
 }
 
 template <typename IO>
@@ -157,7 +170,7 @@ inline void backward_complex_row(const float* __restrict dh, const Previous* __r
                                  const float* __restrict gate, float* __restrict gr, float* __restrict gi,
                                  float* __restrict ar_next, float* __restrict ai_next, float* __restrict db,
                                  float* __restrict da, int64_t width) {
-  for (int64_t w = 0; w < width; ++w) {
+  for_each_lane_descending(width, [&](int64_t w) {
     const float r = dh[2 * w] + ar_next[w] * gr[w] + ai_next[w] * gi[w];
     const float i = dh[2 * w + 1] + ar_next[w] * gi[w] - ai_next[w] * gr[w];
     const float pr = previous[2 * w], pi = previous[2 * w + 1];
@@ -169,7 +182,7 @@ inline void backward_complex_row(const float* __restrict dh, const Previous* __r
     da[2 * w + 1] = i * pr - r * pi;
     ar_next[w] = gate[2 * w];
     ai_next[w] = gate[2 * w + 1];
-  }
+  });
 }
 
 void backward_complex(const float* a, const float* h, const float* h0, const float* dh, float* da, float* db, float* dh0,

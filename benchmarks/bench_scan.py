@@ -37,8 +37,8 @@ def median_time(fn, device: torch.device, repeats: int, warmup: int = 3) -> floa
     """Median seconds per call; `triton.testing.do_bench` on CUDA, wall clock on CPU.
 
     On CPU the first calls at a new shape are slow for reasons outside the scan (the operating
-    system finding pages for the new outputs: the second forward + backward at 1024x200x256
-    took 3x the steady state on our machine), so `warmup` calls run untimed first; a training
+    system finding pages for the new outputs: the second backward at 1024x200x256 took 3x the
+    steady state on our machine), so `warmup` calls run untimed first; a training
     loop lives in the steady state."""
     if device.type == "cuda":
         import triton.testing

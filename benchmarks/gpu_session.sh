@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU figures that benchmarks/RESULTS.md still lacks, in as few device calls as possible.
+#
+# A session that has a GPU machine (the `device` tool; 30 minutes of device time, 10 per call)
+# first fetches the wheels the machine's image lacks, here:
+#
+#     bash benchmarks/gpu_session.sh fetch            # -> .whl/ (git-ignored through .git/info/exclude)
+#
+# then runs steps there, each call well inside 10 minutes, with `.whl` carried:
+#
+#     bash benchmarks/gpu_session.sh run tests scan model      # call 1
+#     bash benchmarks/gpu_session.sh run training service      # call 2
+#
+# Steps: tests (kernel, mixer and model tests compiled on the GPU), scan (bench_scan.py at the
+# spec's shapes), model (bench_model.py), training (bench_training.py), service (trains a small
+# run, then bench_service.py against it). Every JSON and log lands in $OUT (or benchmarks/out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=.whl
+# What the image lacks (its package list: the device tool's KINDS.md), at the versions CI uses.
+MISSING=(fastapi==0.165.0 annotated-doc==0.0.7 starlette==1.10.0 pydantic==2.14.3 pydantic_core==2.50.4
+         annotated-types==0.8.0 typing-inspection==0.4.5 uvicorn==0.54.0 orjson==3.13.0 tzdata==2026.6)
+
+fetch() {
+  grep -qx "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$WHEELS" "${MISSING[@]}"
+  ls "$WHEELS"
+}
+
+run_step() {
+  local out=$1 step=$2
+  case "$step" in
+    tests) python3 -m pytest -q -p no:cacheprovider tests/test_scan.py tests/test_mixers.py tests/test_model.py ;;
+    scan) python3 benchmarks/bench_scan.py --device cuda --json "$out/scan_gpu.json" ;;
+    model) python3 benchmarks/bench_model.py --device cuda --json "$out/model_gpu.json" ;;
+    training) python3 benchmarks/bench_training.py --json "$out/training_gpu.json" ;;
+    service)
+      local work=/tmp/rotorec-service
+      rm -rf "$work"
+      python3 -m rotorec --log-level WARNING synth --out "$work/synth" --preset small --seed 0 --users 1000
+      python3 -m rotorec --log-level WARNING prepare --input "$work/synth" --out "$work/prepared" --max-len 100 --windows all
+      python3 -m rotorec --log-level WARNING train --data "$work/prepared" --config configs/tiny.yaml --out "$work/run"
+      python3 benchmarks/bench_service.py --run "$work/run" --json "$out/service_gpu.json" ;;
+    *) echo "unknown step '$step' (tests, scan, model, training, service)" >&2; return 2 ;;
+  esac
+}
+
+run() {
+  [ $# -gt 0 ] || set -- tests scan model training service
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
+  export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+  local out=${OUT:-benchmarks/out}
+  mkdir -p "$out"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
+  local step status=0
+  for step in "$@"; do
+    echo "== $step"
+    run_step "$out" "$step" 2>&1 | tee "$out/$step.log" || status=1
+  done
+  return "$status"
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 fetch | run [tests|scan|model|training|service ...]" >&2; exit 2 ;;
+esac

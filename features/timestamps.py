@@ -21,6 +21,8 @@ NO_OFFSET = np.iinfo(np.int16).min
 """Sentinel in offset arrays: this event carries no explicit UTC offset."""
 
 _UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_INT64_MAX = np.iinfo(np.int64).max
+_INT64_MAX_TEXT = str(_INT64_MAX)
 _INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
 NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 """A plain decimal number (so 'NaN', 'inf' and words are not numbers)."""
@@ -93,7 +95,9 @@ class TimestampParser:
             if kind.tz is not None:
                 offsets[present] = 0
         elif pa.types.is_integer(kind):
-            self._numeric(column.cast(pa.int64()).fill_null(0).to_numpy(), present, seconds, valid)
+            # uint64 values above 2^63 − 1 cannot be an instant in any unit: present but invalid.
+            fits = present if kind != pa.uint64() else present & mask_of(pc.less_equal(column, pa.scalar(_INT64_MAX, pa.uint64())))
+            self._numeric(column.cast(pa.int64(), safe=False).fill_null(0).to_numpy(), fits, seconds, valid)
         elif pa.types.is_floating(kind):
             self._numeric(column.cast(pa.float64()).fill_null(0.0).to_numpy(), present, seconds, valid)
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -137,10 +141,14 @@ class TimestampParser:
     ) -> None:
         is_integer = mask_of(pc.match_substring_regex(text, _INTEGER_TEXT))
         is_number = mask_of(pc.match_substring_regex(text, NUMBER_TEXT))
+        # Integers beyond int64 are numbers (never ISO) that fit no unit: present, never valid.
+        usable = is_integer.copy()
+        if is_integer.any():
+            usable[is_integer] = ~_beyond_int64(text.filter(pa.array(is_integer)))
         numeric_allowed = self.requested_unit != "iso"
-        if numeric_allowed and is_integer.any():
-            ints = pc.cast(pc.utf8_trim_whitespace(text.filter(pa.array(is_integer))), pa.int64()).to_numpy()
-            self._numeric(ints, np.flatnonzero(is_integer), seconds, valid)
+        if numeric_allowed and usable.any():
+            ints = pc.cast(_without_plus(text.filter(pa.array(usable))), pa.int64()).to_numpy()
+            self._numeric(ints, np.flatnonzero(usable), seconds, valid)
         floats_only = is_number & ~is_integer
         if numeric_allowed and floats_only.any():
             floats = pc.cast(pc.utf8_trim_whitespace(text.filter(pa.array(floats_only))), pa.float64()).to_numpy()
@@ -176,6 +184,26 @@ class TimestampParser:
         seconds[rows] = np.where(ok, epoch, 0)
         valid[rows] = ok
         offsets[rows] = np.where(ok & has_zone, zone_minutes, NO_OFFSET)
+
+
+def _beyond_int64(integers: pa.Array) -> np.ndarray:
+    """Which integer strings lie outside ±(2^63 − 1), compared as digit strings: one such value
+    would make the cast of its whole batch fail. Only strings long enough to overflow are
+    looked at closely."""
+    beyond = np.zeros(len(integers), dtype=bool)
+    long = mask_of(pc.greater_equal(pc.utf8_length(integers), len(_INT64_MAX_TEXT)))
+    if long.any():
+        digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(integers.filter(pa.array(long))), r"^[+-]?0*", "")
+        length = pc.utf8_length(digits)
+        longer = pc.greater(length, len(_INT64_MAX_TEXT))
+        larger = pc.and_(pc.equal(length, len(_INT64_MAX_TEXT)), pc.greater(digits, _INT64_MAX_TEXT))
+        beyond[long] = mask_of(pc.or_(longer, larger))
+    return beyond
+
+
+def _without_plus(integers: pa.Array) -> pa.Array:
+    """Trimmed integer strings without a leading '+', which Arrow's cast to int64 refuses."""
+    return pc.replace_substring_regex(pc.utf8_trim_whitespace(integers), r"^\+", "")
 
 
 def mask_of(flags: pa.Array) -> np.ndarray:

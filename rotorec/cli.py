@@ -1,13 +1,15 @@
 """The `rotorec` command: a thin dispatcher over subcommands that live in their own packages.
 
 Each package exposes `register(subparsers)`; the subcommand's code stays with the stage it
-belongs to (features/, training/, service/). Errors a user can fix are printed as one line and
-exit with status 2; anything else is a bug and keeps its traceback.
+belongs to (features/, training/, service/). Errors a user can fix (our own error types, and
+operating-system errors on the paths and ports they named) are printed as one line and exit
+with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -49,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except (FeaturesError, ConfigError, RunError) as exc:
         print(f"rotorec: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A path or port the user named cannot be used (a file where a folder goes, no
+        # permission, a full disk, a port in use): the path and the system's words say what to
+        # fix. The traceback stays available with --log-level DEBUG.
+        logging.getLogger("rotorec").debug("operating system error", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"rotorec: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rotorec: interrupted", file=sys.stderr)

@@ -69,3 +69,32 @@ def test_item_table_takes_categories_from_each_items_latest_event(tmp_path: Path
     genre = {row["key"]: row["id"] for row in pq.read_table(tmp_path / "o" / "vocab" / "genre.parquet").to_pylist()}
     items = {row["key"]: row["cat_genre"] for row in pq.read_table(tmp_path / "o" / "items.parquet").to_pylist()}
     assert items["a"] == [genre["NEW"]] and items["b"] == [genre["OLD"]]
+
+
+def test_timestamps_beyond_int64_are_invalid_rows_not_a_crash(tmp_path: Path) -> None:
+    text = TimestampParser().parse(pa.array(["99999999999999999999999", "9223372036854775808", "+1700000000",
+                                             " 00000000000000000001700000001 ", "-1700000002"]))
+    assert text.valid.tolist() == [False, False, True, True, True] and text.present.all()
+    assert text.seconds[2:].tolist() == [1_700_000_000, 1_700_000_001, -1_700_000_002]
+    unsigned = TimestampParser().parse(pa.array([2**64 - 1, 1_700_000_000, None], pa.uint64()))
+    assert unsigned.valid.tolist() == [False, True, False] and unsigned.present.tolist() == [True, True, False]
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click\nu,a,99999999999999999999999,1\n"
+                                      "u,b,1700000000,0\nu,c,1700000100,1\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--no-progress")
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    kept = pq.read_table(tmp_path / "o" / "quarantine.parquet").to_pylist()
+    assert stats["quarantined"] == 1 and [(row["reason"], row["timestamp"]) for row in kept] == [
+        ("bad_timestamp", "99999999999999999999999")]
+
+
+def test_an_empty_simulation_and_a_file_as_out_folder_are_one_line_errors(tmp_path: Path) -> None:
+    empty = run_rotorec("synth", "--out", str(tmp_path / "s"), "--users", "1", "--days", "1", "--no-progress",
+                        check=False)
+    assert empty.returncode == 2 and "no events" in empty.stderr and "Traceback" not in empty.stderr
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "taken").write_text("not a folder")
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu,a,1700000000\nu,b,1700000100\n")
+    for command in (["synth", "--preset", "tiny", "--users", "3"], ["prepare", "--input", str(tmp_path / "log.csv")]):
+        taken = run_rotorec(*command, "--out", str(tmp_path / "taken"), "--no-progress", check=False)
+        assert taken.returncode == 2 and str(tmp_path / "taken") in taken.stderr, taken.stderr
+        assert "Traceback" not in taken.stderr and len(taken.stderr.strip().splitlines()) == 1

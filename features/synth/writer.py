@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from features.errors import FeaturesError
 from features.files import file_digest
 from features.schema import LabelSpec, LogSchema
 from features.splits import TemporalCutoffs
@@ -61,9 +62,12 @@ def simulate(config: SynthConfig, progress: bool = True) -> tuple[World, dict[st
 
 
 def write_feed(config: SynthConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    world, columns, hidden = simulate(config, progress)
+    if not len(columns["user_id"]):
+        raise FeaturesError(f"the simulation produced no events ({config.users} user(s) over {config.days} day(s)): "
+                            "ask for more users or days")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    world, columns, hidden = simulate(config, progress)
     pq.write_table(_arrow_table(columns, config), out / "events.parquet", row_group_size=1 << 18)
     feed_schema(config).to_yaml(out / "schema.yaml")
     np.savez_compressed(

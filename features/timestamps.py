@@ -92,8 +92,8 @@ class TimestampParser:
             raw = column.cast(pa.int64()).fill_null(0).to_numpy()
             seconds = np.floor_divide(raw, _UNIT_DIVISOR[kind.unit])
             valid = present.copy()
-            if kind.tz is not None:
-                offsets[present] = 0
+            if kind.tz is not None:  # the column's zone is each event's local time, DST included
+                offsets[present] = zone_offsets_minutes(seconds[present], kind.tz)
         elif pa.types.is_integer(kind):
             # uint64 values above 2^63 − 1 cannot be an instant in any unit: present but invalid.
             fits = present if kind != pa.uint64() else present & mask_of(pc.less_equal(column, pa.scalar(_INT64_MAX, pa.uint64())))
@@ -204,6 +204,16 @@ def _beyond_int64(integers: pa.Array) -> np.ndarray:
 def _without_plus(integers: pa.Array) -> pa.Array:
     """Trimmed integer strings without a leading '+', which Arrow's cast to int64 refuses."""
     return pc.replace_substring_regex(pc.utf8_trim_whitespace(integers), r"^\+", "")
+
+
+def zone_offsets_minutes(seconds: np.ndarray, zone: str) -> np.ndarray:
+    """UTC offset (minutes east) of an IANA zone at each instant, daylight saving included."""
+    if len(seconds) == 0:
+        return np.zeros(0, dtype=np.int16)
+    utc = pd.to_datetime(seconds, unit="s", utc=True)
+    local_wall = utc.tz_convert(zone).tz_localize(None)
+    delta = local_wall.to_numpy().astype("datetime64[s]").astype(np.int64) - seconds
+    return (delta // 60).astype(np.int16)
 
 
 def mask_of(flags: pa.Array) -> np.ndarray:

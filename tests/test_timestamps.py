@@ -105,3 +105,12 @@ def test_arrow_timestamp_columns_keep_their_unit() -> None:
 
 def test_detect_unit_thresholds() -> None:
     assert [detect_unit(np.array([v])) for v in (1.7e9, 1.7e12, 1.7e15, 1.7e18)] == ["s", "ms", "us", "ns"]
+
+
+def test_zone_aware_arrow_timestamps_carry_their_zones_offset_per_instant() -> None:
+    winter, summer = (dt.datetime(2024, month, 15, 12, tzinfo=dt.timezone.utc) for month in (1, 7))
+    for zone, offsets in (("Europe/Berlin", [60, 120]), ("America/New_York", [-300, -240]), ("+05:30", [330, 330]),
+                          ("UTC", [0, 0])):
+        parsed = TimestampParser().parse(pa.array([winter, summer, None], pa.timestamp("s", tz=zone)))
+        assert parsed.seconds[:2].tolist() == [int(winter.timestamp()), int(summer.timestamp())]
+        assert parsed.offset_minutes.tolist() == [*offsets, NO_OFFSET], zone

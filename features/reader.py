@@ -3,13 +3,16 @@
 Logs are read batch by batch so a log larger than memory streams through: only the compact
 per-event columns that featurization keeps ever accumulate. CSV cells are read as text, and each
 column is parsed by the validator, so a bad cell becomes a quarantined row instead of a reader
-crash halfway through a file. Failures to read the file at all become LogReadError with the
+crash halfway through a file; a line with the wrong number of fields is set aside whole and
+quarantined the same way. Failures to read the file at all become LogReadError with the
 file's name and the problem in one line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +28,25 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 
 
 @dataclass(frozen=True)
+class MalformedLine:
+    """A text-log line that does not split into the header's fields, kept whole for the quarantine."""
+
+    text: str
+    fields: int
+    expected: int
+
+
+@dataclass(frozen=True)
 class SourceBatch:
-    """A record batch plus where its rows came from, so quarantined rows can be traced back."""
+    """A record batch plus where its rows came from, so quarantined rows can be traced back.
+
+    `malformed` carries the text lines set aside since the previous batch; for a text log that
+    has any, `first_row` counts well-formed rows only (the reader does not know line numbers)."""
 
     batch: pa.RecordBatch
     source: str
     first_row: int
+    malformed: tuple[MalformedLine, ...] = ()
 
 
 @dataclass
@@ -101,15 +117,40 @@ def _iter_parquet(path: Path, columns: list[str], batch_rows: int) -> Iterator[S
         raise LogReadError(path, f"corrupt Parquet data after row {first} ({_first_line(exc)})") from exc
 
 
-def _text_options(path: Path) -> tuple[pacsv.ParseOptions, pacsv.ReadOptions]:
+def _text_options(path: Path, on_malformed: Callable[[pacsv.InvalidRow], str]
+                  ) -> tuple[pacsv.ParseOptions, pacsv.ReadOptions]:
     delimiter = "\t" if ".tsv" in path.name.lower() else ","
-    return pacsv.ParseOptions(delimiter=delimiter), pacsv.ReadOptions(block_size=16 << 20)
+    return (pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_malformed),
+            pacsv.ReadOptions(block_size=16 << 20))
+
+
+def _skip(_: pacsv.InvalidRow) -> str:
+    return "skip"
+
+
+@contextmanager
+def _silent_decode_failures(handler: Callable[[pacsv.InvalidRow], str]) -> Iterator[None]:
+    """Arrow decodes a malformed line to text before it calls `handler`; on bytes that are not
+    UTF-8 it reports the UnicodeDecodeError through sys.unraisablehook (a stray traceback on
+    stderr) and then fails the parse, which becomes our one-line LogReadError. Only that report
+    is silenced, only for this handler, only while the file is read."""
+    previous = sys.unraisablehook
+
+    def hook(report: sys.UnraisableHookArgs) -> None:
+        if not (report.object is handler and isinstance(report.exc_value, UnicodeDecodeError)):
+            previous(report)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def read_text_header(path: Path) -> list[str]:
-    parse, read = _text_options(path)
+    parse, read = _text_options(path, _skip)
     try:
-        with pacsv.open_csv(path, parse_options=parse, read_options=read) as probe:
+        with _silent_decode_failures(_skip), pacsv.open_csv(path, parse_options=parse, read_options=read) as probe:
             names = probe.schema.names
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise LogReadError(path, f"not a readable CSV/TSV log ({_first_line(exc)})") from exc
@@ -121,7 +162,13 @@ def read_text_header(path: Path) -> list[str]:
 def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[SourceBatch]:
     names = read_text_header(path)
     _check_columns(path, names, columns)
-    parse, read = _text_options(path)
+    malformed: list[MalformedLine] = []
+
+    def set_aside(row: pacsv.InvalidRow) -> str:  # may run on Arrow's parser threads; append is atomic
+        malformed.append(MalformedLine(row.text, row.actual_columns, row.expected_columns))
+        return "skip"
+
+    parse, read = _text_options(path, set_aside)
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in names},
         include_columns=columns,
@@ -131,14 +178,25 @@ def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[Sour
     )
     first = 0
     try:
-        with pacsv.open_csv(path, parse_options=parse, read_options=read, convert_options=convert) as reader:
+        with (_silent_decode_failures(set_aside),
+              pacsv.open_csv(path, parse_options=parse, read_options=read, convert_options=convert) as reader):
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_rows):
                     piece = batch.slice(start, batch_rows)
-                    yield SourceBatch(piece, path.name, first)
+                    yield SourceBatch(piece, path.name, first, _take_all(malformed))
                     first += piece.num_rows
+            if malformed:  # lines after the last well-formed row, or a file without one
+                yield SourceBatch(pa.RecordBatch.from_pylist([], schema=reader.schema), path.name, first,
+                                  _take_all(malformed))
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise LogReadError(path, f"unreadable CSV/TSV data after row {first} ({_first_line(exc)})") from exc
+
+
+def _take_all(lines: list[MalformedLine]) -> tuple[MalformedLine, ...]:
+    """Empty the list into a tuple; lines the parser appends meanwhile stay for the next batch."""
+    taken = tuple(lines)
+    del lines[: len(taken)]
+    return taken
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:

@@ -21,11 +21,12 @@ from features.encoding import RunningIndex, canonical_keys
 from features.errors import FeaturesError
 from features.events import MISSING_LABEL, NO_VALUE, EventColumns
 from features.localtime import MAX_OFFSET_MINUTES
-from features.reader import SourceBatch
+from features.reader import MalformedLine, SourceBatch
 from features.schema import LogSchema
 from features.timestamps import NO_OFFSET, NUMBER_TEXT, TimestampParser, mask_of
 
 REASONS = (
+    "malformed_row",  # a text line that does not split into the header's fields
     "missing_user_id",
     "missing_item_id",
     "bad_timestamp",
@@ -125,15 +126,31 @@ class RowDeduplicator:
 
 
 class QuarantineWriter:
-    """Appends rejected rows, as text exactly as read, with the reason and where they came from."""
+    """Appends rejected rows, as text exactly as read, with the reason and where they came from.
+
+    A malformed text line has no fields to show: its columns are null, `line` holds the line
+    whole, `field` says how many fields it had, and `source_row` is null (unknown)."""
 
     def __init__(self, path: str | Path, source_columns: list[str]) -> None:
         self.path = Path(path)
         self.source_columns = source_columns
         fields = [("reason", pa.string()), ("field", pa.string()), ("source", pa.string()), ("source_row", pa.int64())]
         fields += [(c, pa.string()) for c in source_columns]
+        fields += [("line", pa.string())]
         self.schema = pa.schema(fields)
         self._writer = pq.ParquetWriter(self.path, self.schema)
+
+    def write_malformed(self, lines: tuple[MalformedLine, ...], source: str) -> None:
+        rows = len(lines)
+        data = {
+            "reason": pa.array(["malformed_row"] * rows, pa.string()),
+            "field": pa.array([f"{line.fields} of {line.expected} fields" for line in lines], pa.string()),
+            "source": pa.array([source] * rows, pa.string()),
+            "source_row": pa.nulls(rows, pa.int64()),
+            **{name: pa.nulls(rows, pa.string()) for name in self.source_columns},
+            "line": pa.array([line.text for line in lines], pa.string()),
+        }
+        self._writer.write_table(pa.table(data, schema=self.schema))
 
     def write(self, batch: pa.RecordBatch, rows: np.ndarray, reasons: np.ndarray, fields: np.ndarray, source: str, first_row: int) -> None:
         if len(rows) == 0:
@@ -147,6 +164,7 @@ class QuarantineWriter:
         }
         for name in self.source_columns:
             data[name] = _as_text(batch.column(name).take(picked))
+        data["line"] = pa.nulls(len(rows), pa.string())
         self._writer.write_table(pa.table(data, schema=self.schema))
 
     def close(self) -> None:
@@ -181,6 +199,10 @@ class BatchValidator:
         self.events_kept = 0
 
     def validate(self, source: SourceBatch) -> EventColumns:
+        if source.malformed:
+            self.quarantine.write_malformed(source.malformed, source.source)
+            self.reasons["malformed_row"] += len(source.malformed)
+            self.rows_read += len(source.malformed)
         batch, n = source.batch, source.batch.num_rows
         failed = np.zeros(n, dtype=bool)
         reason = np.zeros(n, dtype=np.int8)  # index into REASONS, meaningful where failed

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,8 +94,9 @@ def test_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
     assert "'user_id'" in result.stderr and "log.csv" in result.stderr
 
 
-ROW_KINDS = ("good", "missing_user_id", "missing_item_id", "bad_timestamp", "implausible_timestamp",
+ROW_KINDS = ("good", "malformed_row", "missing_user_id", "missing_item_id", "bad_timestamp", "implausible_timestamp",
              "bad_tz_offset", "bad_label", "duplicate")
+COLUMNS = ("user_id", "item_id", "timestamp", "tz", "like")
 
 
 def _row(kind: str, k: int) -> dict:
@@ -114,7 +113,16 @@ def _row(kind: str, k: int) -> dict:
         row["tz"] = "9000"
     elif kind == "bad_label":
         row["like"] = "7.5"  # outside the declared domain [0.5, 5]
+    elif kind == "malformed_row":
+        row = {"user_id": f"u{k % 7}", "item_id": f"i{k}"}  # two of the header's five fields
     return row
+
+
+def _csv_text(rows: list[dict]) -> str:
+    """The log as CSV text; a malformed row is written with only the fields it has."""
+    lines = [",".join(COLUMNS)]
+    lines += [",".join("" if row[c] is None else row[c] for c in COLUMNS if c in row) for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _log_rows(kinds: list[str]) -> tuple[list[dict], Counter]:
@@ -136,8 +144,7 @@ def _log_rows(kinds: list[str]) -> tuple[list[dict], Counter]:
 def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[str], batch_rows: int) -> None:
     rows, expected = _log_rows(kinds)
     folder = tmp_path_factory.mktemp("prop")
-    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in ("user_id", "item_id", "timestamp", "tz", "like")})
-    pacsv.write_csv(table, folder / "log.csv")
+    (folder / "log.csv").write_text(_csv_text(rows))
     schema = LogSchema(tz_offset_minutes="tz", labels={"like": {"column": "like", "threshold": 4.0, "domain": (0.5, 5.0)}})
     source = events_source(folder / "log.csv", schema, batch_rows=batch_rows)
     good = expected.pop("good", 0)
@@ -151,3 +158,16 @@ def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[s
     assert stats["events"] + stats["quarantined"] == stats["input_rows"] == len(rows)
     assert stats["quarantine_reasons"] == dict(expected)
     assert pq.read_table(folder / "out" / "quarantine.parquet").num_rows == stats["quarantined"]
+
+
+def test_lines_with_the_wrong_field_count_are_quarantined_whole(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp\nu1,a,1700000000\nu1,b\nu1,c,1700000200\nu2,d,1700000300,extra\n"
+                   "u2,e,1700000400\nnot a row\n")
+    run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), "--no-progress")
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert (stats["input_rows"], stats["events"], stats["quarantine_reasons"]) == (6, 3, {"malformed_row": 3})
+    kept = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    assert [(row["line"], row["field"]) for row in kept] == [
+        ("u1,b", "2 of 3 fields"), ("u2,d,1700000300,extra", "4 of 3 fields"), ("not a row", "1 of 3 fields")]
+    assert all(row["source_row"] is None and row["user_id"] is None for row in kept)

@@ -34,6 +34,11 @@ def canonical_keys(values: pa.Array) -> pa.Array:
     return values
 
 
+def _decimal_text(keys: np.ndarray) -> np.ndarray:
+    """Integer keys as their decimal text (object array); text keys unchanged."""
+    return keys.astype(str).astype(object) if keys.dtype.kind in "iu" else keys
+
+
 class RunningIndex:
     """Dense codes for keys in order of first appearance, plus how often each code occurred."""
 
@@ -74,13 +79,17 @@ class RunningIndex:
         """Codes for distinct `keys`; unseen ones take the next free codes in the given order.
 
         Integer ids stay in an int64 index (hashing them as Python objects is ~10x slower);
-        anything else, or a log mixing both, falls back to an object index."""
+        anything else is an object index. Once a log mixes integer and text ids (a Parquet file
+        with int ids beside a CSV file with text ids) integers become their decimal text, so 7
+        and "7" stay one key, as the vocabulary's lookups treat them."""
+        if keys.dtype.kind in "iu":
+            keys = keys.astype(np.int64)
         if self._index is None:
             self._index = pd.Index(keys[:0])
-        if self._index.dtype != keys.dtype and self._index.dtype != object:
-            self._index = self._index.astype(object)
-        if self._index.dtype == object and keys.dtype != object:
-            keys = keys.astype(object)
+        if self._index.dtype != keys.dtype:
+            if self._index.dtype.kind in "iu":  # once, when the first text ids arrive
+                self._index = pd.Index(_decimal_text(self._index.to_numpy()), dtype=object)
+            keys = _decimal_text(keys)
         codes = np.asarray(self._index.get_indexer(keys), dtype=np.int64)
         new = np.flatnonzero(codes < 0)
         if len(new):

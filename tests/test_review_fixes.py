@@ -98,3 +98,16 @@ def test_an_empty_simulation_and_a_file_as_out_folder_are_one_line_errors(tmp_pa
         taken = run_rotorec(*command, "--out", str(tmp_path / "taken"), "--no-progress", check=False)
         assert taken.returncode == 2 and str(tmp_path / "taken") in taken.stderr, taken.stderr
         assert "Traceback" not in taken.stderr and len(taken.stderr.strip().splitlines()) == 1
+
+
+def test_int_ids_in_parquet_and_text_ids_in_csv_share_one_vocabulary(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.mkdir()
+    pq.write_table(pa.table({"user_id": [7, 7, 8], "item_id": [1, 2, 3],
+                             "timestamp": [1_700_000_000, 1_700_000_100, 1_700_000_200]}), log / "a.parquet")
+    (log / "b.csv").write_text("user_id,item_id,timestamp\n7,2,1700000300\n8,x,1700000400\n")
+    run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "o"), "--no-progress")
+    items = pq.read_table(tmp_path / "o" / "vocab" / "item.parquet").to_pylist()
+    counts = {row["key"]: row["count"] for row in items}
+    assert len(items) == len(counts) and counts["2"] == 2 and set(counts) == {"1", "2", "3", "x"}
+    assert json.loads((tmp_path / "o" / "stats.json").read_text())["users"] == 2

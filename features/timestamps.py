@@ -101,7 +101,11 @@ class TimestampParser:
         elif pa.types.is_floating(kind):
             self._numeric(column.cast(pa.float64()).fill_null(0.0).to_numpy(), present, seconds, valid)
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            self._text(column.cast(pa.string()), present, seconds, valid, offsets)
+            text = column.cast(pa.string())
+            # A blank cell is a missing timestamp in every format, as an empty CSV cell (read as
+            # null) always was; a blank Parquet string used to count as unreadable instead.
+            present &= ~mask_of(pc.match_substring_regex(text, r"^\s*$"))
+            self._text(text, present, seconds, valid, offsets)
         else:
             # Anything else (lists, structs, binary) cannot be a time: every present value is bad.
             pass

@@ -84,8 +84,8 @@ def test_fractional_float_seconds_floor_and_nan_inf_are_invalid() -> None:
 
 
 def test_garbage_text_is_present_but_invalid() -> None:
-    parsed = TimestampParser().parse(pa.array(["abc", "NaN", "", "2024-13-45T99:00:00Z", None]))
-    assert parsed.present.tolist() == [True, True, True, True, False]
+    parsed = TimestampParser().parse(pa.array(["abc", "NaN", "2024-13-45T99:00:00Z", None]))
+    assert parsed.present.tolist() == [True, True, True, False]
     assert not parsed.valid.any()
 
 
@@ -114,3 +114,9 @@ def test_zone_aware_arrow_timestamps_carry_their_zones_offset_per_instant() -> N
         parsed = TimestampParser().parse(pa.array([winter, summer, None], pa.timestamp("s", tz=zone)))
         assert parsed.seconds[:2].tolist() == [int(winter.timestamp()), int(summer.timestamp())]
         assert parsed.offset_minutes.tolist() == [*offsets, NO_OFFSET], zone
+
+
+def test_blank_text_is_a_missing_timestamp_like_an_empty_csv_cell() -> None:
+    parsed = TimestampParser().parse(pa.array(["", "   ", "1700000000", None, "abc"]))
+    assert parsed.present.tolist() == [False, False, True, False, True]
+    assert parsed.valid.tolist() == [False, False, True, False, False]

@@ -8,8 +8,11 @@
 #
 # then runs steps there, each call well inside 10 minutes, with `.whl` carried:
 #
-#     bash benchmarks/gpu_session.sh run tests scan model      # call 1
-#     bash benchmarks/gpu_session.sh run training service      # call 2
+#     ROTOREC_COMMIT=<git rev-parse --short HEAD here> bash benchmarks/gpu_session.sh run tests scan model
+#     ROTOREC_COMMIT=<same> bash benchmarks/gpu_session.sh run training service
+#
+# (the copy on the device may have no .git, so the benchmarks' JSON takes the commit from
+# ROTOREC_COMMIT).
 #
 # Steps: tests (kernel, mixer and model tests compiled on the GPU), scan (bench_scan.py at the
 # spec's shapes), model (bench_model.py), training (bench_training.py), service (trains a small
@@ -38,19 +41,21 @@ run_step() {
     scan) python3 benchmarks/bench_scan.py --device cuda --json "$out/scan_gpu.json" ;;
     model) python3 benchmarks/bench_model.py --device cuda --json "$out/model_gpu.json" ;;
     training) python3 benchmarks/bench_training.py --json "$out/training_gpu.json" ;;
-    service)
+    service)  # chained with &&: `set -e` is off inside a function called left of `||`
       local work=/tmp/rotorec-service
-      rm -rf "$work"
-      python3 -m rotorec --log-level WARNING synth --out "$work/synth" --preset small --seed 0 --users 1000
-      python3 -m rotorec --log-level WARNING prepare --input "$work/synth" --out "$work/prepared" --max-len 100 --windows all
-      python3 -m rotorec --log-level WARNING train --data "$work/prepared" --config configs/tiny.yaml --out "$work/run"
-      python3 benchmarks/bench_service.py --run "$work/run" --json "$out/service_gpu.json" ;;
+      rm -rf "$work" &&
+        python3 -m rotorec --log-level WARNING synth --out "$work/synth" --preset small --seed 0 --users 1000 &&
+        python3 -m rotorec --log-level WARNING prepare --input "$work/synth" --out "$work/prepared" --max-len 100 \
+          --windows all &&
+        python3 -m rotorec --log-level WARNING train --data "$work/prepared" --config configs/tiny.yaml --out "$work/run" &&
+        python3 benchmarks/bench_service.py --run "$work/run" --json "$out/service_gpu.json" ;;
     *) echo "unknown step '$step' (tests, scan, model, training, service)" >&2; return 2 ;;
   esac
 }
 
 run() {
-  [ $# -gt 0 ] || set -- tests scan model training service
+  # No default: one call brings back at most 8 files, and each step writes a log (+ a JSON).
+  [ $# -gt 0 ] || { echo "name the steps, e.g. 'run tests scan model', then 'run training service'" >&2; return 2; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
   export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
   local out=${OUT:-benchmarks/out}
@@ -67,5 +72,5 @@ run() {
 case "${1:-}" in
   fetch) fetch ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 fetch | run [tests|scan|model|training|service ...]" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch | run STEP... (tests, scan, model, training, service)" >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -15,8 +16,20 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
 
 
+def current_commit() -> str:
+    """ROTOREC_COMMIT if set (a copy of the tree without .git, as on the GPU machine), else git's
+    HEAD, else empty."""
+    if os.environ.get("ROTOREC_COMMIT"):
+        return os.environ["ROTOREC_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except OSError:  # no git at all
+        return ""
+
+
 def write_report(name: str, device: torch.device, rows: list[dict], path: Path, **extra: object) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     report = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "device": device_name(device),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": commit, **extra, "results": rows}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from provenance import device_name  # benchmarks/provenance.py, beside this script
+from provenance import current_commit, device_name  # benchmarks/provenance.py, beside this script
 from features.dataset import SequenceDataset
 from training.compare import UnitStatistics, pooled_delta, pooled_interval, unit_statistics
 from training.run import load_run
@@ -253,13 +253,6 @@ def markdown(suite: Suite, summary: dict, seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def write_results(path: Path, scale: str, body: str) -> None:
     """Replace this scale's block in RESULTS.md (appending it the first time)."""
     begin, end = BEGIN.format(scale=scale), END.format(scale=scale)
@@ -326,12 +319,12 @@ def main() -> None:
     header = (f"`python benchmarks/quality.py --scale {args.scale} --suites {' '.join(plans)} --seeds "
               f"{' '.join(map(str, args.seeds))} --jobs {args.jobs} --threads {args.threads}` — device: "
               f"{device_name(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))}, torch {torch.__version__}; "
-              f"date {time.strftime('%Y-%m-%d')}; commit {_commit()}; wall {(time.time() - started) / 60:.0f} min.\n\n")
+              f"date {time.strftime('%Y-%m-%d')}; commit {current_commit() or 'unknown'}; wall {(time.time() - started) / 60:.0f} min.\n\n")
     body = header + "\n".join(tables) + ("\nFailed runs: " + "; ".join(failures) + "\n" if failures else "")
     print(body)
     out = args.json or work / "quality.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"scale": args.scale, "seeds": args.seeds, "commit": _commit(),
+    out.write_text(json.dumps({"scale": args.scale, "seeds": args.seeds, "commit": current_commit() or "unknown",
                                "date": time.strftime("%Y-%m-%d"), "suites": summaries, "failures": failures}, indent=2))
     print(f"wrote {out}")
     if args.results:

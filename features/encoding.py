@@ -83,7 +83,8 @@ class RunningIndex:
         with int ids beside a CSV file with text ids) integers become their decimal text, so 7
         and "7" stay one key, as the vocabulary's lookups treat them."""
         if keys.dtype.kind in "iu":
-            keys = keys.astype(np.int64)
+            fits = keys.dtype.kind == "i" or not len(keys) or keys.max() <= np.iinfo(np.int64).max
+            keys = keys.astype(np.int64) if fits else _decimal_text(keys)  # uint64 above 2^63 − 1: text
         if self._index is None:
             self._index = pd.Index(keys[:0])
         if self._index.dtype != keys.dtype:

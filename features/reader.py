@@ -23,6 +23,10 @@ import pyarrow.parquet as pq
 from features.errors import LogReadError
 
 DEFAULT_BATCH_ROWS = 1 << 20
+MAX_PENDING_MALFORMED = 100_000
+"""Malformed text lines held while no well-formed row follows them: a wrong delimiter or header
+makes every line malformed, and holding a whole large file of them would exhaust memory, so
+past this the file is refused with one line instead."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 
@@ -40,8 +44,10 @@ class MalformedLine:
 class SourceBatch:
     """A record batch plus where its rows came from, so quarantined rows can be traced back.
 
-    `malformed` carries the text lines set aside since the previous batch; for a text log that
-    has any, `first_row` counts well-formed rows only (the reader does not know line numbers)."""
+    `malformed` carries text lines set aside by the parser since the previous batch (it reads
+    ahead, so they may come from a later stretch of the file; every one is delivered once). For a
+    text log that has any, `first_row` counts well-formed rows only: the parser does not report
+    line numbers."""
 
     batch: pa.RecordBatch
     source: str
@@ -129,31 +135,35 @@ def _skip(_: pacsv.InvalidRow) -> str:
 
 
 @contextmanager
-def _silent_decode_failures(handler: Callable[[pacsv.InvalidRow], str]) -> Iterator[None]:
+def _decode_failures_noted(handler: Callable[[pacsv.InvalidRow], str], problems: list[str]) -> Iterator[None]:
     """Arrow decodes a malformed line to text before it calls `handler`; on bytes that are not
     UTF-8 it reports the UnicodeDecodeError through sys.unraisablehook (a stray traceback on
-    stderr) and then fails the parse, which becomes our one-line LogReadError. Only that report
-    is silenced, only for this handler, only while the file is read."""
+    stderr) and then fails the parse. That report becomes a note in `problems`, for the one-line
+    LogReadError; every other report goes to the previous hook."""
     previous = sys.unraisablehook
 
     def hook(report: sys.UnraisableHookArgs) -> None:
-        if not (report.object is handler and isinstance(report.exc_value, UnicodeDecodeError)):
+        if report.object is handler and isinstance(report.exc_value, UnicodeDecodeError):
+            problems.append("a line with the wrong number of fields is not UTF-8 text either")
+        else:
             previous(report)
 
     sys.unraisablehook = hook
     try:
         yield
     finally:
-        sys.unraisablehook = previous
+        if sys.unraisablehook is hook:  # left alone if someone installed another hook meanwhile
+            sys.unraisablehook = previous
 
 
 def read_text_header(path: Path) -> list[str]:
     parse, read = _text_options(path, _skip)
+    problems: list[str] = []
     try:
-        with _silent_decode_failures(_skip), pacsv.open_csv(path, parse_options=parse, read_options=read) as probe:
+        with _decode_failures_noted(_skip, problems), pacsv.open_csv(path, parse_options=parse, read_options=read) as probe:
             names = probe.schema.names
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise LogReadError(path, f"not a readable CSV/TSV log ({_first_line(exc)})") from exc
+        raise LogReadError(path, f"not a readable CSV/TSV log ({problems[0] if problems else _first_line(exc)})") from exc
     if not names or any("\x00" in n for n in names):
         raise LogReadError(path, "not a readable CSV/TSV log (no text header)")
     return names
@@ -163,8 +173,13 @@ def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[Sour
     names = read_text_header(path)
     _check_columns(path, names, columns)
     malformed: list[MalformedLine] = []
+    problems: list[str] = []
 
     def set_aside(row: pacsv.InvalidRow) -> str:  # may run on Arrow's parser threads; append is atomic
+        if len(malformed) >= MAX_PENDING_MALFORMED:
+            problems.append(f"{MAX_PENDING_MALFORMED:,} lines in a row do not have the header's "
+                            f"{row.expected_columns} fields (wrong delimiter or header?)")
+            return "error"
         malformed.append(MalformedLine(row.text, row.actual_columns, row.expected_columns))
         return "skip"
 
@@ -178,7 +193,7 @@ def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[Sour
     )
     first = 0
     try:
-        with (_silent_decode_failures(set_aside),
+        with (_decode_failures_noted(set_aside, problems),
               pacsv.open_csv(path, parse_options=parse, read_options=read, convert_options=convert) as reader):
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_rows):
@@ -189,7 +204,8 @@ def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[Sour
                 yield SourceBatch(pa.RecordBatch.from_pylist([], schema=reader.schema), path.name, first,
                                   _take_all(malformed))
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise LogReadError(path, f"unreadable CSV/TSV data after row {first} ({_first_line(exc)})") from exc
+        problem = problems[0] if problems else _first_line(exc)
+        raise LogReadError(path, f"unreadable CSV/TSV data after row {first} ({problem})") from exc
 
 
 def _take_all(lines: list[MalformedLine]) -> tuple[MalformedLine, ...]:

@@ -9,6 +9,7 @@ and then held fixed so that one stray value cannot flip the unit of a whole batc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
 
 NO_OFFSET = np.iinfo(np.int16).min
 """Sentinel in offset arrays: this event carries no explicit UTC offset."""
@@ -93,7 +96,7 @@ class TimestampParser:
             seconds = np.floor_divide(raw, _UNIT_DIVISOR[kind.unit])
             valid = present.copy()
             if kind.tz is not None:  # the column's zone is each event's local time, DST included
-                offsets[present] = zone_offsets_minutes(seconds[present], kind.tz)
+                offsets = _zone_offsets(column, present)
         elif pa.types.is_integer(kind):
             # uint64 values above 2^63 − 1 cannot be an instant in any unit: present but invalid.
             fits = present if kind != pa.uint64() else present & mask_of(pc.less_equal(column, pa.scalar(_INT64_MAX, pa.uint64())))
@@ -210,14 +213,21 @@ def _without_plus(integers: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(pc.utf8_trim_whitespace(integers), r"^\+", "")
 
 
-def zone_offsets_minutes(seconds: np.ndarray, zone: str) -> np.ndarray:
-    """UTC offset (minutes east) of an IANA zone at each instant, daylight saving included."""
-    if len(seconds) == 0:
-        return np.zeros(0, dtype=np.int16)
-    utc = pd.to_datetime(seconds, unit="s", utc=True)
-    local_wall = utc.tz_convert(zone).tz_localize(None)
-    delta = local_wall.to_numpy().astype("datetime64[s]").astype(np.int64) - seconds
-    return (delta // 60).astype(np.int16)
+def _zone_offsets(column: pa.TimestampArray, present: np.ndarray) -> np.ndarray:
+    """Minutes east of UTC of each instant in the column's own zone (Arrow's time-zone database,
+    daylight saving included). A zone the database does not know leaves NO_OFFSET, so those
+    events fall back to the schema's default zone; their instants are unaffected."""
+    offsets = np.full(len(column), NO_OFFSET, dtype=np.int16)
+    try:
+        local = pc.local_timestamp(column)
+    except pa.ArrowInvalid:
+        log.warning("unknown time zone in a timestamp column; using the default zone",
+                    extra={"zone": column.type.tz})
+        return offsets
+    ticks = pc.subtract(local.cast(pa.int64()), column.cast(pa.int64())).fill_null(0).to_numpy()
+    minutes = ticks // (60 * _UNIT_DIVISOR[column.type.unit])
+    offsets[present] = minutes[present]
+    return offsets
 
 
 def mask_of(flags: pa.Array) -> np.ndarray:

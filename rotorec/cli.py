@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # permission, a full disk, a port in use): the path and the system's words say what to
         # fix. The traceback stays available with --log-level DEBUG.
         logging.getLogger("rotorec").debug("operating system error", exc_info=True)
-        where = f"{exc.filename}: " if exc.filename is not None else ""
+        paths = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+        where = f"{' -> '.join(paths)}: " if paths else ""
         print(f"rotorec: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

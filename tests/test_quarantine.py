@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from conftest import run_rotorec
 from features.adapters.events import events_source
-from features.errors import FeaturesError
+from features.errors import FeaturesError, LogReadError
 from features.prepare import PrepareOptions, prepare
+from features.reader import LogFiles
 from features.schema import LogSchema
 
 HEADER = "user_id,item_id,timestamp,click,genre\n"
@@ -171,3 +172,30 @@ def test_lines_with_the_wrong_field_count_are_quarantined_whole(tmp_path: Path) 
     assert [(row["line"], row["field"]) for row in kept] == [
         ("u1,b", "2 of 3 fields"), ("u2,d,1700000300,extra", "4 of 3 fields"), ("not a row", "1 of 3 fields")]
     assert all(row["source_row"] is None and row["user_id"] is None for row in kept)
+
+
+def test_movielens_ratings_lines_with_the_wrong_field_count_are_quarantined(tmp_path: Path) -> None:
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.0,964982703\n1,20\n"
+                                                 "1,30,3.5,964982800\nbad,line,x,1,2\n2,10,5.0,964983000\n")
+    run_rotorec("prepare", "--format", "movielens", "--input", str(tmp_path / "ml"), "--out", str(tmp_path / "out"),
+                "--no-progress")
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert (stats["input_rows"], stats["events"], stats["quarantine_reasons"]) == (5, 3, {"malformed_row": 2})
+
+
+def test_a_file_of_malformed_lines_is_refused_in_one_line_before_memory_runs_out(tmp_path: Path, monkeypatch) -> None:
+    import features.reader
+
+    monkeypatch.setattr(features.reader, "MAX_PENDING_MALFORMED", 50)
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp\n" + "".join(f"u{k},i{k},{1_700_000_000 + k},\n" for k in range(200)))
+    with pytest.raises(LogReadError, match="50 lines in a row do not have the header's 3 fields"):
+        list(LogFiles([log]).iter_batches(["user_id", "item_id", "timestamp"]))
+
+
+def test_a_malformed_line_that_is_not_utf8_is_named_as_such(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"user_id,item_id,timestamp\nu1,a,1700000000\n\xff\xfe,3,4,5\nu1,b,1700000100\n")
+    with pytest.raises(LogReadError, match="not UTF-8"):  # and no stray 'Exception ignored' report (pytest fails on one)
+        list(LogFiles([log]).iter_batches(["user_id", "item_id", "timestamp"]))

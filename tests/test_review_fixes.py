@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import run_rotorec
-from features.encoding import canonical_keys
+from features.encoding import RunningIndex, canonical_keys
 from features.schema import LogSchema
 from features.timestamps import TimestampParser
 
@@ -111,3 +111,10 @@ def test_int_ids_in_parquet_and_text_ids_in_csv_share_one_vocabulary(tmp_path: P
     counts = {row["key"]: row["count"] for row in items}
     assert len(items) == len(counts) and counts["2"] == 2 and set(counts) == {"1", "2", "3", "x"}
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["users"] == 2
+
+
+def test_uint64_ids_above_int64_keep_their_value() -> None:
+    index = RunningIndex()
+    assert index.encode(pa.array([3, 5], pa.uint64())).tolist() == [0, 1]
+    assert index.encode(pa.array([5, 2**64 - 1], pa.uint64())).tolist() == [1, 2]
+    assert index.keys.tolist() == ["3", "5", "18446744073709551615"]

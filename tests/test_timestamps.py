@@ -109,10 +109,12 @@ def test_detect_unit_thresholds() -> None:
 
 def test_zone_aware_arrow_timestamps_carry_their_zones_offset_per_instant() -> None:
     winter, summer = (dt.datetime(2024, month, 15, 12, tzinfo=dt.timezone.utc) for month in (1, 7))
-    for zone, offsets in (("Europe/Berlin", [60, 120]), ("America/New_York", [-300, -240]), ("+05:30", [330, 330]),
-                          ("UTC", [0, 0])):
-        parsed = TimestampParser().parse(pa.array([winter, summer, None], pa.timestamp("s", tz=zone)))
-        assert parsed.seconds[:2].tolist() == [int(winter.timestamp()), int(summer.timestamp())]
+    placeholder = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)  # quarantined later as implausible
+    for zone, offsets in (("Europe/Berlin", [60, 120, 60]), ("America/New_York", [-300, -240, -300]),
+                          ("+05:30", [330] * 3), ("+0530", [330] * 3), ("UTC", [0] * 3),
+                          ("Nowhere/City", [NO_OFFSET] * 3)):  # unknown: the default zone applies later
+        parsed = TimestampParser().parse(pa.array([winter, summer, placeholder, None], pa.timestamp("ms", tz=zone)))
+        assert parsed.seconds[:3].tolist() == [int(t.timestamp()) for t in (winter, summer, placeholder)]
         assert parsed.offset_minutes.tolist() == [*offsets, NO_OFFSET], zone
 
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def movielens_source(path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS) -> 
         else:
             raw = LogFiles([ratings]).iter_batches(["userId", "movieId", "rating", "timestamp"], batch_rows)
         for item in raw:
-            yield SourceBatch(_with_genre(item.batch, movies, genre_lookup), item.source, item.first_row)
+            yield dataclasses.replace(item, batch=_with_genre(item.batch, movies, genre_lookup))
 
     return LogSource(
         format="movielens", schema=SCHEMA, batches=batches,

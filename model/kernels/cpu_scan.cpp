@@ -165,8 +165,7 @@ void backward_real(const float* a, const IO* h, const float* h0, const IO* dh, f
 }
 
 // The complex row, on interleaved (re, im) pairs: g = dh + conj(a_next) g; da = g conj(previous).
-template <typename Previous>
-inline void backward_complex_row(const float* __restrict dh, const Previous* __restrict previous,
+inline void backward_complex_row(const float* __restrict dh, const float* __restrict previous,
                                  const float* __restrict gate, float* __restrict gr, float* __restrict gi,
                                  float* __restrict ar_next, float* __restrict ai_next, float* __restrict db,
                                  float* __restrict da, int64_t width) {

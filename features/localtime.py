@@ -10,9 +10,8 @@ either side of a daylight-saving switch get their true offset.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from features.timestamps import NO_OFFSET
+from features.timestamps import NO_OFFSET, zone_offsets_minutes
 
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
@@ -21,16 +20,6 @@ EPOCH_WEEKDAY = 3
 
 MAX_OFFSET_MINUTES = 840
 """UTC+14:00 (Kiribati) and UTC-12:00 bound every real offset; ±14 h is the usual cap."""
-
-
-def zone_offsets_minutes(seconds: np.ndarray, zone: str) -> np.ndarray:
-    """UTC offset (minutes east) of an IANA zone at each instant, daylight saving included."""
-    if len(seconds) == 0:
-        return np.zeros(0, dtype=np.int16)
-    utc = pd.to_datetime(seconds, unit="s", utc=True)
-    local_wall = utc.tz_convert(zone).tz_localize(None)
-    delta = local_wall.to_numpy().astype("datetime64[s]").astype(np.int64) - seconds
-    return (delta // 60).astype(np.int16)
 
 
 def resolve_offsets(

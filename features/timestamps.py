@@ -25,6 +25,8 @@ NO_OFFSET = np.iinfo(np.int16).min
 
 _UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _INT64_MAX = np.iinfo(np.int64).max
+_PANDAS_SECONDS = 9_000_000_000
+"""|seconds| below this (years 1685–2255) fit pandas' nanosecond timestamps."""
 _INT64_MAX_TEXT = str(_INT64_MAX)
 _INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
 NUMBER_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -213,20 +215,40 @@ def _without_plus(integers: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(pc.utf8_trim_whitespace(integers), r"^\+", "")
 
 
+def zone_offsets_minutes(seconds: np.ndarray, zone: str) -> np.ndarray:
+    """UTC offset (minutes east) of an IANA zone at each instant, daylight saving included."""
+    if len(seconds) == 0:
+        return np.zeros(0, dtype=np.int16)
+    utc = pd.to_datetime(seconds, unit="s", utc=True)
+    local_wall = utc.tz_convert(zone).tz_localize(None)
+    delta = local_wall.to_numpy().astype("datetime64[s]").astype(np.int64) - seconds
+    return (delta // 60).astype(np.int16)
+
+
 def _zone_offsets(column: pa.TimestampArray, present: np.ndarray) -> np.ndarray:
-    """Minutes east of UTC of each instant in the column's own zone (Arrow's time-zone database,
-    daylight saving included). A zone the database does not know leaves NO_OFFSET, so those
-    events fall back to the schema's default zone; their instants are unaffected."""
+    """Minutes east of UTC of each instant in the column's own zone, daylight saving included.
+
+    Arrow reads only the operating system's zone database; where that lacks the zone (a slim
+    image without /usr/share/zoneinfo), pandas, which also knows the `tzdata` package, answers
+    for the instants it can represent (about 1685–2255; others are implausible anyway). A zone
+    neither knows leaves NO_OFFSET: those events take the schema's default zone."""
+    zone = column.type.tz
     offsets = np.full(len(column), NO_OFFSET, dtype=np.int16)
+    if zone.upper() in ("Z", "UTC"):
+        offsets[present] = 0
+        return offsets
     try:
         local = pc.local_timestamp(column)
     except pa.ArrowInvalid:
-        log.warning("unknown time zone in a timestamp column; using the default zone",
-                    extra={"zone": column.type.tz})
+        seconds = np.floor_divide(column.cast(pa.int64()).fill_null(0).to_numpy(), _UNIT_DIVISOR[column.type.unit])
+        representable = present & (np.abs(seconds) < _PANDAS_SECONDS)
+        try:
+            offsets[representable] = zone_offsets_minutes(seconds[representable], zone)
+        except KeyError:  # pytz's and zoneinfo's "unknown zone" errors are KeyErrors
+            log.warning("unknown time zone %r in a timestamp column: its events take the default zone", zone)
         return offsets
     ticks = pc.subtract(local.cast(pa.int64()), column.cast(pa.int64())).fill_null(0).to_numpy()
-    minutes = ticks // (60 * _UNIT_DIVISOR[column.type.unit])
-    offsets[present] = minutes[present]
+    offsets[present] = (ticks // (60 * _UNIT_DIVISOR[column.type.unit]))[present]
     return offsets
 
 

@@ -129,7 +129,7 @@ class QuarantineWriter:
     """Appends rejected rows, as text exactly as read, with the reason and where they came from.
 
     A malformed text line has no fields to show: its columns are null, `line` holds the line
-    whole, `field` says how many fields it had, and `source_row` is null (unknown)."""
+    whole and `field` says how many fields it had."""
 
     def __init__(self, path: str | Path, source_columns: list[str]) -> None:
         self.path = Path(path)
@@ -146,24 +146,24 @@ class QuarantineWriter:
             "reason": pa.array(["malformed_row"] * rows, pa.string()),
             "field": pa.array([f"{line.fields} of {line.expected} fields" for line in lines], pa.string()),
             "source": pa.array([source] * rows, pa.string()),
-            "source_row": pa.nulls(rows, pa.int64()),
+            "source_row": pa.array([line.row for line in lines], pa.int64()),
             **{name: pa.nulls(rows, pa.string()) for name in self.source_columns},
             "line": pa.array([line.text for line in lines], pa.string()),
         }
         self._writer.write_table(pa.table(data, schema=self.schema))
 
-    def write(self, batch: pa.RecordBatch, rows: np.ndarray, reasons: np.ndarray, fields: np.ndarray, source: str, first_row: int) -> None:
+    def write(self, source: SourceBatch, rows: np.ndarray, reasons: np.ndarray, fields: np.ndarray) -> None:
         if len(rows) == 0:
             return
         picked = pa.array(rows)
         data = {
             "reason": pa.array(reasons.astype(str), pa.string()),
             "field": pa.array(fields.astype(str), pa.string()),
-            "source": pa.array([source] * len(rows), pa.string()),
-            "source_row": pa.array(first_row + rows, pa.int64()),
+            "source": pa.array([source.source] * len(rows), pa.string()),
+            "source_row": pa.array(source.source_rows(rows), pa.int64()),
         }
         for name in self.source_columns:
-            data[name] = _as_text(batch.column(name).take(picked))
+            data[name] = _as_text(source.batch.column(name).take(picked))
         data["line"] = pa.nulls(len(rows), pa.string())
         self._writer.write_table(pa.table(data, schema=self.schema))
 
@@ -282,7 +282,7 @@ class BatchValidator:
         if len(bad):
             why = np.array(REASONS, dtype=object)[reason[bad]]
             self.reasons.update(why.tolist())
-            self.quarantine.write(batch, bad, why, np.array(fields, dtype=object)[field[bad]], source.source, source.first_row)
+            self.quarantine.write(source, bad, why, np.array(fields, dtype=object)[field[bad]])
         self.rows_read += n
         self.events_kept += len(events)
         return events

@@ -126,9 +126,10 @@ def _csv_text(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _log_rows(kinds: list[str]) -> tuple[list[dict], Counter]:
-    """Rows of the requested kinds; a 'duplicate' repeats the latest good row (or is good itself)."""
-    rows, expected, last_good = [], Counter(), None
+def _log_rows(kinds: list[str]) -> tuple[list[dict], list[str]]:
+    """Rows of the requested kinds, and each row's kind as written; a 'duplicate' repeats the
+    latest good row (or is good itself when there is none yet)."""
+    rows, written, last_good = [], [], None
     for k, kind in enumerate(kinds):
         if kind == "duplicate" and last_good is not None:
             rows.append(dict(last_good))
@@ -136,14 +137,15 @@ def _log_rows(kinds: list[str]) -> tuple[list[dict], Counter]:
             kind = "good" if kind == "duplicate" else kind
             rows.append(_row(kind, k))
             last_good = rows[-1] if kind == "good" else last_good
-        expected[kind] += 1
-    return rows, expected
+        written.append(kind)
+    return rows, written
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kinds=st.lists(st.sampled_from(ROW_KINDS), min_size=1, max_size=60), batch_rows=st.integers(1, 17))
 def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[str], batch_rows: int) -> None:
-    rows, expected = _log_rows(kinds)
+    rows, written = _log_rows(kinds)
+    expected = Counter(written)
     folder = tmp_path_factory.mktemp("prop")
     (folder / "log.csv").write_text(_csv_text(rows))
     schema = LogSchema(tz_offset_minutes="tz", labels={"like": {"column": "like", "threshold": 4.0, "domain": (0.5, 5.0)}})
@@ -158,20 +160,24 @@ def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[s
     assert stats["events"] == good
     assert stats["events"] + stats["quarantined"] == stats["input_rows"] == len(rows)
     assert stats["quarantine_reasons"] == dict(expected)
-    assert pq.read_table(folder / "out" / "quarantine.parquet").num_rows == stats["quarantined"]
+    kept = pq.read_table(folder / "out" / "quarantine.parquet").to_pylist()
+    assert len(kept) == stats["quarantined"]
+    # Every quarantined row points at its own data row, malformed lines and batch slicing or not.
+    assert all(written[row["source_row"]] == row["reason"] for row in kept)
 
 
 def test_lines_with_the_wrong_field_count_are_quarantined_whole(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,timestamp\nu1,a,1700000000\nu1,b\nu1,c,1700000200\nu2,d,1700000300,extra\n"
-                   "u2,e,1700000400\nnot a row\n")
+                   "u2,e,1700000400\nnot a row\n,f,1700000600\n")
     run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), "--no-progress")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert (stats["input_rows"], stats["events"], stats["quarantine_reasons"]) == (6, 3, {"malformed_row": 3})
-    kept = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
-    assert [(row["line"], row["field"]) for row in kept] == [
-        ("u1,b", "2 of 3 fields"), ("u2,d,1700000300,extra", "4 of 3 fields"), ("not a row", "1 of 3 fields")]
-    assert all(row["source_row"] is None and row["user_id"] is None for row in kept)
+    assert (stats["input_rows"], stats["events"]) == (7, 3)
+    assert stats["quarantine_reasons"] == {"malformed_row": 3, "missing_user_id": 1}
+    kept = sorted(pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist(), key=lambda row: row["source_row"])
+    assert [(row["source_row"], row["line"], row["field"]) for row in kept] == [
+        (1, "u1,b", "2 of 3 fields"), (3, "u2,d,1700000300,extra", "4 of 3 fields"), (5, "not a row", "1 of 3 fields"),
+        (6, None, "user_id")]
 
 
 def test_movielens_ratings_lines_with_the_wrong_field_count_are_quarantined(tmp_path: Path) -> None:
@@ -187,7 +193,7 @@ def test_movielens_ratings_lines_with_the_wrong_field_count_are_quarantined(tmp_
 def test_a_file_of_malformed_lines_is_refused_in_one_line_before_memory_runs_out(tmp_path: Path, monkeypatch) -> None:
     import features.reader
 
-    monkeypatch.setattr(features.reader, "MAX_PENDING_MALFORMED", 50)
+    monkeypatch.setattr(features.reader, "MAX_MALFORMED_IN_A_ROW", 50)
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,timestamp\n" + "".join(f"u{k},i{k},{1_700_000_000 + k},\n" for k in range(200)))
     with pytest.raises(LogReadError, match="50 lines in a row do not have the header's 3 fields"):

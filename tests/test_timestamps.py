@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,16 @@ def test_blank_text_is_a_missing_timestamp_like_an_empty_csv_cell() -> None:
     parsed = TimestampParser().parse(pa.array(["", "   ", "1700000000", None, "abc"]))
     assert parsed.present.tolist() == [False, False, True, False, True]
     assert parsed.valid.tolist() == [False, False, True, False, False]
+
+
+def test_zone_offsets_fall_back_to_pandas_where_arrow_lacks_the_zone_database(monkeypatch) -> None:
+    def no_database(column):
+        raise pa.ArrowInvalid("Cannot locate or parse timezone")
+
+    monkeypatch.setattr(pc, "local_timestamp", no_database)  # as on an image without /usr/share/zoneinfo
+    instants = [dt.datetime(2024, 1, 15, 12, tzinfo=dt.timezone.utc), dt.datetime(2024, 7, 15, 12, tzinfo=dt.timezone.utc),
+                dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)]
+    berlin = TimestampParser().parse(pa.array([*instants, None], pa.timestamp("s", tz="Europe/Berlin")))
+    assert berlin.offset_minutes.tolist() == [60, 120, NO_OFFSET, NO_OFFSET]  # 9999: beyond pandas, implausible anyway
+    unknown = TimestampParser().parse(pa.array(instants, pa.timestamp("s", tz="Nowhere/City")))
+    assert unknown.offset_minutes.tolist() == [NO_OFFSET] * 3

@@ -44,9 +44,9 @@ class MalformedLine:
 class SourceBatch:
     """A record batch plus where its rows came from, so quarantined rows can be traced back.
 
-    `malformed` carries the text lines set aside while this batch was read. Where a text log has
-    them, `rows` gives each row's 0-based data-row number in its file (the malformed lines take
-    their own numbers); otherwise row k of the batch is data row `first_row + k`."""
+    `malformed` carries the text lines set aside while this batch was read. For a text log
+    `rows` gives each row's 0-based data-row number in its file (malformed lines take their own
+    numbers in between); elsewhere row k of the batch is data row `first_row + k`."""
 
     batch: pa.RecordBatch
     source: str

@@ -98,7 +98,7 @@ class TimestampParser:
             seconds = np.floor_divide(raw, _UNIT_DIVISOR[kind.unit])
             valid = present.copy()
             if kind.tz is not None:  # the column's zone is each event's local time, DST included
-                offsets = _zone_offsets(column, present)
+                offsets = _zone_offsets(column, seconds, present)
         elif pa.types.is_integer(kind):
             # uint64 values above 2^63 − 1 cannot be an instant in any unit: present but invalid.
             fits = present if kind != pa.uint64() else present & mask_of(pc.less_equal(column, pa.scalar(_INT64_MAX, pa.uint64())))
@@ -106,11 +106,7 @@ class TimestampParser:
         elif pa.types.is_floating(kind):
             self._numeric(column.cast(pa.float64()).fill_null(0.0).to_numpy(), present, seconds, valid)
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            text = column.cast(pa.string())
-            # A blank cell is a missing timestamp in every format, as an empty CSV cell (read as
-            # null) always was; a blank Parquet string used to count as unreadable instead.
-            present &= ~mask_of(pc.match_substring_regex(text, r"^\s*$"))
-            self._text(text, present, seconds, valid, offsets)
+            self._text(column.cast(pa.string()), present, seconds, valid, offsets)
         else:
             # Anything else (lists, structs, binary) cannot be a time: every present value is bad.
             pass
@@ -148,6 +144,7 @@ class TimestampParser:
     def _text(
         self, text: pa.Array, present: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray
     ) -> None:
+        """Fills `seconds`, `valid` and `offsets` in place, and clears `present` for blank cells."""
         is_integer = mask_of(pc.match_substring_regex(text, _INTEGER_TEXT))
         is_number = mask_of(pc.match_substring_regex(text, NUMBER_TEXT))
         # Integers beyond int64 are numbers (never ISO) that fit no unit: present, never valid.
@@ -163,6 +160,12 @@ class TimestampParser:
             floats = pc.cast(pc.utf8_trim_whitespace(text.filter(pa.array(floats_only))), pa.float64()).to_numpy()
             self._numeric(floats, np.flatnonzero(floats_only), seconds, valid)
         iso_rows = present & ~is_number
+        if iso_rows.any():
+            # A blank cell is a missing timestamp in every format, as an empty CSV cell (read as
+            # null) always was. Only non-numbers are looked at, so numeric logs pay nothing.
+            candidates = np.flatnonzero(iso_rows)
+            blank = candidates[mask_of(pc.match_substring_regex(text.filter(pa.array(iso_rows)), r"^\s*$"))]
+            present[blank] = iso_rows[blank] = False
         if iso_rows.any():
             self._iso(text.filter(pa.array(iso_rows)), np.flatnonzero(iso_rows), seconds, valid, offsets)
 
@@ -225,7 +228,7 @@ def zone_offsets_minutes(seconds: np.ndarray, zone: str) -> np.ndarray:
     return (delta // 60).astype(np.int16)
 
 
-def _zone_offsets(column: pa.TimestampArray, present: np.ndarray) -> np.ndarray:
+def _zone_offsets(column: pa.TimestampArray, seconds: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Minutes east of UTC of each instant in the column's own zone, daylight saving included.
 
     Arrow reads only the operating system's zone database; where that lacks the zone (a slim
@@ -240,7 +243,6 @@ def _zone_offsets(column: pa.TimestampArray, present: np.ndarray) -> np.ndarray:
     try:
         local = pc.local_timestamp(column)
     except pa.ArrowInvalid:
-        seconds = np.floor_divide(column.cast(pa.int64()).fill_null(0).to_numpy(), _UNIT_DIVISOR[column.type.unit])
         representable = present & (np.abs(seconds) < _PANDAS_SECONDS)
         try:
             offsets[representable] = zone_offsets_minutes(seconds[representable], zone)

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 
 from provenance import current_commit, device_name  # benchmarks/provenance.py, beside this script
 from features.dataset import SequenceDataset
-from training.compare import UnitStatistics, pooled_delta, pooled_interval, unit_statistics
+from training.bootstrap import UnitStatistics, pooled_delta, pooled_interval
+from training.compare import unit_statistics
 from training.run import load_run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -123,6 +123,14 @@ class SequenceDataset(Dataset):
             users=self.users[indices].tolist(),
         )
 
+    def target_item_counts(self) -> torch.Tensor:
+        """[item vocabulary size] how often each item id is a target of this split: the popularity
+        that negative sampling and the popularity baseline read (training targets only, so held-out
+        events never leak into it)."""
+        chosen = self.values["item"][self.values["target"].astype(bool)]
+        size = self.schema.item_vocab_size
+        return torch.from_numpy(np.bincount(chosen, minlength=size)[:size].astype(np.int64))
+
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
         """A DataLoader whose batches are SequenceBatch objects (gathered in one step each)."""
         generator = torch.Generator().manual_seed(seed)

@@ -76,11 +76,18 @@ class FpRnnConfig(StrictModel):
 
 
 class NextItemConfig(StrictModel):
-    """Generative retrieval head: sampled softmax over L2-normalised item embeddings."""
+    """Generative retrieval head: a softmax over the catalogue, scored against the (tied) item
+    embeddings. `full` scores every item each step; `sampled` draws a shared pool of negatives
+    per step (for catalogues too large for `full`), with log-Q correction (model/losses.py)."""
 
-    negatives: Literal["uniform", "in_batch"] = "uniform"
-    num_negatives: int = Field(128, ge=1)
-    temperature: float = Field(0.05, gt=0)
+    loss: Literal["full", "sampled"] = "full"
+    similarity: Literal["dot", "cosine"] = "dot"
+    temperature: float = Field(0.05, gt=0, description="cosine logits are divided by τ (dot: unused)")
+    query_projection: bool = Field(False, description="a linear map from the hidden state to the query")
+    negatives: Literal["uniform", "popularity", "in_batch"] = Field("uniform", description="sampled loss only")
+    num_negatives: int = Field(1024, ge=1, description="pool size per step (sampled loss)")
+    popularity_alpha: float = Field(0.75, ge=0, description="Q ∝ (count + 1)^α for popularity negatives")
+    log_q_correction: bool = True
     weight: float = Field(1.0, ge=0)
 
 
@@ -95,6 +102,9 @@ class ModelConfig(StrictModel):
     ffn_multiplier: int = Field(4, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     max_seq_len: int = Field(200, ge=1)
+    positions: Literal["none", "learned"] = Field(
+        "none", description="learned absolute slot embeddings added to the tokens (SASRec's), beside any rotation")
+    embedding_scale: bool = Field(False, description="multiply content embeddings by √d (SASRec's)")
     encoding: Encoding = "siren_rope"
     rope_base: float = Field(100_000.0, gt=1)
     mixers: list[MixerKind] | None = None

@@ -58,25 +58,32 @@ class Ranker(nn.Module):
         self.categorical_embeddings = nn.ModuleDict({
             name: nn.Embedding(field.vocab_size, d, padding_idx=0) for name, field in config.categorical.items()
         })
+        self.position_embedding = nn.Embedding(config.max_seq_len + 1, d) if config.positions == "learned" else None
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoding = build_encoding(config)
         self.blocks = nn.ModuleList(Block(config, kind) for kind in config.mixers)
         self.final_norm = nn.LayerNorm(d)
         self.task_head = nn.Linear(d, len(config.tasks)) if config.tasks else None
-        self.next_item_query = nn.Linear(d, d) if config.next_item is not None else None
+        self.next_item_query = nn.Linear(d, d) if config.next_item is not None and config.next_item.query_projection else None
         nn.init.normal_(self.item_embedding.weight, std=d ** -0.5)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
     # -- shared pieces -------------------------------------------------------------------------
 
-    def embed(self, item: torch.Tensor, categorical: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Content of events or candidates: item + mean of each categorical field's values."""
+    def embed(self, item: torch.Tensor, categorical: dict[str, torch.Tensor], slot: torch.Tensor) -> torch.Tensor:
+        """Content of events or candidates: item + mean of each categorical field's values (×√d
+        with `embedding_scale`, so content outweighs the position at unit-variance init), plus the
+        slot's learned position (slots past max_seq_len share the last row)."""
         tokens = self.item_embedding(item)
         for name, table in self.categorical_embeddings.items():
             ids = categorical[name]
             present = (ids > 0).unsqueeze(-1).to(tokens.dtype)
             tokens = tokens + (table(ids) * present).sum(-2) / present.sum(-2).clamp(min=1)
+        if self.config.embedding_scale:
+            tokens = tokens * self.config.d_model ** 0.5
+        if self.position_embedding is not None:
+            tokens = tokens + self.position_embedding(slot.clamp(max=self.config.max_seq_len))
         return self.embedding_dropout(tokens)
 
     def context(self, time: TimeInputs, valid: torch.Tensor) -> MixerContext:
@@ -102,7 +109,7 @@ class Ranker(nn.Module):
         if caches is not None and not self.streams:
             raise ValueError("only models whose every layer is recurrent can continue from caches")
         context = self.context(time, valid)
-        hidden = self.embed(item, categorical)
+        hidden = self.embed(item, categorical, time.index)
         layers = []
         for index, block in enumerate(self.blocks):
             extra = () if caches is None else (caches[index],)
@@ -114,10 +121,10 @@ class Ranker(nn.Module):
 
     def forward(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor):
         """The training entry point (what DistributedDataParallel wraps): hidden states, task
-        logits and normalised next-item queries at every position (None for absent heads)."""
+        logits and next-item queries at every position (None for absent heads)."""
         hidden = self.encode(item, categorical, action, time, valid).hidden
         logits = self.task_head(hidden) if self.task_head is not None else None
-        queries = self.next_item_embeddings(hidden) if self.next_item_query is not None else None
+        queries = self.next_item_embeddings(hidden) if self.has_next_item else None
         return hidden, logits, queries
 
     def task_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -130,7 +137,7 @@ class Ranker(nn.Module):
     def candidate_hidden(self, history: History, item, categorical, time: TimeInputs) -> torch.Tensor:
         """Final hidden states of candidates [B, C]: each reads the history and itself only."""
         context = self.context(time, torch.ones_like(item, dtype=torch.bool))
-        hidden = self.embed(item, categorical)
+        hidden = self.embed(item, categorical, time.index)
         for block, layer_cache in zip(self.blocks, history.layers):
             hidden = hidden + block.mixer.attend_history(block.mixer_norm(hidden), context, layer_cache, history.valid)
             hidden = hidden + block.ffn(block.ffn_norm(hidden))
@@ -138,11 +145,25 @@ class Ranker(nn.Module):
 
     # -- next-item retrieval --------------------------------------------------------------------
 
+    @property
+    def has_next_item(self) -> bool:
+        return self.config.next_item is not None
+
+    @property
+    def next_item_scale(self) -> float:
+        """What multiplies query · item to give a softmax logit: 1/τ for cosine, 1 for dot."""
+        head = self.config.next_item
+        return 1.0 / head.temperature if head is not None and head.similarity == "cosine" else 1.0
+
     def next_item_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.next_item_query is None:
+        """Queries in the similarity space of `catalogue_embeddings` (unit length for cosine)."""
+        if not self.has_next_item:
             raise ValueError("this model has no next-item head")
-        return F.normalize(self.next_item_query(hidden), dim=-1)
+        query = self.next_item_query(hidden) if self.next_item_query is not None else hidden
+        return F.normalize(query, dim=-1) if self.config.next_item.similarity == "cosine" else query
 
     def catalogue_embeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Output item embeddings, tied to the input table (all ids when `items` is None)."""
         weight = self.item_embedding.weight if items is None else self.item_embedding(items)
-        return F.normalize(weight, dim=-1)
+        cosine = self.config.next_item is not None and self.config.next_item.similarity == "cosine"
+        return F.normalize(weight, dim=-1) if cosine else weight

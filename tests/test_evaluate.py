@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_rotorec
-from training.compare import UnitStatistics, point_value, pooled_delta
+from training.bootstrap import UnitStatistics, point_value, pooled_delta
 from training.run import RunError, load_run
 
 
@@ -31,7 +31,15 @@ def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepar
     for task, m in metrics["valid"].items():
         assert m["log_loss"] <= m["uncalibrated"]["log_loss"] + 1e-9, task
     assert set(load_run(trained_run).calibration) == {"click", "like", "long_dwell"}
-    assert "| click |" in (tmp_path / "r" / "report.md").read_text()
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| click |" in report and "Count baseline" in report
+    for task, m in metrics["test"].items():  # the count baseline sits beside every task, with the model's lift
+        base = m["baseline"]
+        assert base["model"] == "count" and 0 < base["ne"] < 2 and 0 <= base["auc"] <= 1
+        lift = base["lift"]["ne"]
+        assert lift["ci95"][0] <= lift["delta"] <= lift["ci95"][1]
+        assert abs(lift["delta"] - (m["ne"] - base["ne"])) < 1e-9
+        assert f"| {task} | {base['ne']:.4f} | {m['ne']:.4f} |" in report
 
 
 def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_path: Path) -> None:

@@ -59,6 +59,14 @@ def test_evaluate_reports_next_item_retrieval(next_item_run, tmp_path: Path) -> 
     assert retrieval["hr@10"] <= retrieval["hr@50"] <= retrieval["hr@200"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["metrics"]["validation"]["metric"] == "ndcg@10"
+    # The popularity baseline sits beside the model, with the lift and its interval, in both files.
+    popularity = retrieval["baseline"]
+    assert popularity["model"] == "popularity"
+    lift = popularity["lift"]["ndcg@10"]
+    assert abs(lift["delta"] - (retrieval["ndcg@10"] - popularity["ndcg@10"])) < 1e-9
+    assert lift["ci95"][0] <= lift["delta"] <= lift["ci95"][1]
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Against the popularity baseline" in report and f"| ndcg@10 | {popularity['ndcg@10']:.4f} |" in report
 
 
 def test_next_item_only_model_evaluates_with_either_catalogue_mode(next_item_run, tmp_path: Path) -> None:

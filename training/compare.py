@@ -9,27 +9,16 @@ uses its own post-hoc calibration when it has one (fitted by a previous `rotorec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from features.dataset import SequenceDataset
 from training.checkpoint import write_json_atomic
-from training.evaluate import _bootstrap_weights, _interval, predict
-from training.metrics import group_sums, ne_from_sums
+from training.bootstrap import UnitStatistics, next_item_units, point_value, pooled_delta, shared_metrics
+from training.evaluate import predict
+from training.metrics import group_sums
 from training.retrieval import retrieval_report
 from training.run import LoadedRun, check_data_matches, load_run
-
-
-@dataclass
-class UnitStatistics:
-    """One run's sufficient statistics on a split, per resampling unit, so any bootstrap resample
-    of the units gives that run's metric without re-scoring: per user (count, positives, summed
-    log loss) for each task's NE, per next-item query the NDCG@10 / HR@10 / reciprocal rank."""
-
-    tasks: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    next_item: dict[str, np.ndarray]
 
 
 def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool = False) -> UnitStatistics:
@@ -42,65 +31,9 @@ def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool
             logits, labels = run.calibrated(task, prediction.logits[rows, column]), prediction.labels[rows, column]
             tasks[task] = group_sums(logits, labels, prediction.user[rows])
     next_item = {}
-    if run.model.next_item_query is not None:
-        ranks = retrieval_report(run.model, dataset, exclude_seen)["per_query"].astype(np.float64)
-        next_item = {"ndcg@10": np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0),
-                     "hr@10": (ranks <= 10).astype(np.float64), "mrr": 1 / ranks}
+    if run.model.has_next_item:
+        next_item = next_item_units(retrieval_report(run.model, dataset, exclude_seen)["per_query"])
     return UnitStatistics(tasks, next_item)
-
-
-def _ne(weights: np.ndarray, sums: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    return ne_from_sums(*(weights @ total for total in sums))
-
-
-def shared_metrics(statistics: list[UnitStatistics]) -> list[tuple[str, str]]:
-    """(kind, name) pairs every run reports: ("ne", task) and ("next_item", metric)."""
-    tasks = [t for t in statistics[0].tasks if all(t in s.tasks for s in statistics)]
-    items = [m for m in statistics[0].next_item if all(m in s.next_item for s in statistics)]
-    return [("ne", t) for t in tasks] + [("next_item", m) for m in items]
-
-
-def _value(stats: UnitStatistics, key: tuple[str, str], weights: np.ndarray) -> np.ndarray:
-    kind, name = key
-    if kind == "ne":
-        return _ne(weights, stats.tasks[name])
-    values = stats.next_item[name]
-    return weights @ values / len(values)
-
-
-def _units(stats: UnitStatistics, key: tuple[str, str]) -> int:
-    kind, name = key
-    return len(stats.tasks[name][0]) if kind == "ne" else len(stats.next_item[name])
-
-
-def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics], key: tuple[str, str],
-                 seed: int = 0) -> dict:
-    """Seed-averaged difference challenger − baseline, paired by seed (list position) and by unit:
-    every resample draws the units once and applies the draw to all runs, so the interval is on the
-    difference itself (evaluation.md §1 Statistics). One pair of runs is the plain paired bootstrap."""
-    if len(baseline) != len(challenger) or not baseline:
-        raise ValueError("pooled_delta needs the same, non-zero number of baseline and challenger runs")
-    full = np.ones((1, _units(baseline[0], key)))
-    per_seed = [float(_value(c, key, full)[0] - _value(b, key, full)[0]) for b, c in zip(baseline, challenger)]
-    draws = [np.mean([_value(c, key, weights) - _value(b, key, weights) for b, c in zip(baseline, challenger)], axis=0)
-             for weights in _bootstrap_weights(full.shape[1], seed)]
-    result = _delta(float(np.mean(per_seed)), np.concatenate(draws), lower_is_better=key[0] == "ne")
-    signs = {np.sign(d) for d in per_seed}
-    result.update(per_seed=per_seed, seeds_agree=len(signs) == 1 and 0 not in signs)
-    if len(per_seed) > 1 and not result["seeds_agree"] and result["significant"]:
-        result["verdict"] = "seeds disagree"
-    return result
-
-
-def pooled_interval(runs: list[UnitStatistics], key: tuple[str, str], seed: int = 0) -> dict:
-    """The seed-averaged metric with a 95 % interval from resampling units (one draw for all seeds)."""
-    draws = [np.mean([_value(stats, key, weights) for stats in runs], axis=0)
-             for weights in _bootstrap_weights(_units(runs[0], key), seed)]
-    return {"value": float(np.mean([point_value(stats, key) for stats in runs])), "ci95": _interval(np.concatenate(draws))}
-
-
-def point_value(stats: UnitStatistics, key: tuple[str, str]) -> float:
-    return float(_value(stats, key, np.ones((1, _units(stats, key))))[0])
 
 
 def compare(run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, split: str = "test", seed: int = 0,
@@ -126,14 +59,6 @@ def compare(run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Pat
     write_json_atomic(out / "comparison.json", result)
     (out / "comparison.md").write_text(_markdown(result), encoding="utf-8")
     return result
-
-
-def _delta(point: float, samples: np.ndarray, lower_is_better: bool) -> dict:
-    low, high = _interval(samples)
-    significant = bool(low > 0 or high < 0)
-    better = significant and ((point < 0) if lower_is_better else (point > 0))
-    return {"delta": point, "ci95": [low, high], "significant": significant,
-            "verdict": "better" if better else ("worse" if significant else "no significant difference")}
 
 
 def _markdown(result: dict) -> str:

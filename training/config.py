@@ -32,6 +32,7 @@ class OptimConfig(Strict):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="after warmup: cosine decay or constant")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decays to lr·ratio")
     grad_clip: float = Field(1.0, gt=0)
 

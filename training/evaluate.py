@@ -10,7 +10,6 @@ validation split, stored in the run, and every metric is reported before and aft
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ import torch
 
 from features.dataset import SequenceDataset
 from model.inputs import batch_time
+from training.baselines import CountClickModel, PopularityScorer
+from training.bootstrap import UnitStatistics, bootstrap_weights, interval, next_item_units, pooled_delta
 from training.checkpoint import write_json_atomic
 from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, group_sums,
                               impression_ranking, ne_from_sums, reliability, uniform_ece)
@@ -29,7 +30,6 @@ from training.trainer import task_columns
 from training.run import CALIBRATION_FILE, LoadedRun, check_data_matches, load_run
 
 log = logging.getLogger(__name__)
-BOOTSTRAP_RESAMPLES = 1_000
 
 
 @dataclass
@@ -84,22 +84,6 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"scale": float(fitted[0]), "bias": float(fitted[1])}
 
 
-def _bootstrap_weights(units: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES):
-    """Multinomial resampling counts [chunk, units], yielded in chunks to bound memory."""
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, 20_000_000 // max(units, 1)))
-    done = 0
-    while done < resamples:
-        size = min(chunk, resamples - done)
-        yield rng.multinomial(units, np.full(units, 1.0 / units), size=size).astype(np.float64)
-        done += size
-
-
-def _interval(samples: np.ndarray) -> list[float]:
-    finite = samples[np.isfinite(samples)]
-    return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if len(finite) else [math.nan, math.nan]
-
-
 def task_report(logits: np.ndarray, labels: np.ndarray, users: np.ndarray, impressions: np.ndarray,
                 oracle: np.ndarray | None, seed: int) -> dict:
     """All per-task metrics of one split (rows already restricted to known labels)."""
@@ -137,21 +121,21 @@ def _user_intervals(logits, labels, probabilities, users, per_user_auc, seed) ->
     group_auc_values = np.array([auc_by_code[c][0] for c in codes])
     group_rows = np.array([auc_by_code[c][1] for c in codes], dtype=np.float64) * np.isfinite(group_auc_values)
     samples = {"log_loss": [], "ne": [], "calibration_ratio": [], "gauc": []}
-    for weights in _bootstrap_weights(len(codes), seed):
+    for weights in bootstrap_weights(len(codes), seed):
         n, y, l, p = weights @ count, weights @ positives, weights @ loss, weights @ prob
         samples["log_loss"].append(l / n)
         samples["ne"].append(ne_from_sums(n, y, l))
         samples["calibration_ratio"].append(np.where(y > 0, p / np.where(y > 0, y, 1), np.nan))
         w = weights * group_rows
         samples["gauc"].append((w @ np.nan_to_num(group_auc_values)) / np.where(w.sum(1) > 0, w.sum(1), np.nan))
-    return {name: _interval(np.concatenate(values)) for name, values in samples.items()}
+    return {name: interval(np.concatenate(values)) for name, values in samples.items()}
 
 
 def _mean_intervals(per_query: dict[str, np.ndarray], seed: int) -> dict[str, list[float]]:
     out = {}
     for name, values in per_query.items():
-        draws = [weights @ values / len(values) for weights in _bootstrap_weights(len(values), seed)] if len(values) else []
-        out[name] = _interval(np.concatenate(draws)) if draws else [math.nan, math.nan]
+        draws = [weights @ values / len(values) for weights in bootstrap_weights(len(values), seed)] if len(values) else []
+        out[name] = interval(np.concatenate(draws)) if draws else [math.nan, math.nan]
     return out
 
 
@@ -174,8 +158,10 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {}
+    train = SequenceDataset(data, "train")
     for split in splits:
-        predictions = fitted if split == "valid" or not tasks else predict(run, SequenceDataset(data, split))
+        dataset = SequenceDataset(data, split)
+        predictions = fitted if split == "valid" or not tasks else predict(run, dataset)
         metrics[split] = {}
         for k, task in enumerate(tasks):
             rows = predictions.known[:, k]
@@ -188,18 +174,24 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
                                    predictions.user[rows], predictions.impression[rows], oracle, seed)
             metrics[split][task] = {**_scalars(adjusted), "ci95": adjusted["ci95"], "uncalibrated": _scalars(raw),
                                     "calibration": fit}
+            counts = CountClickModel(train, task).logits(dataset)[rows]
+            metrics[split][task]["baseline"] = _count_baseline(
+                task, counts, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k],
+                predictions.user[rows], predictions.impression[rows], seed)
             _plot(out, split, task, adjusted, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k])
             write_json_atomic(out / f"reliability_{split}_{task}.json", adjusted["reliability"])
-        if run.model.next_item_query is not None:
-            metrics[split]["next_item"] = _retrieval(run, SequenceDataset(data, split), seed, exclude_seen)
+        if run.model.has_next_item:
+            metrics[split]["next_item"] = _retrieval(run, dataset, seed, exclude_seen, train)
     write_json_atomic(out / "metrics.json", metrics)
     (out / "report.md").write_text(_report(run, metrics), encoding="utf-8")
     log.info("evaluated", extra={"run": str(run_dir), "out": str(out)})
     return metrics
 
 
-def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen: bool) -> dict:
-    """Full-catalogue next-item metrics with CIs from resampling queries (one per user in LOO)."""
+def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen: bool,
+               train: SequenceDataset | None = None) -> dict:
+    """Full-catalogue next-item metrics with CIs from resampling queries (one per user in LOO),
+    and, given the training split, the popularity baseline with the model's lift over it."""
     report = retrieval_report(run.model, dataset, exclude_seen)
     ranks = report.pop("per_query").astype(np.float64)
     report.pop("users")
@@ -208,7 +200,28 @@ def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen
         per_query[f"hr@{k}"] = (ranks <= k).astype(np.float64)
         per_query[f"ndcg@{k}"] = np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)
     report["ci95"] = _mean_intervals(per_query, seed)
+    if train is not None:
+        popularity = retrieval_report(PopularityScorer(train), dataset, exclude_seen)
+        model, base = UnitStatistics({}, next_item_units(ranks)), UnitStatistics({}, next_item_units(popularity["per_query"]))
+        report["baseline"] = {"model": "popularity", **{k: popularity[k] for k in ("ndcg@10", "hr@10", "mrr")},
+                              "lift": {k: _lift(pooled_delta([base], [model], ("next_item", k), seed))
+                                       for k in ("ndcg@10", "hr@10", "mrr")}}
     return report
+
+
+def _count_baseline(task: str, baseline_logits: np.ndarray, model_logits: np.ndarray, labels: np.ndarray,
+                    users: np.ndarray, impressions: np.ndarray, seed: int) -> dict:
+    """The count model's metrics on the same events, and the model's NE lift over it (paired over users)."""
+    report = _scalars(task_report(baseline_logits, labels, users, impressions, None, seed))
+    base = UnitStatistics({task: group_sums(baseline_logits, labels, users)}, {})
+    model = UnitStatistics({task: group_sums(model_logits, labels, users)}, {})
+    keep = ("ne", "auc", "gauc", "ece", "ndcg@10", "imp_auc")
+    return {"model": "count", **{k: report[k] for k in keep if k in report},
+            "lift": {"ne": _lift(pooled_delta([base], [model], ("ne", task), seed))}}
+
+
+def _lift(delta: dict) -> dict:
+    return {k: delta[k] for k in ("delta", "ci95", "verdict")}
 
 
 def _scalars(report: dict) -> dict:
@@ -243,6 +256,18 @@ def _plot(out: Path, split: str, task: str, report: dict, logits: np.ndarray, la
     plt.close(figure)
 
 
+def _baseline_lines(baseline: dict, model: dict, keys: tuple[str, ...]) -> list[str]:
+    """The baseline's numbers beside the model's, with the lift (model − baseline) and its interval."""
+    rows = ["| metric | " + baseline["model"] + " | model | Δ [95 % CI] | verdict | × baseline |", "|---|---|---|---|---|---|"]
+    for key in keys:
+        lift = baseline["lift"][key]
+        ratio = model[key] / baseline[key] if baseline[key] > 0 else math.inf
+        rows.append(f"| {key} | {baseline[key]:.4f} | {model[key]:.4f} | {lift['delta']:+.4f} "
+                    f"[{lift['ci95'][0]:+.4f}, {lift['ci95'][1]:+.4f}] | {lift['verdict']} | {ratio:.2f} |")
+    return [f"Against the {baseline['model']} baseline (training-target counts; paired bootstrap over queries):", "",
+            *rows, ""]
+
+
 def _report(run: LoadedRun, metrics: dict) -> str:
     lines = [f"# Evaluation of {run.folder}", "",
              f"Model: encoding `{run.model.config.encoding}`, mixers {run.model.config.mixers}, "
@@ -259,6 +284,8 @@ def _report(run: LoadedRun, metrics: dict) -> str:
                       f"exclude={retrieval['exclude']}, {retrieval['queries']:,} queries): "
                       f"HR@10 {retrieval['hr@10']:.4f}, NDCG@10 {retrieval['ndcg@10']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}], "
                       f"HR@50 {retrieval['hr@50']:.4f}, HR@200 {retrieval['hr@200']:.4f}, MRR {retrieval['mrr']:.4f}.", ""]
+            if "baseline" in retrieval:
+                lines += _baseline_lines(retrieval["baseline"], retrieval, ("ndcg@10", "hr@10", "mrr"))
         if not tasks:
             continue
         lines += [ "| task | NE | 95 % CI | oracle NE | log loss | calibration ratio | ECE | "
@@ -270,6 +297,16 @@ def _report(run: LoadedRun, metrics: dict) -> str:
                 f"{m[k]:.4f}" if isinstance(m.get(k), float) else "—"
                 for k in ("oracle_ne", "log_loss", "calibration_ratio", "ece", "auc", "gauc", "ndcg@10", "mrr")]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        baselines = {task: m["baseline"] for task, m in tasks.items() if "baseline" in m}
+        if baselines:
+            lines += ["", "Count baseline (smoothed per-item and per-user × category rates from the training split) "
+                      "on the same events, and the model's NE lift over it (negative = the model is better; paired "
+                      "bootstrap over users):", "", "| task | count NE | model NE | Δ NE [95 % CI] | verdict | count AUC |",
+                      "|---|---|---|---|---|---|"]
+            for task, base in baselines.items():
+                lift = base["lift"]["ne"]
+                lines.append(f"| {task} | {base['ne']:.4f} | {tasks[task]['ne']:.4f} | {lift['delta']:+.4f} "
+                             f"[{lift['ci95'][0]:+.4f}, {lift['ci95'][1]:+.4f}] | {lift['verdict']} | {base['auc']:.4f} |")
         lines += ["", "Before calibration:", ""]
         for task, m in tasks.items():
             raw = m["uncalibrated"]

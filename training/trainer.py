@@ -34,7 +34,7 @@ from features.artifacts import FeatureSchema
 from features.dataset import SequenceBatch, SequenceDataset
 from features.files import file_digest
 from model.inputs import batch_time
-from model.losses import sampled_softmax_loss, task_loss
+from model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 from model.ranker import Ranker
 from rotorec import __version__
 from training.checkpoint import MODEL_FILE, load_checkpoint, replace_folder, save_checkpoint, write_json_atomic
@@ -79,10 +79,13 @@ def parameter_groups(model: Ranker, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
-def warmup_cosine(warmup: int, total: int, floor: float):
+def learning_rate_factor(schedule: str, warmup: int, total: int, floor: float):
+    """Linear warmup, then either a constant rate or a cosine decay to lr·floor at `total`."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
@@ -116,7 +119,8 @@ class Distributed:
 
 
 def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, step_seed: int, columns: torch.Tensor,
-                 distributed: Distributed | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 distributed: Distributed | None = None, sampler: NegativeSampler | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training objective; `network` is the model itself or its DDP wrapper."""
     share = distributed.share if distributed is not None else (lambda loss, _count: loss)
     _, logits, queries = network(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask)
@@ -130,18 +134,24 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
         parts.update({f"bce_{t}": float(v) for t, v in zip(model.config.tasks, per_task.detach())})
     if queries is not None:
         # Position p predicts the item of event p + 1 when that event is a target of this split.
-        rows = weight[:, 1:] & batch.mask[:, :-1]
-        generator = torch.Generator(device=queries.device).manual_seed(step_seed)
-        loss = sampled_softmax_loss(queries[:, :-1][rows], batch.item[:, 1:][rows], model.catalogue_embeddings(),
-                                    model.config.next_item, generator)
-        total = total + model.config.next_item.weight * share(loss, rows.sum())
+        rows = weight[:, 1:] & batch.mask[:, :-1] & (batch.item[:, 1:] >= FIRST_ITEM_ID)
+        query, positives = queries[:, :-1][rows], batch.item[:, 1:][rows]
+        head = model.config.next_item
+        if head.loss == "full":
+            catalogue = model.catalogue_embeddings()[FIRST_ITEM_ID:]
+            loss = full_softmax_loss(query @ catalogue.T * model.next_item_scale, positives)
+        else:
+            generator = torch.Generator(device=queries.device).manual_seed(step_seed)
+            loss = sampled_softmax_loss(query, positives, model.catalogue_embeddings(), head, model.next_item_scale,
+                                        sampler, generator)
+        total = total + head.weight * share(loss, rows.sum())
         parts["next_item"] = float(loss.detach())
     return total, parts
 
 
 def selection_metric(model: Ranker, schema: FeatureSchema) -> str:
     """Early stopping watches NE for impression logs, NDCG@10 for next-item models (evaluation.md)."""
-    if model.next_item_query is not None and (model.task_head is None or schema.split.protocol == "loo"):
+    if model.has_next_item and (model.task_head is None or schema.split.protocol == "loo"):
         return "ndcg@10"
     return "ne_mean"
 
@@ -149,7 +159,7 @@ def selection_metric(model: Ranker, schema: FeatureSchema) -> str:
 def validation_metrics(model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int) -> dict[str, float]:
     columns = task_columns(dataset.schema, model.config.tasks)
     metrics = validation_ne(model, dataset, device, batch_size, columns) if model.task_head is not None else {}
-    if model.next_item_query is not None:
+    if model.has_next_item:
         report = retrieval_report(model, dataset)
         metrics.update({k: report[k] for k in ("ndcg@10", "hr@10", "mrr")})
     model.train()
@@ -212,7 +222,12 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     train_set, valid_set = SequenceDataset(data, "train"), SequenceDataset(data, "valid")
     model = Ranker(model_config).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(optim.warmup_steps, loop.max_steps, optim.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, learning_rate_factor(optim.schedule, optim.warmup_steps, loop.max_steps, optim.min_lr_ratio))
+    head = model_config.next_item
+    sampler = None
+    if head is not None and head.loss == "sampled" and head.negatives != "in_batch":
+        sampler = NegativeSampler(train_set.target_item_counts(), head).to(device)
     watched = selection_metric(model, schema)
     start, best, stale = 0, {"metric": watched, watched: None, "step": -1}, 0
     if resume and (checkpoint_dir / "state.json").exists():
@@ -238,7 +253,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 rows = rows[distributed.rank::distributed.world]
             batch = train_set.__getitems__(rows).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, parts = compute_loss(network, model, batch, loop.seed * 1_000_003 + step, columns, distributed)
+                loss, parts = compute_loss(network, model, batch, loop.seed * 1_000_003 + step, columns, distributed, sampler)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)

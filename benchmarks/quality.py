@@ -40,8 +40,10 @@ from tqdm.auto import tqdm
 
 from provenance import current_commit, device_name  # benchmarks/provenance.py, beside this script
 from features.dataset import SequenceDataset
-from training.bootstrap import UnitStatistics, pooled_delta, pooled_interval
+from training.baselines import PopularityScorer, count_user_sums
+from training.bootstrap import UnitStatistics, next_item_units, point_value, pooled_delta, pooled_interval
 from training.compare import unit_statistics
+from training.retrieval import next_item_ranks
 from training.run import load_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +61,7 @@ class Scale:
     synth: list[str]
     prepare_max_len: dict[str, int]
     overrides: dict[str, list[str]]
+    sasrec: dict[str, list[str]] = field(default_factory=dict)  # per suite: benchmarks/baselines/sasrec.py flags
 
 
 SCALES = {
@@ -92,25 +95,26 @@ class Suite:
     dataset: str | None = None  # folder under ../shared/data; None = synthesized
     prepare: list[str] = field(default_factory=list)
     report: list[tuple[str, str]] = field(default_factory=list)  # (task or next_item, metric) columns
+    baselines: tuple[str, ...] = ()  # reference models in the table: popularity, sasrec (next-item), count (tasks)
 
 
 SUITES = {
     "synthetic": Suite("synthetic", "feed_paper.yaml", [("ne", "click"), ("ne", "like"), ("ne", "long_dwell")],
                        ["timestamp", "cyclic", "categorical"], True, "rope", None, ["--windows", "all"],
                        [("click", "ne"), ("click", "oracle_ne"), ("like", "ne"), ("long_dwell", "ne"),
-                        ("click", "ece"), ("click", "auc")]),
+                        ("click", "ece"), ("click", "auc")], ("count",)),
     "movielens": Suite("movielens", "movielens_next_item.yaml", [("next_item", "ndcg@10"), ("ne", "like")],
                        ["timestamp", "cyclic", "categorical"], True, "best", "ml-latest-small",
                        ["--format", "movielens", "--windows", "all"],
                        [("next_item", "ndcg@10"), ("next_item", "hr@10"), ("next_item", "mrr"), ("like", "ne"),
-                        ("like", "ece")]),
+                        ("like", "ece")], ("popularity", "sasrec", "count")),
     "beauty": Suite("beauty", "amazon_next_item.yaml", [("next_item", "ndcg@10")], ["categorical"], False, "best",
                     "amazon-beauty-s3rec", ["--format", "amazon-seq"],
-                    [("next_item", "ndcg@10"), ("next_item", "hr@10"), ("next_item", "mrr")]),
+                    [("next_item", "ndcg@10"), ("next_item", "hr@10"), ("next_item", "mrr")], ("popularity", "sasrec")),
     "mind": Suite("mind", "mind_clicks.yaml", [("ne", "click")], ["timestamp", "cyclic", "categorical"], True, "best",
                   "mind-small-sample5k", ["--format", "mind"],
                   [("click", "ne"), ("click", "ece_adaptive"), ("click", "auc"), ("click", "ndcg@10"),
-                   ("click", "imp_auc")]),
+                   ("click", "imp_auc")], ("count",)),
 }
 
 
@@ -135,7 +139,7 @@ def variants(suite: Suite) -> dict[str, list[str]]:
     return chosen
 
 
-PRIORITY = ["none", "rope", "siren_rope", "to_rope", "hybrid", "rotrnn", "fprnn"]
+PRIORITY = ["sasrec", "none", "rope", "siren_rope", "to_rope", "hybrid", "rotrnn", "fprnn"]
 
 
 def _priority(variant: str) -> int:
@@ -193,6 +197,38 @@ def train_and_evaluate(suite: Suite, scale: Scale, prepared: Path, work: Path, v
     return run
 
 
+def train_sasrec(suite: Suite, scale: Scale, prepared: Path, work: Path, seed: int, threads: int) -> Path:
+    """benchmarks/baselines/sasrec.py on the suite's data, with this scale's budget (resumable: a
+    finished run is reused)."""
+    out = work / suite.name / "baselines" / f"sasrec-s{seed}"
+    if (out / "ranks_test.npy").is_file():
+        return out
+    log = work / suite.name / "logs" / f"sasrec-s{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(REPO / "benchmarks" / "baselines" / "sasrec.py"), "--data", str(prepared), "--out", str(out),
+               "--seed", str(seed), "--threads", str(threads), *scale.sasrec.get(suite.name, [])]
+    with log.open("a", encoding="utf-8") as sink:
+        done = subprocess.run(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if done.returncode:
+        raise RuntimeError(f"sasrec failed (exit {done.returncode}); see {log}")
+    return out
+
+
+def baseline_statistics(suite: Suite, name: str, prepared: Path, work: Path, seeds: list[int]) -> list[UnitStatistics] | None:
+    """Per seed, a baseline's statistics on the test split (popularity and count are deterministic:
+    one computation stands for every seed); None while a SASRec seed is missing."""
+    train, test = SequenceDataset(prepared, "train"), SequenceDataset(prepared, "test")
+    if name == "popularity":
+        return [UnitStatistics({}, next_item_units(next_item_ranks(PopularityScorer(train), test)[0]))] * len(seeds)
+    if name == "count":
+        return [UnitStatistics({task: count_user_sums(train, test, task) for task in train.schema.tasks}, {})] * len(seeds)
+    folders = [work / suite.name / "baselines" / f"sasrec-s{seed}" for seed in seeds]
+    if not all((folder / "ranks_test.npy").is_file() for folder in folders):
+        return None
+    return [UnitStatistics({}, next_item_units(np.load(folder / "ranks_test.npy"))) for folder in folders]
+
+
 def _metric(metrics: dict, column: tuple[str, str]) -> float:
     where, name = column
     return float(metrics["test"].get(where, {}).get(name, float("nan")))
@@ -219,35 +255,79 @@ def summarise(suite: Suite, prepared: Path, work: Path, chosen: dict[str, list[s
             "headline": {f"{kind}.{name}": pooled_interval(statistics[variant], (kind, name), bootstrap_seed)
                          for kind, name in suite.headline},
             "steps": [json.loads((folder / "manifest.json").read_text())["steps"] for folder in folders]}
+    reference = None
+    for name in suite.baselines:
+        runs = baseline_statistics(suite, name, prepared, work, seeds)
+        if runs is None:
+            missing[name] = len(seeds)
+            continue
+        statistics[name] = runs
+        keys = [key for key in suite.headline if _has(runs[0], key)]
+        table[name] = {"columns": {f"{w}.{n}": _baseline_column(runs, (w, n)) for w, n in suite.report},
+                       "headline": {f"{kind}.{metric}": pooled_interval(runs, (kind, metric), bootstrap_seed)
+                                    for kind, metric in keys},
+                       "steps": [], "reference": True}
+        if reference is None or name in ("sasrec", "count"):
+            reference = name if _has(runs[0], suite.headline[0]) else reference
     if not table:
-        return {"variants": {}, "baseline": None, "incomplete": missing}
+        return {"variants": {}, "baseline": None, "reference": None, "incomplete": missing}
     baseline = suite.baseline
     if baseline == "best":
         kind, name = suite.headline[0]
         lower_is_better = kind == "ne"
-        candidates = [v for v in ("none", "rope") if v in table]
+        candidates = [v for v in ("none", "rope") if v in table and not table[v].get("reference")]
         baseline = sorted(candidates, key=lambda v: table[v]["headline"][f"{kind}.{name}"]["value"] * (1 if lower_is_better else -1))[0]
+    first = suite.headline[0]
     for variant, entry in table.items():
+        if entry.get("reference"):
+            continue
         if variant != baseline and baseline in statistics:
             entry["delta"] = {f"{kind}.{name}": pooled_delta(statistics[baseline], statistics[variant], (kind, name),
                                                              bootstrap_seed) for kind, name in suite.headline}
-    return {"variants": table, "baseline": baseline, "incomplete": missing}
+        if reference is not None:
+            entry["versus_reference"] = pooled_delta(statistics[reference], statistics[variant], first, bootstrap_seed)
+    return {"variants": table, "baseline": baseline, "reference": reference, "incomplete": missing}
+
+
+def _has(stats: UnitStatistics, key: tuple[str, str]) -> bool:
+    return key[1] in (stats.tasks if key[0] == "ne" else stats.next_item)
+
+
+def _baseline_column(runs: list[UnitStatistics], column: tuple[str, str]) -> float:
+    """A report column a baseline's statistics give (next-item metrics, NE); NaN for the rest."""
+    where, name = column
+    key = ("next_item", name) if where == "next_item" else ("ne", where)
+    if name != "ne" and where != "next_item" or not _has(runs[0], key):
+        return float("nan")
+    return float(np.mean([point_value(stats, key) for stats in runs]))
 
 
 def markdown(suite: Suite, summary: dict, seeds: list[int]) -> str:
     columns = [f"{w}.{n}" for w, n in suite.report]
     headline = [f"{kind}.{name}" for kind, name in suite.headline]
-    lines = [f"**{suite.name}** (baseline `{summary['baseline']}`; {len(seeds)} seeds; means over seeds):", "",
-             "| variant | " + " | ".join(columns) + " | " + " | ".join(f"Δ {h} vs baseline [95 % CI], verdict" for h in headline)
-             + " | steps |",
-             "|---|" + "---:|" * len(columns) + "---|" * len(headline) + "---|"]
+    reference = summary.get("reference")
+    versus = [f"Δ {headline[0]} vs `{reference}` [95 % CI], verdict"] if reference else []
+    lines = [f"**{suite.name}** (ablation baseline `{summary['baseline']}`; reference `{reference}`; {len(seeds)} seeds; "
+             "means over seeds; reference models in *italics*):", "",
+             "| variant | " + " | ".join(columns) + " | " + " | ".join(
+                 [f"Δ {h} vs baseline [95 % CI], verdict" for h in headline] + versus) + " | steps |",
+             "|---|" + "---:|" * len(columns) + "---|" * (len(headline) + len(versus)) + "---|"]
+
+    def verdict(delta: dict | None) -> str:
+        return "—" if delta is None else (f"{delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}] "
+                                          f"{delta['verdict']}")
+
     for variant, entry in summary["variants"].items():
-        cells = [f"{entry['columns'][c]:.4f}" for c in columns]
-        for key in headline:
-            delta = entry.get("delta", {}).get(key)
-            cells.append("baseline" if delta is None else
-                         f"{delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}] {delta['verdict']}")
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {'/'.join(map(str, entry['steps']))} |")
+        cells = ["—" if np.isnan(entry["columns"][c]) else f"{entry['columns'][c]:.4f}" for c in columns]
+        if entry.get("reference"):
+            cells += ["reference"] * (len(headline) + len(versus))
+            name = f"*{variant}*"
+        else:
+            cells += ["baseline" if variant == summary["baseline"] else verdict(entry.get("delta", {}).get(key))
+                      for key in headline]
+            cells += [verdict(entry.get("versus_reference"))] if versus else []
+            name = variant
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'/'.join(map(str, entry['steps'])) or '—'} |")
     if summary["incomplete"]:
         lines += ["", "Not in the table (runs missing of " + str(len(seeds)) + " seeds): "
                   + ", ".join(f"`{v}` ({n})" for v, n in summary["incomplete"].items()) + "."]
@@ -279,6 +359,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="default: WORK/quality.json")
     parser.add_argument("--results", type=Path, default=None, help="update this RESULTS.md with the tables")
     parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument("--no-sasrec", action="store_true", help="leave the SASRec baseline out (popularity and count stay)")
     parser.add_argument("--summarise-only", action="store_true",
                         help="train nothing: tabulate the runs already finished (incomplete variants are listed)")
     args = parser.parse_args()
@@ -297,13 +378,18 @@ def main() -> None:
 
     # Most informative first (baselines and the full model, all seeds, every suite; then the
     # recurrent mixers and the branch ablations), so an interrupted suite has complete variants.
+    trained_baselines = {name: ["sasrec"] if "sasrec" in suite.baselines and not args.no_sasrec else []
+                         for name, (suite, _, _) in plans.items()}
     jobs = [] if args.summarise_only else sorted(
-        ((suite, prepared, variant, overrides, seed) for suite, prepared, chosen in plans.values()
-         for variant, overrides in chosen.items() for seed in args.seeds),
+        [(suite, prepared, variant, overrides, seed) for suite, prepared, chosen in plans.values()
+         for variant, overrides in chosen.items() for seed in args.seeds]
+        + [(suite, prepared, name, None, seed) for suite, prepared, _ in plans.values()
+           for name in trained_baselines[suite.name] for seed in args.seeds],
         key=lambda job: (_priority(job[2]), job[4]))
     failures = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(jobs), desc="runs", unit="run") as bar:
-        futures = {pool.submit(train_and_evaluate, suite, scale, prepared, work, variant, overrides, seed, args.threads):
+        futures = {(pool.submit(train_sasrec, suite, scale, prepared, work, seed, args.threads) if overrides is None else
+                    pool.submit(train_and_evaluate, suite, scale, prepared, work, variant, overrides, seed, args.threads)):
                    (suite.name, variant, seed) for suite, prepared, variant, overrides, seed in jobs}
         for future in as_completed(futures):
             bar.update(1)

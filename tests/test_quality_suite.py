@@ -30,10 +30,14 @@ def test_quality_suite_pools_seeds_and_writes_its_table(tmp_path: Path) -> None:
     done = _suite(tmp_path / "work", results)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "work" / "smoke" / "quality.json").read_text())["suites"]["synthetic"]
-    assert summary["baseline"] == "rope"
+    assert summary["baseline"] == "rope" and summary["reference"] == "count"
     variants = summary["variants"]
-    assert set(variants) == {"rope", "siren_rope-cyclic"}
-    assert "delta" not in variants["rope"]
+    assert set(variants) == {"rope", "siren_rope-cyclic", "count"}
+    assert "delta" not in variants["rope"] and variants["count"]["reference"]
+    for task in ("click", "like", "long_dwell"):  # the count model's NE is in the table beside the models'
+        assert 0 < variants["count"]["headline"][f"ne.{task}"]["value"] < 2
+    versus = variants["siren_rope-cyclic"]["versus_reference"]
+    assert len(versus["per_seed"]) == 2 and versus["ci95"][0] <= versus["ci95"][1]
     for name in ("siren_rope-cyclic",):
         delta = variants[name]["delta"]["ne.click"]
         assert len(delta["per_seed"]) == 2 and abs(delta["delta"] - sum(delta["per_seed"]) / 2) < 1e-12
@@ -41,7 +45,7 @@ def test_quality_suite_pools_seeds_and_writes_its_table(tmp_path: Path) -> None:
         headline = variants[name]["headline"]["ne.click"]
         assert headline["ci95"][0] <= headline["value"] <= headline["ci95"][1]
     text = results.read_text()
-    assert "kept" in text and text.count("<!-- quality:smoke:begin -->") == 1 and "| siren_rope-cyclic |" in text
+    assert "kept" in text and text.count("<!-- quality:smoke:begin -->") == 1 and "| siren_rope-cyclic |" in text and "| *count* |" in text
 
     # Finished runs are reused: the second invocation trains nothing and rewrites the same block.
     runs = tmp_path / "work" / "smoke" / "synthetic" / "runs"

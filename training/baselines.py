@@ -11,10 +11,12 @@ them in the ablation tables. Both go through the same functions as the model
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from features.dataset import SequenceBatch, SequenceDataset
 from model.losses import FIRST_ITEM_ID
+from training.metrics import group_sums
 
 
 class PopularityScorer:
@@ -71,3 +73,15 @@ class CountClickModel:
             taste = np.array([self.user_category_rates.get(k, self.base_rate) for k in keys.tolist()])
             out = out + np.log(taste / (1 - taste)) - prior
         return out
+
+
+def count_user_sums(train: SequenceDataset, dataset: SequenceDataset, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The count model's per-user sufficient statistics (training.metrics.group_sums) on a split's
+    target events with a known label. Users are coded by first appearance in window order, as
+    training.evaluate.predict codes them, so these pair unit by unit with a run's statistics."""
+    rows = np.flatnonzero(dataset.values["target"].astype(bool))
+    labels = dataset.values[f"label_{task}"][rows]
+    known = labels >= 0
+    users = np.repeat(pd.factorize(dataset.users)[0], dataset.lengths)[rows]
+    logits = CountClickModel(train, task).logits(dataset)
+    return group_sums(logits[known], (labels[known] == 1).astype(np.float64), users[known])

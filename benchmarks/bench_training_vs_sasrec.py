@@ -3,7 +3,7 @@
 Every model trains on the same batches (next-item, full softmax over the catalogue, Adam), one
 step of each in turn so drift in machine speed hits all alike; the table gives the median step
 time, tokens/s and the ratio to SASRec. rotorec runs as shipped (SIREN-RoPE) and with parts
-removed (ordinal RoPE, no rotation, no action values), and a profile of one step of each names
+removed (ordinal RoPE, no rotation) and with SASRec's feed-forward width (d instead of 4d), and a profile of one step of each names
 the operators that take the time, which is how a slowdown is traced to its cause.
 
     python benchmarks/bench_training_vs_sasrec.py [--steps 30] [--length 200] [--json benchmarks/out/training_vs_sasrec.json]
@@ -36,7 +36,8 @@ def rotorec_variants(width: int, layers: int, heads: int, length: int) -> dict[s
             "next_item": {"loss": "full"}, "siren": {"branches": ["timestamp", "cyclic"], "hidden": 32}}
     return {"rotorec siren_rope": ModelConfig.model_validate({**base, "encoding": "siren_rope"}),
             "rotorec rope": ModelConfig.model_validate({**base, "encoding": "rope"}),
-            "rotorec none": ModelConfig.model_validate({**base, "encoding": "none"})}
+            "rotorec none": ModelConfig.model_validate({**base, "encoding": "none"}),
+            "rotorec siren_rope, FFN 1×d": ModelConfig.model_validate({**base, "encoding": "siren_rope", "ffn_multiplier": 1})}
 
 
 def step_function(name: str, model: torch.nn.Module):
@@ -89,7 +90,7 @@ def main() -> None:
     tokens = int(batch.mask.sum())
     reference = statistics.median(times["sasrec"])
     rows = []
-    print(f"{'model':>20} {'ms/step':>9} {'tokens/s':>10} {'× SASRec time':>14}  top operators (self ms)")
+    print(f"{'model':>28} {'ms/step':>9} {'tokens/s':>10} {'× SASRec time':>14}  top operators (self ms)")
     for name, values in times.items():
         median = statistics.median(values)
         operators = top_operators(steps[name], batch)
@@ -97,7 +98,7 @@ def main() -> None:
                      "time_vs_sasrec": median / reference, "parameters": sum(p.numel() for p in models[name].parameters()),
                      "top_operators": operators})
         ops = ", ".join(f"{o['op']} {o['self_ms']:.0f}" for o in operators[:4])
-        print(f"{name:>20} {median * 1000:>9.1f} {tokens / median:>10,.0f} {median / reference:>14.2f}  {ops}")
+        print(f"{name:>28} {median * 1000:>9.1f} {tokens / median:>10,.0f} {median / reference:>14.2f}  {ops}")
     write_report("training_vs_sasrec", torch.device("cpu"), rows, args.json,
                  settings={k: v for k, v in vars(args).items() if k != "json"}, catalogue=ITEMS - 2)
 

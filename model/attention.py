@@ -3,8 +3,8 @@
 Each query p attends to two kinds of keys: every event j in an earlier slot (slot_j < slot_p;
 the slot is the position, shared by the events of one impression, see model.inputs.event_slots),
 whose value carries the event's content *and* its action embedding (what the user did), and p
-itself, whose value carries content only. This is one SDPA call over the concatenated key sets with a boolean
-mask, so every query has at least one key (itself) and no row is ever fully masked.
+itself, whose value carries content only. Both kinds share one [S, S] score matrix (an event's own
+key is its history key), so every query has at least one key (itself) and no row is ever fully masked.
 
 A serving candidate is the same kind of query: its keys are the whole history plus itself and
 never the other candidates (target-aware masking as in HSTU's M-FALCON, arXiv 2402.17152), so
@@ -22,22 +22,26 @@ from model.context import MixerContext
 from model.rotary import rotate_pairs
 
 
-def label_safe_attention(
-    query: torch.Tensor,
-    history_keys: torch.Tensor,
-    history_values: torch.Tensor,
-    self_keys: torch.Tensor,
-    self_values: torch.Tensor,
-    history_mask: torch.Tensor,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """query/self_* [B, H, Q, d_k]; history_* [B, H, K, d_k]; history_mask bool [B, 1, Q, K]."""
-    n_queries = query.shape[-2]
-    own = torch.eye(n_queries, dtype=torch.bool, device=query.device).expand(*history_mask.shape[:-1], n_queries)
-    keys = torch.cat([history_keys, self_keys], dim=-2)
-    values = torch.cat([history_values, self_values], dim=-2)
-    mask = torch.cat([history_mask, own], dim=-1)
-    return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, dropout_p=dropout_p)
+def label_safe_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, action_values: torch.Tensor,
+                         earlier: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """query/keys/values/action_values [B, H, S, d_k]; earlier bool [B, 1, S, S] marks the keys in
+    earlier slots (padding excluded). Query p reads those with their actions (V_j + A_j) and
+    itself without (V_p).
+
+    An event's own key is the same vector as its history key, and the history copy is never
+    visible to itself (slot_p < slot_p is false), so the key set is one [S, S] matrix with the
+    diagonal allowed; the diagonal's weight then multiplies V_p alone, so p's action never enters
+    p's output, not even as a rounding error. That is half the scores of attending to
+    [history | self] keys side by side (tested equal)."""
+    scale = query.shape[-1] ** -0.5
+    own = torch.eye(query.shape[-2], dtype=torch.bool, device=query.device)
+    scores = (query @ keys.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~(earlier | own), float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    own_weight = weights.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)
+    return weights.masked_fill(own, 0.0) @ (values + action_values) + own_weight * values
 
 
 def attend_history_and_self(query: torch.Tensor, history_keys: torch.Tensor, history_values: torch.Tensor,
@@ -84,12 +88,12 @@ class LabelSafeAttention(nn.Module):
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Causal pass over a sequence; also returns (keys, values) that later queries read."""
         query, key, value = self.project(z, context)
-        history_values = value + self._split_heads(self.action_values(action))
+        action_values = self._split_heads(self.action_values(action))
         earlier = context.slot[:, None, :] < context.slot[:, :, None]
         history_mask = (earlier & context.valid[:, None, :]).unsqueeze(1)
-        attended = label_safe_attention(query, key, history_values, key, value, history_mask,
+        attended = label_safe_attention(query, key, value, action_values, history_mask,
                                         self.dropout if self.training else 0.0)
-        return self.merge(attended), (key, history_values)
+        return self.merge(attended), (key, value + action_values)
 
     def attend_history(self, z: torch.Tensor, context: MixerContext, history: tuple[torch.Tensor, torch.Tensor],
                        history_valid: torch.Tensor) -> torch.Tensor:

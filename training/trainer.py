@@ -138,8 +138,8 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
         query, positives = queries[:, :-1][rows], batch.item[:, 1:][rows]
         head = model.config.next_item
         if head.loss == "full":
-            catalogue = model.catalogue_embeddings()[FIRST_ITEM_ID:]
-            loss = full_softmax_loss(query @ catalogue.T * model.next_item_scale, positives)
+            logits = query @ model.catalogue_embeddings()[FIRST_ITEM_ID:].T
+            loss = full_softmax_loss(logits if model.next_item_scale == 1.0 else logits * model.next_item_scale, positives)
         else:
             generator = torch.Generator(device=queries.device).manual_seed(step_seed)
             loss = sampled_softmax_loss(query, positives, model.catalogue_embeddings(), head, model.next_item_scale,

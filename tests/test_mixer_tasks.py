@@ -59,6 +59,15 @@ def test_multiplication_table_is_a_latin_square_of_a_non_abelian_group() -> None
     assert not torch.equal(table, table.T)
 
 
+def test_permutation_features_are_the_permutation_matrices_of_the_table() -> None:
+    """M(a ∘ b) = M(b) M(a) for M(p)[i, p(i)] = 1: the features and the table agree."""
+    group = mixer_tasks.alternating_group()
+    matrices = mixer_tasks.permutation_features(group).view(60, 5, 5)
+    assert torch.equal(matrices.sum(1), torch.ones(60, 5)) and torch.equal(matrices.sum(2), torch.ones(60, 5))
+    table = mixer_tasks.multiplication_table(group)
+    assert torch.equal(matrices[table], matrices.unsqueeze(0) @ matrices.unsqueeze(1))  # [a, b]: M(b) M(a)
+
+
 def test_state_tracking_labels_are_the_running_products() -> None:
     group = mixer_tasks.alternating_group()
     sample = mixer_tasks.state_tracking_sampler(mixer_tasks.multiplication_table(group))
@@ -87,7 +96,7 @@ def test_the_output_at_p_reads_token_p_and_nothing_after_it(kind: str) -> None:
     left out: its adaptive stopping couples positions through the iteration count."""
     scale = mixer_tasks.SCALES["smoke"]
     torch.manual_seed(0)
-    model = mixer_tasks.TaskModel(mixer_tasks.model_config(kind, scale, 12), vocab=7, classes=7).eval()
+    model = mixer_tasks.TaskModel(mixer_tasks.model_config(kind, scale, 12), torch.eye(7), classes=7).eval()
     tokens = torch.randint(0, 7, (3, 12), generator=torch.Generator().manual_seed(2))
     changed = tokens.clone()
     changed[:, 5:] = (changed[:, 5:] + 1) % 7
@@ -106,6 +115,7 @@ def test_smoke_scale_runs_every_model_and_writes_its_report(tmp_path: Path) -> N
     assert "| state_tracking | fprnn |" in done.stdout and "| selective_copy | rotrnn |" in done.stdout
     written = json.loads(report.read_text())
     assert written["scale"] == "smoke" and written["threads"] == 1 and written["date"] and "commit" in written
+    assert written["machine"].endswith(f"{os.cpu_count()} cores")
     plan = {("state_tracking", kind) for kind in mixer_tasks.MODELS} | \
         {("selective_copy", kind) for kind in mixer_tasks.SCALES["smoke"].copy_models}
     assert {(r["task"], r["model"]) for r in written["results"]} == plan

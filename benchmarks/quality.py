@@ -13,11 +13,18 @@ Suites (evaluation.md §2, §4, §5):
     beauty     amazon-beauty-s3rec: next-item, order only (categorical branch, no timestamps)
     mind       the MIND sample: clicks within impressions, NE, ECE, NDCG
 
+Reference models sit in the same table, on the same split and seeds, compared with the same
+paired bootstrap: popularity and SASRec (benchmarks/baselines/sasrec.py, at each scale's budget)
+for next-item suites, the count model (training/baselines.py) for labelled ones. Every model
+variant gets a Δ against the suite's ablation baseline and one against the reference (SASRec or
+count) on the first headline metric.
+
 Runs are kept under --work and skipped when already evaluated, so an interrupted suite resumes.
 The table goes to stdout, JSON to --json, and (with --results) into benchmarks/RESULTS.md between
 this suite's markers.
 
     python benchmarks/quality.py --scale cpu --suites synthetic movielens --jobs 2
+    python benchmarks/quality.py --scale target --suites movielens beauty --variants siren_rope --jobs 2
     python benchmarks/quality.py --scale full --jobs 1          # the paper settings (GPU)
 """
 

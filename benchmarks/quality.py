@@ -295,7 +295,8 @@ def summarise(suite: Suite, prepared: Path, work: Path, chosen: dict[str, list[s
         kind, name = suite.headline[0]
         lower_is_better = kind == "ne"
         candidates = [v for v in ("none", "rope") if v in table and not table[v].get("reference")]
-        baseline = sorted(candidates, key=lambda v: table[v]["headline"][f"{kind}.{name}"]["value"] * (1 if lower_is_better else -1))[0]
+        baseline = min(candidates, default=None,  # None: neither ran (e.g. --variants siren_rope), no ablation Δ
+                       key=lambda v: table[v]["headline"][f"{kind}.{name}"]["value"] * (1 if lower_is_better else -1))
     first = suite.headline[0]
     for variant, entry in table.items():
         if entry.get("reference"):

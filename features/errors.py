@@ -25,3 +25,11 @@ class LogReadError(FeaturesError):
 
 class SchemaError(FeaturesError):
     """A log schema (YAML or CLI flags) is inconsistent or names something that does not exist."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a library error, safe to print on one terminal line."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -21,12 +21,14 @@ from features.encoding import RunningIndex, canonical_keys
 from features.errors import FeaturesError
 from features.events import MISSING_LABEL, NO_VALUE, EventColumns
 from features.localtime import MAX_OFFSET_MINUTES
-from features.reader import MalformedLine, SourceBatch
+from features.reader import SourceBatch
 from features.schema import LogSchema
+from features.textframe import MalformedLine
 from features.timestamps import NO_OFFSET, NUMBER_TEXT, TimestampParser, mask_of
 
 REASONS = (
-    "malformed_row",  # a text line that does not split into the header's fields
+    "bad_encoding",  # a text line that is not UTF-8 (kept as hex)
+    "malformed_row",  # a text line that is not a row: wrong number of fields, or a stray quote
     "missing_user_id",
     "missing_item_id",
     "bad_timestamp",
@@ -128,8 +130,8 @@ class RowDeduplicator:
 class QuarantineWriter:
     """Appends rejected rows, as text exactly as read, with the reason and where they came from.
 
-    A malformed text line has no fields to show: its columns are null, `line` holds the line
-    whole and `field` says how many fields it had."""
+    A text line that is not a row has no fields to show: its columns are null, `line` holds the
+    line whole (in hex where it is not UTF-8) and `field` says what is wrong with it."""
 
     def __init__(self, path: str | Path, source_columns: list[str]) -> None:
         self.path = Path(path)
@@ -140,11 +142,11 @@ class QuarantineWriter:
         self.schema = pa.schema(fields)
         self._writer = pq.ParquetWriter(self.path, self.schema)
 
-    def write_malformed(self, lines: tuple[MalformedLine, ...], source: str) -> None:
+    def write_lines(self, lines: tuple[MalformedLine, ...], source: str) -> None:
         rows = len(lines)
         data = {
-            "reason": pa.array(["malformed_row"] * rows, pa.string()),
-            "field": pa.array([f"{line.fields} of {line.expected} fields" for line in lines], pa.string()),
+            "reason": pa.array([line.reason for line in lines], pa.string()),
+            "field": pa.array([line.detail for line in lines], pa.string()),
             "source": pa.array([source] * rows, pa.string()),
             "source_row": pa.array([line.row for line in lines], pa.int64()),
             **{name: pa.nulls(rows, pa.string()) for name in self.source_columns},
@@ -200,8 +202,8 @@ class BatchValidator:
 
     def validate(self, source: SourceBatch) -> EventColumns:
         if source.malformed:
-            self.quarantine.write_malformed(source.malformed, source.source)
-            self.reasons["malformed_row"] += len(source.malformed)
+            self.quarantine.write_lines(source.malformed, source.source)
+            self.reasons.update(line.reason for line in source.malformed)
             self.rows_read += len(source.malformed)
         batch, n = source.batch, source.batch.num_rows
         failed = np.zeros(n, dtype=bool)

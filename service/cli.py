@@ -13,6 +13,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                         "Bearer tokens come from ROTOREC_SCORING_TOKENS / ROTOREC_ADMIN_TOKENS "
                                         "(or *_FILE).")
     p.add_argument("--run", required=True, type=Path, help="run folder written by `rotorec train`")
+    p.add_argument("--runs-root", type=Path,
+                   help="POST /admin/reload loads only run folders inside this one (default: the parent of --run)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -38,9 +40,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal it stopped on; once drained, a clean exit (status 0) is what
     # orchestrators expect, so the re-raised signal is ignored.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    settings = ServiceSettings.from_env(run=args.run, device=args.device, max_batch_size=args.max_batch_size,
-                                        max_wait_ms=args.max_wait_ms, threads=args.threads, fail_fast=args.fail_fast,
-                                        drain_s=args.drain, shutdown_timeout_s=args.shutdown_timeout)
+    settings = ServiceSettings.from_env(run=args.run, runs_root=args.runs_root, device=args.device,
+                                        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                                        threads=args.threads, fail_fast=args.fail_fast, drain_s=args.drain,
+                                        shutdown_timeout_s=args.shutdown_timeout)
     if args.sample_feed is not None:
         from service.sample import serve_sample
 

@@ -26,16 +26,10 @@ from features.vocab import OOV, PAD, Vocabulary
 from model.inputs import Events
 from model.recurrent import RecurrentCache
 from model.scoring import candidate_logits, encode_history
+from service.errors import FeedError
+from service.limits import at_most
 from service.schemas import CandidateItem, HistoryEvent, RankRequest, parse_time
 from training.run import LoadedRun, load_run
-
-
-class FeedError(ValueError):
-    """A request the model cannot read; `loc` names the failing field as pydantic would."""
-
-    def __init__(self, loc: tuple, message: str, value: object = None) -> None:
-        super().__init__(message)
-        self.loc, self.message, self.value = loc, message, value
 
 
 @dataclass
@@ -148,9 +142,7 @@ class ServedModel:
     # -- requests -> feeds ----------------------------------------------------------------------
 
     def feed(self, request: RankRequest, max_history: int) -> Feed:
-        if len(request.history) > max_history:
-            raise FeedError(("body", "history"), f"at most {max_history} history events are accepted",
-                            len(request.history))
+        at_most(len(request.history), max_history, ("body", "history"), "history events")
         for task in request.tasks or []:
             if task not in self.tasks:
                 raise FeedError(("body", "tasks"), f"unknown task {task!r} (model tasks: {self.tasks})", task)

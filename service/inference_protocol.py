@@ -2,32 +2,39 @@
 
 Tensors carry vocabulary ids (out of range → OOV), UTC seconds and lengths; `data` is the flat
 row-major list. The output `probabilities` is FP32 [B, C, tasks], task order in the metadata,
-0 in padded slots; for the same feed it equals what `/v1/rank` returns.
+0 in padded slots; for the same feed it equals what `/v1/rank` returns. The limits of /v1/rank
+hold per request in total (candidates and history events summed over rows), history times may
+not be later than the request time (+300 s), and all rows are queued, scored and answered as
+one unit by the model snapshot that read them.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from features.vocab import OOV
 from rotorec import __version__
-from service.feeds import Feed, FeedError, ServedModel
-from service.schemas import LATEST_SECOND, Strict, Text
+from service.errors import ApiError, FeedError, declared
+from service.feeds import Feed, ServedModel
+from service.limits import at_most
+from service.schemas import FUTURE_SLACK_SECONDS, LATEST_SECOND, Int64, Strict, Text, latest_history_second
+from service.state import ServiceState
 
+MAX_DIMENSION = 2**31 - 1  # far beyond what a body under the size cap can fill; numpy refuses empty shapes near 2**63
 REQUIRED = ("history_item_ids", "history_timestamps", "history_actions", "history_lengths", "candidate_item_ids",
             "candidate_lengths", "request_time")
 
 
 class InferTensor(Strict):
     name: Text
-    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
+    shape: list[Annotated[StrictInt, Field(ge=0, le=MAX_DIMENSION)]] = Field(min_length=1, max_length=2)
     datatype: Literal["INT64"]
-    data: list[int]
+    data: list[Int64]
 
 
 class InferRequest(Strict):
@@ -55,7 +62,7 @@ def _tensors(body: InferRequest, model: ServedModel) -> dict[str, np.ndarray]:
     for k, tensor in enumerate(body.inputs):
         if tensor.name not in known:
             raise FeedError(("inputs", k, "name"), f"unknown input {tensor.name!r}")
-        if int(np.prod(tensor.shape)) != len(tensor.data):
+        if math.prod(tensor.shape) != len(tensor.data):  # exact: numpy's product would wrap around
             raise FeedError(("inputs", k, "data"), f"{len(tensor.data)} values do not fill shape {tensor.shape}")
         tensors[tensor.name] = np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
     missing = [n for n in REQUIRED if n not in tensors]
@@ -65,23 +72,20 @@ def _tensors(body: InferRequest, model: ServedModel) -> dict[str, np.ndarray]:
 
 
 def _feeds(tensors: dict[str, np.ndarray], model: ServedModel, max_history: int, max_candidates: int) -> list[Feed]:
-    rows = tensors["request_time"].shape[0]
-    for name in REQUIRED:
-        if tensors[name].shape[0] != rows or tensors[name].ndim != (1 if name.endswith(("lengths", "time")) else 2):
-            raise FeedError(("inputs", name), f"shape {list(tensors[name].shape)} does not fit batch size {rows}")
-    history_width, candidate_width = tensors["history_item_ids"].shape[1], tensors["candidate_item_ids"].shape[1]
+    rows = _rows(tensors)
+    lengths, counts, times = tensors["history_lengths"], tensors["candidate_lengths"], tensors["request_time"]
+    _within(lengths, 0, tensors["history_item_ids"].shape[1], "history_lengths")
+    _within(counts, 1, tensors["candidate_item_ids"].shape[1], "candidate_lengths")
+    _within(times, 0, LATEST_SECOND - 1, "request_time", message="must be Unix seconds before 2100")
+    at_most(int(lengths.sum()), max_history, ("inputs", "history_lengths"), "history events (summed over rows)")
+    at_most(int(counts.sum()), max_candidates, ("inputs", "candidate_lengths"), "candidates (summed over rows)")
     feeds = []
     for b in range(rows):
-        length, count, when = (int(tensors[n][b]) for n in ("history_lengths", "candidate_lengths", "request_time"))
-        if not 0 <= length <= min(history_width, max_history):
-            raise FeedError(("inputs", "history_lengths", b), f"must be within [0, {min(history_width, max_history)}]")
-        if not 1 <= count <= min(candidate_width, max_candidates):
-            raise FeedError(("inputs", "candidate_lengths", b), f"must be within [1, {min(candidate_width, max_candidates)}]")
-        if not 0 <= when < LATEST_SECOND:
-            raise FeedError(("inputs", "request_time", b), "must be Unix seconds before 2100")
+        length, count, when = int(lengths[b]), int(counts[b]), int(times[b])
         seconds = tensors["history_timestamps"][b, :length]
-        if ((seconds < 0) | (seconds >= LATEST_SECOND)).any():
-            raise FeedError(("inputs", "history_timestamps", b), "must be Unix seconds before 2100")
+        _within(seconds, 0, min(latest_history_second(when), LATEST_SECOND - 1), "history_timestamps", b,
+                message=f"must be Unix seconds before 2100 and at most {FUTURE_SLACK_SECONDS} s after the row's "
+                        "request_time")
         feeds.append(model.feed_from_ids(
             history_items=_ids(tensors["history_item_ids"][b, :length], model.items.size),
             history_actions=_ids(tensors["history_actions"][b, :length], 2 + len(model.actions)),
@@ -95,15 +99,34 @@ def _feeds(tensors: dict[str, np.ndarray], model: ServedModel, max_history: int,
     return feeds
 
 
+def _rows(tensors: dict[str, np.ndarray]) -> int:
+    """The batch size B, once every input has its shape: [B] for lengths and times, the shape of
+    `history_item_ids` for every history_* input and of `candidate_item_ids` for candidate_*."""
+    rows = tensors["request_time"].shape[0]
+    widths = {side: tensors[f"{side}_item_ids"].shape[-1] for side in ("history", "candidate")}
+    for name, tensor in tensors.items():
+        expected = (rows,) if name.endswith(("lengths", "time")) else (rows, widths[name.split("_")[0]])
+        if tensor.shape != expected:
+            raise FeedError(("inputs", name), f"shape {list(tensor.shape)} does not fit the batch: expected {list(expected)}")
+    if rows == 0:
+        raise FeedError(("inputs", "request_time"), "needs at least one row")
+    return rows
+
+
+def _within(values: np.ndarray, low: int, high: int, name: str, *row: int, message: str | None = None) -> None:
+    """Refuse the first value outside [low, high], naming the input and its position."""
+    outside = np.flatnonzero((values < low) | (values > high))
+    if len(outside):
+        raise FeedError(("inputs", name, *row, int(outside[0])), message or f"must be within [{low}, {high}]")
+
+
 def _ids(values: np.ndarray, size: int) -> np.ndarray:
     return np.where((values >= 0) & (values < size), values, OOV)
 
 
-def install_v2_routes(app: FastAPI, state, scoring) -> None:
-    from service.app import ApiError, _require_model, _score
-
+def install_v2_routes(app: FastAPI, state: ServiceState) -> None:
     def named(name: str, version: str | None) -> ServedModel:
-        model = _require_model(state)
+        model = state.require_model()
         if name != model.name or (version is not None and version != model.version):
             raise ApiError(404, f"unknown model {name!r}" + (f" version {version!r}" if version else ""))
         return model
@@ -112,28 +135,29 @@ def install_v2_routes(app: FastAPI, state, scoring) -> None:
     async def server_metadata() -> dict:
         return {"name": "rotorec", "version": __version__, "extensions": []}
 
-    @app.get("/v2/models/{name}", dependencies=[scoring], tags=["inference protocol"])
-    @app.get("/v2/models/{name}/versions/{version}", dependencies=[scoring], tags=["inference protocol"])
+    metadata_errors, ready_errors = declared(401, 404, 503), declared(404, 503)
+    infer_errors = declared(400, 401, 404, 413, 422, 503)
+
+    @app.get("/v2/models/{name}", tags=["inference protocol"], responses=metadata_errors)
+    @app.get("/v2/models/{name}/versions/{version}", tags=["inference protocol"], responses=metadata_errors)
     async def model_metadata(name: str, version: str | None = None) -> dict:
         return _metadata(named(name, version))
 
-    @app.get("/v2/models/{name}/ready", tags=["inference protocol"])
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["inference protocol"])
+    @app.get("/v2/models/{name}/ready", tags=["inference protocol"], responses=ready_errors)
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["inference protocol"], responses=ready_errors)
     async def model_ready(name: str, version: str | None = None) -> dict:
         named(name, version)
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer", dependencies=[scoring], tags=["inference protocol"])
-    @app.post("/v2/models/{name}/versions/{version}/infer", dependencies=[scoring], tags=["inference protocol"])
+    @app.post("/v2/models/{name}/infer", tags=["inference protocol"], responses=infer_errors)
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["inference protocol"], responses=infer_errors)
     async def infer(name: str, body: InferRequest, version: str | None = None) -> dict:
         model = named(name, version)
         feeds = _feeds(_tensors(body, model), model, state.settings.max_history, state.settings.max_candidates)
-        results = await asyncio.gather(*(_score(state, feed) for feed in feeds))
-        width = max(len(f.candidate_items) for f in feeds)
-        out = np.zeros((len(feeds), width, len(model.tasks)), dtype=np.float32)
-        for row, (scored, _) in enumerate(results):
+        results = await state.score(model, feeds)
+        out = np.zeros((len(feeds), max(len(f.candidate_items) for f in feeds), len(model.tasks)), dtype=np.float32)
+        for row, scored in enumerate(results):
             out[row, : len(scored.probabilities)] = scored.probabilities
-        scored_by = results[0][1]
-        return {"id": body.id, "model_name": scored_by.name, "model_version": scored_by.version,
+        return {"id": body.id, "model_name": model.name, "model_version": model.version,
                 "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape),
                              "data": out.ravel().tolist()}]}

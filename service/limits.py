@@ -1,8 +1,19 @@
-"""Request body cap (serving.md §5): 413 before parsing, from Content-Length and while reading."""
+"""Request size limits (serving.md §5): the body cap, and how much work one request may ask for.
+
+The body cap is answered with 413 before parsing, from Content-Length and while reading. The
+work caps (candidates, history events) hold per request in total, whatever the route: a
+/v2 request with many rows counts the sum over its rows, as one /v1/rank request would.
+"""
 
 from __future__ import annotations
 
-import json
+from service.errors import FeedError, error_response
+
+
+def at_most(count: int, limit: int, loc: tuple, what: str) -> None:
+    """Refuse (422, naming the field) a request that carries more than `limit` of `what`."""
+    if count > limit:
+        raise FeedError(loc, f"at most {limit} {what} are accepted per request, got {count}", count)
 
 
 class BodySizeLimit:
@@ -16,7 +27,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large(send)
+            return await self._too_large()(scope, receive, send)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -25,7 +36,7 @@ class BodySizeLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await self._too_large(send)
+                return await self._too_large()(scope, receive, send)
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
@@ -39,8 +50,5 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send) -> None:
-        payload = json.dumps({"error": f"request body exceeds {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+    def _too_large(self):
+        return error_response(413, f"request body exceeds {self.max_bytes} bytes")

@@ -20,6 +20,8 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run: Path
+    runs_root: Path | None = Field(None, description="/admin/reload loads only runs inside this folder "
+                                                     "(default: the parent of `run`)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_history: int = Field(2048, ge=0)
     max_candidates: int = Field(1000, ge=1)
@@ -38,6 +40,10 @@ class ServiceSettings(BaseModel):
     shutdown_timeout_s: float = Field(30.0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch intra-op threads")
     fail_fast: bool = False
+
+    @property
+    def reload_root(self) -> Path:
+        return self.runs_root if self.runs_root is not None else self.run.resolve().parent
 
     @classmethod
     def from_env(cls, **values: object) -> ServiceSettings:

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import REPO, run_rotorec
+from features.files import file_digest
 from training.bootstrap import UnitStatistics, point_value, pooled_delta
-from training.run import RunError, load_run
+from training.run import RunError, load_run, save_calibration
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _record_in_manifest(run: Path, name: str) -> None:
+    """What a writer that checks nothing would do: list the file's current checksum."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"][name] = file_digest(run / name)
+    (run / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
@@ -31,6 +46,8 @@ def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepar
     for task, m in metrics["valid"].items():
         assert m["log_loss"] <= m["uncalibrated"]["log_loss"] + 1e-9, task
     assert set(load_run(trained_run).calibration) == {"click", "like", "long_dwell"}
+    manifest = json.loads((trained_run / "manifest.json").read_text())  # what the loader verifies it against
+    assert manifest["files"]["calibration.json"] == file_digest(trained_run / "calibration.json")
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| click |" in report and "Count baseline" in report
     for task, m in metrics["test"].items():  # the count baseline sits beside every task, with the model's lift
@@ -43,10 +60,7 @@ def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepar
 
 
 def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_path: Path) -> None:
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(trained_run, copy)
+    copy = _copy_run(trained_run, tmp_path)
     with (copy / "model.safetensors").open("r+b") as handle:
         handle.seek(-4, 2)
         handle.write(b"\x00\x01\x02\x03")
@@ -63,14 +77,34 @@ def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_pa
                                              ('{"click": {"scale": "x", "bias": 0}}', "finite"),
                                              ('{"click": {"scale": 1}}', "finite")])
 def test_damaged_calibration_is_refused_not_applied(trained_run: Path, tmp_path: Path, text: str, complaint: str) -> None:
-    """calibration.json is written after training, so the manifest's checksums do not cover it."""
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(trained_run, copy)
+    """Even a calibration whose checksum the manifest holds is checked before it is applied."""
+    copy = _copy_run(trained_run, tmp_path)
     (copy / "calibration.json").write_text(text)
+    _record_in_manifest(copy, "calibration.json")
     with pytest.raises(RunError, match=complaint):
         load_run(copy)
+
+
+def test_a_calibration_the_manifest_does_not_vouch_for_is_refused_until_evaluate_refits_it(
+        trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
+    """The issue's probe: a crafted, well-formed calibration.json flipped every probability."""
+    copy = _copy_run(trained_run, tmp_path)
+    save_calibration(copy, {"click": {"scale": 1.0, "bias": 0.0}})
+    assert load_run(copy).calibration == {"click": {"scale": 1.0, "bias": 0.0}}
+    crafted = '{"click": {"scale": -1.0, "bias": 0.0}}'
+    (copy / "calibration.json").write_text(crafted.ljust((copy / "calibration.json").stat().st_size))  # same size
+    with pytest.raises(RunError, match="calibration.json does not match its SHA-256"):
+        load_run(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["calibration.json"]  # as written by an older rotorec evaluate, or by hand
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="not covered by the manifest's checksums"):
+        load_run(copy)
+    # `rotorec evaluate` refits the calibration and records it: the run loads again, calibrated.
+    run_rotorec("evaluate", "--run", str(copy), "--data", str(tiny_prepared), "--out", str(tmp_path / "report"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["files"]["calibration.json"] == file_digest(copy / "calibration.json")
+    assert set(load_run(copy).calibration) == {"click", "like", "long_dwell"}
 
 
 def test_compare_gives_paired_deltas_with_intervals(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -72,6 +74,46 @@ def test_resume_after_sigkill_ends_with_identical_weights(tmp_path: Path, tiny_p
         assert all(torch.equal(straight[k], resumed[k]) for k in straight), name
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
     assert manifest["steps"] == steps and "model.safetensors" in manifest["files"]
+
+
+def test_resume_refuses_what_would_change_the_run_in_one_line(tmp_path: Path, tiny_prepared: Path) -> None:
+    """Before, a changed seed or learning rate was taken silently (the manifest then recorded values
+    never used), and another model or other data failed with a traceback."""
+    out = tmp_path / "run"
+    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(out), "--no-progress",
+                "--set", "train.max_steps=10", *FAST)
+    state = out / "checkpoint" / "state.json"
+    saved = state.read_bytes()
+
+    def resume(data: Path, *overrides: str) -> subprocess.CompletedProcess:
+        sets = [item for override in overrides for item in ("--set", override)]
+        return run_rotorec("train", "--data", str(data), "--config", str(TINY), "--out", str(out), "--no-progress",
+                           "--resume", "--set", "train.max_steps=10", *FAST, *sets, check=False)
+
+    other_data = tmp_path / "other"
+    shutil.copytree(tiny_prepared, other_data)
+    train_split = pq.read_table(other_data / "train.parquet")
+    pq.write_table(train_split.slice(0, train_split.num_rows - 1), other_data / "train.parquet")
+    for result, named in [(resume(tiny_prepared, "optim.lr=0.005", "train.seed=3"), ["optim.lr (0.002 -> 0.005)",
+                                                                                      "train.seed (0 -> 3)"]),
+                          (resume(tiny_prepared, "model.d_model=48"), ["model.d_model (32 -> 48)"]),
+                          (resume(other_data), ["other data", "train.parquet"])]:
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert all(text in result.stderr for text in named), result.stderr
+    assert state.read_bytes() == saved  # nothing was trained or written
+
+    # The documented exceptions (when to stop, early stopping, bookkeeping) may change.
+    result = resume(tiny_prepared, "train.max_steps=14", "train.patience=9", "train.log_every=2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "manifest.json").read_text())["steps"] == 14
+
+
+def test_a_checkpoint_without_a_recorded_contract_is_not_resumed(tmp_path: Path) -> None:
+    from training.resume import check_resume
+
+    with pytest.raises(ConfigError, match="records no settings or data fingerprint"):
+        check_resume(None, {"settings": {}, "data": {}}, tmp_path / "run", tmp_path / "data")
 
 
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:

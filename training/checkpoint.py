@@ -26,14 +26,20 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def stage_json(path: Path, payload: dict) -> Path:
+    """Write `payload` beside `path` under a temporary name, flushed to disk, for os.replace to
+    put in place: staging every file of a group first keeps the moment they disagree short."""
     staging = path.with_name(f".{path.name}.tmp")
     with staging.open("w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, sort_keys=False, default=str)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(staging, path)
+    return staging
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    os.replace(stage_json(path, payload), path)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -93,10 +99,15 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     replace_folder(staging, folder)
 
 
+def read_state(folder: Path) -> dict:
+    """state.json alone: what a resume is checked against before any tensor is loaded."""
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
     """Restore everything saved by save_checkpoint; returns state.json's content."""
-    state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    state = read_state(folder)
     device = next(model.parameters()).device
     model.load_state_dict(load_file(folder / MODEL_FILE, device=str(device)), strict=True)
     tensors = load_file(folder / OPTIMIZER_FILE)

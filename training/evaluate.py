@@ -27,7 +27,7 @@ from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_a
                               impression_ranking, ne_from_sums, reliability, uniform_ece)
 from training.retrieval import retrieval_report
 from training.trainer import task_columns
-from training.run import CALIBRATION_FILE, LoadedRun, check_data_matches, load_run
+from training.run import LoadedRun, check_data_matches, load_run, save_calibration
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _mean_intervals(per_query: dict[str, np.ndarray], seed: int) -> dict[str, li
 
 def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, splits: tuple[str, ...] = ("test",),
              seed: int = 0, exclude_seen: bool = False) -> dict:
-    run = load_run(run_dir)
+    run = load_run(run_dir, with_calibration=False)  # refitted below
     data = Path(data_dir)
     valid = SequenceDataset(data, "valid")
     check_data_matches(run, valid.schema, data)
@@ -152,7 +152,7 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
         rows = fitted.known[:, k]
         if rows.any() and 0 < fitted.labels[rows, k].sum() < rows.sum():
             calibration[task] = fit_platt(fitted.logits[rows, k], fitted.labels[rows, k])
-    write_json_atomic(Path(run_dir) / CALIBRATION_FILE, calibration)
+    save_calibration(Path(run_dir), calibration)
     run.calibration = calibration
 
     out = Path(out_dir)

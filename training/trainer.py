@@ -37,10 +37,12 @@ from model.inputs import batch_time
 from model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 from model.ranker import Ranker
 from rotorec import __version__
-from training.checkpoint import MODEL_FILE, load_checkpoint, replace_folder, save_checkpoint, write_json_atomic
+from training.checkpoint import (MODEL_FILE, STATE_FILE, load_checkpoint, read_state, replace_folder, save_checkpoint,
+                                 write_json_atomic)
 from training.config import ConfigError, RunConfig
 from training.journal import TrainingJournal
 from training.metrics import CalibrationAccumulator
+from training.resume import CONTRACT_KEY, check_resume, run_contract
 from training.retrieval import retrieval_report
 
 log = logging.getLogger(__name__)
@@ -211,6 +213,10 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     checkpoint_dir = out / "checkpoint"
     if leader and out.exists() and not resume and any(out.iterdir()):
         raise ConfigError(f"{out}: run folder is not empty (use --resume to continue it)")
+    contract = run_contract(config, model_config, data)
+    resuming = resume and (checkpoint_dir / STATE_FILE).exists()
+    if resuming:  # before any process group or tensor: a run resumed differently fails in one line
+        check_resume(read_state(checkpoint_dir).get(CONTRACT_KEY), contract, out, data)
     if distributed is not None:
         if device.type == "cuda":
             device = torch.device("cuda", distributed.local_rank)
@@ -230,7 +236,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
         sampler = NegativeSampler(train_set.target_item_counts(), head).to(device)
     watched = selection_metric(model, schema)
     start, best, stale = 0, {"metric": watched, watched: None, "step": -1}, 0
-    if resume and (checkpoint_dir / "state.json").exists():
+    if resuming:
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler)
         start, best, stale = state["step"], state["best"], state["stale"]
         log.info("resumed", extra={"run": str(out), "step": start})
@@ -286,7 +292,8 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 if journal is not None:
                     journal.validation(step, metrics, best["step"])
             if leader and (step % loop.checkpoint_every == 0 or step == loop.max_steps or stale >= loop.patience):
-                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step, {"best": best, "stale": stale})
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step,
+                                {"best": best, "stale": stale, CONTRACT_KEY: contract})
     finally:
         bar.close()
         if journal is not None:

@@ -1,4 +1,4 @@
-"""Bearer-token auth (serving.md §12), checked before a request body is read or parsed.
+"""Bearer-token auth (docs/serving.md, Auth), checked before a request body is read or parsed.
 
 A pure ASGI middleware in front of the body-size limit: an unauthenticated client can make the
 service neither buffer nor parse anything (a FastAPI dependency would run only after the body

@@ -1,4 +1,4 @@
-"""How the service reports failures (serving.md §5): error types, one safe JSON renderer, and the
+"""How the service reports failures (docs/serving.md, Errors): error types, one safe JSON renderer, and the
 error responses each route declares in its OpenAPI document.
 
 Every error body is rendered here, whether it comes from a route, a validation handler or an

@@ -1,4 +1,4 @@
-"""Request size limits (serving.md §5): the body cap, and how much work one request may ask for.
+"""Request size limits (docs/serving.md, Limits): the body cap, and how much work one request may ask for.
 
 The body cap is answered with 413 before parsing, from Content-Length and while reading. The
 work caps (candidates, history events) hold per request in total, whatever the route: a

@@ -1,4 +1,4 @@
-"""Hot reload (serving.md §8), confined to the runs root and audited.
+"""Hot reload (docs/serving.md, Model snapshots and hot reload), confined to the runs root and audited.
 
 `POST /admin/reload` names a run folder, absolute or relative to the runs root
 (`--runs-root`, default the parent of the served run). The folder, after resolving symlinks,

@@ -32,46 +32,51 @@ class PopularityScorer:
 class CountClickModel:
     """P(label) for an event from counts in the training split: a Beta-smoothed item rate, moved
     toward the user's own rate on the event's first categorical value (per-user × category) when
-    the user has history there. Logit = prior logit + item evidence + user-category evidence, each a
-    log-odds ratio of smoothed rates against the global rate, so no count means the base rate.
+    the user has history there. Logit = item log-odds + (user-category log-odds − base log-odds),
+    so no count means the base rate.
 
-    Everything is counted on training targets only; users and items unseen there fall back."""
+    Everything is counted on training targets only; users and items unseen there fall back.
+    Keys are integers (item id; user code × category vocabulary + category id), looked up by
+    binary search, so fitting and scoring cost array operations, not per-event Python."""
 
     def __init__(self, train: SequenceDataset, task: str, smoothing: float = 20.0) -> None:
-        column = train.schema.tasks.index(task)
         labels = train.values[f"label_{task}"]
-        chosen = train.values["target"].astype(bool) & (labels >= 0)
+        chosen = np.flatnonzero(train.values["target"].astype(bool) & (labels >= 0))
         positive = (labels[chosen] == 1).astype(np.float64)
-        self.column, self.smoothing = column, smoothing
+        self.smoothing = smoothing
         self.base_rate = float(np.clip(positive.mean() if len(positive) else 0.5, 1e-4, 1 - 1e-4))
-        self.item_rates = self._rates(train.values["item"][chosen], positive)
+        self.users = pd.Index(pd.unique(train.users))
         self.category = next(iter(train.schema.categorical), None)
-        users = np.repeat(train.users, train.lengths)[chosen]
-        self.user_category_rates = (self._rates(self._user_category_keys(users, train.values[f"cat_{self.category}"][chosen, 0]),
-                                                positive) if self.category else {})
+        self.items = self._rates(train.values["item"][chosen], positive)
+        self.tastes = self._rates(self._user_category_keys(train, chosen), positive) if self.category else None
 
-    def _rates(self, keys: np.ndarray, positive: np.ndarray) -> dict:
+    def _rates(self, keys: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted keys, smoothed rate of each); key −1 (an unknown user) is never looked up."""
         unique, inverse = np.unique(keys, return_inverse=True)
         clicks, shown = np.bincount(inverse, positive), np.bincount(inverse).astype(np.float64)
-        rates = (clicks + self.smoothing * self.base_rate) / (shown + self.smoothing)
-        return dict(zip(unique.tolist(), rates.tolist()))
+        return unique, (clicks + self.smoothing * self.base_rate) / (shown + self.smoothing)
 
-    @staticmethod
-    def _user_category_keys(users: np.ndarray, categories: np.ndarray) -> np.ndarray:
-        return np.array([f"{u}\x1f{c}" for u, c in zip(users, categories)], dtype=object)
+    def _user_category_keys(self, dataset: SequenceDataset, rows: np.ndarray) -> np.ndarray:
+        users = self.users.get_indexer(np.repeat(dataset.users, dataset.lengths)[rows])
+        categories = dataset.values[f"cat_{self.category}"][rows, 0].astype(np.int64)
+        stride = dataset.schema.categorical[self.category].vocab_size
+        return np.where(users >= 0, users.astype(np.int64) * stride + categories, -1)
+
+    def _lookup(self, keys: np.ndarray, table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        known, rates = table
+        if not len(known):  # no labelled training target at all
+            return np.full(len(keys), self.base_rate)
+        at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        return np.where((keys >= 0) & (known[at] == keys), rates[at], self.base_rate)
 
     def logits(self, dataset: SequenceDataset) -> np.ndarray:
         """Logits for every target event of `dataset`, in the order training.evaluate.predict
         returns them (window by window, then by position)."""
         rows = np.flatnonzero(dataset.values["target"].astype(bool))
-        prior = np.log(self.base_rate / (1 - self.base_rate))
-        item = np.array([self.item_rates.get(k, self.base_rate) for k in dataset.values["item"][rows].tolist()])
-        out = prior + np.log(item / (1 - item)) - prior
-        if self.category:
-            users = np.repeat(dataset.users, dataset.lengths)[rows]
-            keys = self._user_category_keys(users, dataset.values[f"cat_{self.category}"][rows, 0])
-            taste = np.array([self.user_category_rates.get(k, self.base_rate) for k in keys.tolist()])
-            out = out + np.log(taste / (1 - taste)) - prior
+        odds = lambda rate: np.log(rate / (1 - rate))  # noqa: E731
+        out = odds(self._lookup(dataset.values["item"][rows].astype(np.int64), self.items))
+        if self.tastes is not None:
+            out = out + odds(self._lookup(self._user_category_keys(dataset, rows), self.tastes)) - odds(self.base_rate)
         return out
 
 

@@ -1,7 +1,7 @@
 """Bootstrap statistics shared by `rotorec evaluate`, `--compare` and the ablation suite.
 
 Intervals resample whole units (users for NE, queries for next-item metrics), 1,000 times,
-percentile method (docs: evaluation protocols). A run's metric is kept as per-unit sufficient
+percentile method (docs/evaluation.md, Statistics). A run's metric is kept as per-unit sufficient
 statistics (`UnitStatistics`) so any resample gives its value without re-scoring; differences
 between runs apply one draw to every run, so the interval is on the difference itself.
 """
@@ -72,7 +72,7 @@ def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics
                  seed: int = 0) -> dict:
     """Seed-averaged difference challenger − baseline, paired by seed (list position) and by unit:
     every resample draws the units once and applies the draw to all runs, so the interval is on the
-    difference itself (evaluation.md §1 Statistics). One pair of runs is the plain paired bootstrap."""
+    difference itself (docs/evaluation.md, Statistics). One pair of runs is the plain paired bootstrap."""
     if len(baseline) != len(challenger) or not baseline:
         raise ValueError("pooled_delta needs the same, non-zero number of baseline and challenger runs")
     full = np.ones((1, _units(baseline[0], key)))

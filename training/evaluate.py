@@ -159,8 +159,9 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {}
     train = SequenceDataset(data, "train")
+    count_models = {task: CountClickModel(train, task) for task in tasks}
     for split in splits:
-        dataset = SequenceDataset(data, split)
+        dataset = valid if split == "valid" else SequenceDataset(data, split)
         predictions = fitted if split == "valid" or not tasks else predict(run, dataset)
         metrics[split] = {}
         for k, task in enumerate(tasks):
@@ -174,7 +175,7 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
                                    predictions.user[rows], predictions.impression[rows], oracle, seed)
             metrics[split][task] = {**_scalars(adjusted), "ci95": adjusted["ci95"], "uncalibrated": _scalars(raw),
                                     "calibration": fit}
-            counts = CountClickModel(train, task).logits(dataset)[rows]
+            counts = count_models[task].logits(dataset)[rows]
             metrics[split][task]["baseline"] = _count_baseline(
                 task, counts, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k],
                 predictions.user[rows], predictions.impression[rows], seed)

@@ -1,4 +1,4 @@
-"""Full-catalogue next-item retrieval (docs: evaluation protocols): rank every item, no top-k cut.
+"""Full-catalogue next-item retrieval (docs/evaluation.md): rank every item, no top-k cut.
 
 The query for a target event t is read at the event before t, so the request time is that event's
 time (`query_time=last_event`: the model is not told when the held-out event happened, exactly
@@ -37,6 +37,7 @@ class RankerScorer:
 
     def __init__(self, model: Ranker) -> None:
         self.model = model
+        self.catalogue = model.catalogue_embeddings()[FIRST_ITEM_ID:].float()  # once, not per batch
 
     @property
     def device(self) -> torch.device:
@@ -46,7 +47,7 @@ class RankerScorer:
         model = self.model
         hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
         queries = model.next_item_embeddings(hidden[:, :-1][rows]).float()
-        return queries @ model.catalogue_embeddings()[FIRST_ITEM_ID:].float().T
+        return queries @ self.catalogue.T
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

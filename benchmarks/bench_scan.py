@@ -2,8 +2,8 @@
 
 For each shape and kind (real fp32, real with bf16 I/O, complex64 at equal bytes) it times the
 forward and the backward of `linear_scan` and reports effective GB/s = minimal bytes ÷ median
-time (forward reads a, b and writes h; backward reads dh, a, h and writes da, db; scan_kernels.md
-§5) as a share of a device-to-device `copy_` timed in the same run. Side by side, in the same
+time (forward reads a, b and writes h; backward reads dh, a, h and writes da, db; docs/mixers.md,
+"Memory traffic") as a share of a device-to-device `copy_` timed in the same run. Side by side, in the same
 run: an eager per-step PyTorch loop (forward, and forward + backward), on CPU the chunked
 PyTorch scan that the compiled kernel replaces, and, where it runs,
 `torch._higher_order_ops.associative_scan`.
@@ -87,7 +87,8 @@ def eager_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def torch_associative_scan(a: torch.Tensor, b: torch.Tensor):
-    """torch's prototype scan (a test reference per scan_kernels.md §4), or None if unavailable."""
+    """torch's prototype scan (a point of comparison only: docs/mixers.md, "Scan benchmarks"),
+    or None if unavailable."""
     try:
         from torch._higher_order_ops.associative_scan import associative_scan
     except ImportError:
@@ -160,7 +161,7 @@ def ratio(row: dict, key: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--shapes", nargs="+", help="BxTxD (default: the spec's shapes on GPU, smaller on CPU)")
+    parser.add_argument("--shapes", nargs="+", help="BxTxD (default: the GPU shapes of docs/mixers.md, smaller on CPU)")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-eager", action="store_true", help="skip the (slow) eager loop")

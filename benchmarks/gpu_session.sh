@@ -15,8 +15,9 @@
 # ROTOREC_COMMIT).
 #
 # Steps: tests (kernel, mixer and model tests compiled on the GPU), scan (bench_scan.py at the
-# spec's shapes), model (bench_model.py), training (bench_training.py), service (trains a small
-# run, then bench_service.py against it). Every JSON and log lands in $OUT (or benchmarks/out).
+# GPU shapes of docs/mixers.md, "Scan benchmarks"), model (bench_model.py), training
+# (bench_training.py), service (trains a small run, then bench_service.py against it). Every
+# JSON and log lands in $OUT (or benchmarks/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

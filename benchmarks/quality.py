@@ -5,9 +5,9 @@ the real `rotorec train`, evaluates each run with `rotorec evaluate` (which also
 post-hoc calibration), then pools the seeds: every metric is the mean over seeds with a 95 %
 interval from resampling users (the same draw for all seeds), and each variant's difference to
 the baseline is a seed-pooled paired bootstrap (`training.compare.pooled_delta`). A win is
-claimed only when that interval excludes 0 *and* every seed agrees in sign (evaluation.md §1).
+claimed only when that interval excludes 0 *and* every seed agrees in sign (docs/evaluation.md, "Statistics").
 
-Suites (evaluation.md §2, §4, §5):
+Suites (docs/evaluation_details.md, "Team datasets"; docs/synthetic_feed.md):
     synthetic  the simulated feed (`rotorec synth`), temporal split, NE against the oracle NE
     movielens  ml-latest-small: next-item leave-one-out + like = rating ≥ 4 calibration
     beauty     amazon-beauty-s3rec: next-item, order only (categorical branch, no timestamps)
@@ -93,7 +93,7 @@ SCALES = {
                              "--width", "32", "--heads", "2"]}),
     # Issue 15's protocol on 2 CPU cores: the shipped configs and SASRec (the paper's single head) at
     # equal width, depth, batch and step budget, selected on validation, test read once.
-    "target": Scale(["--preset", "small"], {"synthetic": 50, "movielens": 200},
+    "target": Scale(["--preset", "small"], {"synthetic": 512, "movielens": 200},
                     {"*": ["train.checkpoint_every=1000000"],
                      "movielens": ["train.max_steps=1000"], "beauty": ["train.max_steps=3000"]},
                     {"movielens": ["--batch-size", "32", "--max-steps", "1000", "--eval-every", "150", "--patience", "5",

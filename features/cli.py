@@ -23,7 +23,7 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     from features.synth.config import PRESETS
 
     p = commands.add_parser("synth", help="write the synthetic feed (the embedded default dataset)",
-                            description="Simulate a feed with known click/like/dwell probabilities (evaluation.md §5).")
+                            description="Simulate a feed with known click/like/dwell probabilities (docs/synthetic_feed.md).")
     p.add_argument("--out", required=True, type=Path, help="folder for events.parquet, schema.yaml, manifest.json")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--users", type=int, help="override the preset's number of users")

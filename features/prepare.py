@@ -56,7 +56,8 @@ class NoValidEvents(FeaturesError):
 
 
 class PrepareOptions(BaseModel):
-    """Knobs of `rotorec prepare`; defaults follow evaluation.md's protocols."""
+    """Knobs of `rotorec prepare`; defaults follow the protocols of docs/evaluation.md and
+    docs/evaluation_details.md."""
 
     model_config = ConfigDict(extra="forbid")
 

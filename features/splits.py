@@ -30,7 +30,7 @@ class Ranges:
 def leave_last_out_phases(user_starts: np.ndarray, user_lengths: np.ndarray, holdout: int = 1) -> np.ndarray:
     """Last `holdout` events -> TEST, the `holdout` before -> VALID, the rest -> TRAIN.
 
-    Users with fewer than 2·holdout + 1 events only train (protocol 2.1 of evaluation.md)."""
+    Users with fewer than 2·holdout + 1 events only train (docs/evaluation_details.md, "Leave-last-out split")."""
     total = int(user_lengths.sum())
     position = np.arange(total) - np.repeat(user_starts, user_lengths)
     from_end = np.repeat(user_lengths, user_lengths) - position

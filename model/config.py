@@ -25,7 +25,7 @@ class CategoricalField(StrictModel):
 
 
 class SirenConfig(StrictModel):
-    """SIREN-RoPE angle network (siren_rope.md §1, §3, §4)."""
+    """SIREN-RoPE angle network (docs/encodings.md, "The SIREN-RoPE angle")."""
 
     branches: list[SirenBranch] = Field(default_factory=lambda: ["timestamp", "cyclic"])
     sine_branch: bool = True
@@ -40,7 +40,7 @@ class SirenConfig(StrictModel):
 
 
 class RotRnnConfig(StrictModel):
-    """RotRNN mixer (recurrent_mixers.md §1, §3): H heads of N-dim rotating, decaying state."""
+    """RotRNN mixer (docs/mixers.md, "RotRNN"): H heads of N-dim rotating, decaying state."""
 
     heads: int = Field(16, ge=1)
     state: int = Field(8, ge=2, description="state size per head (even)")
@@ -63,7 +63,7 @@ class RotRnnConfig(StrictModel):
 
 
 class FpRnnConfig(StrictModel):
-    """Fixed-point RNN mixer (recurrent_mixers.md §2, §3): diagonal scans iterated to the fixed
+    """Fixed-point RNN mixer (docs/mixers.md, "Fixed-Point RNN"): diagonal scans iterated to the fixed
     point of a dense recurrence with a Householder channel mixer."""
 
     state: int | None = Field(None, ge=1, description="state width (default d_model)")

@@ -20,7 +20,7 @@ SECONDS_PER_DAY = 86_400
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 SECONDS_PER_YEAR = 365 * SECONDS_PER_DAY
 TO_ROPE_BASE = 10_000.0
-"""TO-RoPE's reference implementation uses the classic base (siren_rope.md §1, Baselines)."""
+"""TO-RoPE's reference implementation uses the classic base (docs/encodings.md, "TO-RoPE baseline")."""
 TO_ROPE_DAY_WEIGHT = 0.01
 
 
@@ -134,7 +134,7 @@ def relu_network(n_in: int, hidden: int, depth: int, n_out: int) -> nn.Sequentia
 
 
 class SirenRope(AngleEncoding):
-    """Θ = [m·(f_sin(x) + f_mlp(x)) + f_cat(c)] ⊙ ω_s + p·θ·λ (siren_rope.md §3).
+    """Θ = [m·(f_sin(x) + f_mlp(x)) + f_cat(c)] ⊙ ω_s + p·θ·λ (docs/encodings.md, "The SIREN-RoPE angle").
 
     One angle network, one ω_s and one λ for all heads and layers. Runs in fp32 with autocast
     off. With ω_s = 0 and λ = 1 it is exactly ordinal RoPE."""

@@ -1,4 +1,4 @@
-"""Fixed-point RNN mixer (Movahedi et al., arXiv 2503.10799; recurrent_mixers.md §2 and §3).
+"""Fixed-point RNN mixer (Movahedi et al., arXiv 2503.10799; docs/mixers.md, "Fixed-Point RNN").
 
 The target is a dense selective recurrence h_t = A_t h_{t−1} + …, with A_t = (I + (Λ_t⁻¹ − I)Q_t)⁻¹
 for a diagonal decay Λ_t and a Householder channel mixer Q_t = Π_i (I − 2α_i k_i k_iᵀ),

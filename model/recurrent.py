@@ -63,7 +63,7 @@ class RecurrentCache:
 
 
 def state_dtype(z: torch.Tensor) -> torch.dtype:
-    """Recurrent state and gates are fp32 under bf16 autocast too (scan_kernels.md §3); a
+    """Recurrent state and gates are fp32 under bf16 autocast too (docs/mixers.md, "Numerics"); a
     float64 model (the exactness tests) stays float64."""
     return torch.float64 if z.dtype == torch.float64 else torch.float32
 
@@ -76,7 +76,7 @@ def decay_init(size: int, gamma_min: float, gamma_max: float) -> torch.Tensor:
 def elapsed_exponent(seconds: torch.Tensor, has_time: torch.Tensor, earlier_seconds: torch.Tensor,
                      earlier_has_time: torch.Tensor, kappa: float, unit: int, max_elapsed: int) -> torch.Tensor:
     """κ + clip(t − t_earlier, 0, Δt_max)/τ in fp32, from an int64 difference; 0 elapsed when
-    either event has no timestamp (recurrent_mixers.md §3, time-conditioned RotRNN)."""
+    either event has no timestamp (docs/mixers.md, "Time-conditioned RotRNN")."""
     known = has_time & earlier_has_time
     elapsed = torch.where(known, seconds - earlier_seconds, torch.zeros_like(seconds)).clamp(0, max_elapsed)
     return kappa + elapsed.to(torch.float32) / unit

@@ -1,8 +1,9 @@
 """Rotary position arithmetic shared by every encoding: frequencies, ordinal angles, rotation.
 
 Pairs are interleaved, (2j, 2j+1), and rotated in fp32 whatever the surrounding autocast
-(siren_rope.md §1). Ordinal angles are formed in fp64 from integer indices and reduced mod 2π
-before they meet the fp32 temporal angle, so an index of 10^6 loses no precision.
+(docs/encodings.md, "Rotary arithmetic"). Ordinal angles are formed in fp64 from integer
+indices and reduced mod 2π before they meet the fp32 temporal angle, so an index of 10^6
+loses no precision.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def ordinal_angles(index: torch.Tensor, frequencies: torch.Tensor, scale: torch.
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of x [B, H, S, d_k] by angles given as cos/sin [B, 1, S, d_k/2].
 
-    Computed in fp32 and cast back to x's dtype, as the spec requires under bf16 autocast."""
+    Computed in fp32 and cast back to x's dtype, as docs/encodings.md, "Rotary arithmetic",
+    requires under bf16 autocast."""
     dtype = x.dtype
     x32 = x.float()
     even, odd = x32[..., 0::2], x32[..., 1::2]

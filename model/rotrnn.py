@@ -1,4 +1,4 @@
-"""RotRNN mixer (Biegun et al., arXiv 2407.07239; recurrent_mixers.md §1 and §3).
+"""RotRNN mixer (Biegun et al., arXiv 2407.07239; docs/mixers.md, "RotRNN").
 
 Per head h a transition A = γ_h·P_h·R(θ_h)·P_hᵀ: one decay per head, planar rotations, and an
 optional orthogonal basis P = expm(M − Mᵀ) that is always folded into B and C (B′ = PᵀξB,
@@ -12,7 +12,7 @@ Time-conditioned (`rotrnn.time_conditioned`): a_p = γ^{κ+Δt_p/τ}·e^{iθ}·e
 with Φ the SIREN-RoPE angles tiled over the state pairs, so an event i reaches the state at j
 rotated by exactly Φ_j − Φ_i, the relative angle SIREN-RoPE puts between query j and key i.
 It runs as s_p = ρ_p e^{iθ} s_{p−1} + e^{−iΦ_p} ξ_p B′v_p with h_p = e^{iΦ_p} s_p, so no angle
-is ever accumulated (the shortcut of recurrent_mixers.md §3, caveat 5). The cached state is s.
+is ever accumulated (docs/mixers.md, "Time-conditioned RotRNN"). The cached state is s.
 """
 
 from __future__ import annotations

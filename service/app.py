@@ -1,4 +1,4 @@
-"""The FastAPI app (serving.md): `create_app(settings)` builds it; the lifespan loads the run.
+"""The FastAPI app (docs/serving.md): `create_app(settings)` builds it; the lifespan loads the run.
 
 Importing this module loads nothing. At start the run is loaded with training's own loader
 (checksums, strict weights), warmed up through the real scoring path, and only then reported

@@ -1,4 +1,4 @@
-"""Dynamic micro-batching across concurrent requests (serving.md §6).
+"""Dynamic micro-batching across concurrent requests (docs/serving.md, "Micro-batching").
 
 Requests wait in an asyncio queue; one worker takes the first, then gathers more for up to
 `max_wait_ms` (0: only what is already queued) until `max_batch_size` feeds or

@@ -72,7 +72,8 @@ class Feed:
 
 @dataclass
 class UserState:
-    """A user's per-layer recurrent caches after `events` history events (serving.md §10)."""
+    """A user's per-layer recurrent caches after `events` history events (docs/serving.md,
+    "Per-user recurrent state")."""
 
     version: str
     caches: list[RecurrentCache]

@@ -1,4 +1,5 @@
-"""KServe Open Inference Protocol v2 routes (serving.md §4) over the same batcher and model.
+"""KServe Open Inference Protocol v2 routes over the same batcher and model (docs/serving.md,
+"Open Inference Protocol v2").
 
 Tensors carry vocabulary ids (out of range → OOV), UTC seconds and lengths; `data` is the flat
 row-major list. The output `probabilities` is FP32 [B, C, tasks], task order in the metadata,

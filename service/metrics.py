@@ -1,4 +1,4 @@
-"""Prometheus metrics (serving.md §11): `ranker_*`, base units, labels from small fixed sets.
+"""Prometheus metrics (docs/serving.md, "Metrics"): `ranker_*`, base units, labels from small fixed sets.
 
 Each app owns its registry, so several apps in one process (tests) never share counters.
 """

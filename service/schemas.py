@@ -1,4 +1,4 @@
-"""Request and response bodies of the typed API (serving.md §3), validated by pydantic v2.
+"""Request and response bodies of the typed API (docs/serving.md, "Typed API"), validated by pydantic v2.
 
 Every model forbids unknown keys; floats reject NaN and infinities. Numbers are strict: JSON
 `true` is not 1 and `"5"` is not 5, wherever a time, id or count is expected. Text that is not

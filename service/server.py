@@ -1,4 +1,4 @@
-"""uvicorn's server with a drain phase before shutdown (serving.md §9)."""
+"""uvicorn's server with a drain phase before shutdown (docs/serving.md, "Graceful shutdown")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-user recurrent state (serving.md §10): key (model version, user id) → UserState.
+"""Per-user recurrent state (docs/serving.md, "Per-user recurrent state"): key (model version, user id) → UserState.
 
 An LRU bounded by entries and bytes, with a time to live, per replica. A request stays
 authoritative: its history is used from the cache only when the cached state's fingerprint

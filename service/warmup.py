@@ -1,4 +1,5 @@
-"""Warm-up (serving.md §1, §7): one synthetic request through the real path before ready.
+"""Warm-up: one synthetic request through the real path before ready (docs/serving.md,
+"Lifecycle and warm-up" and "Model artifacts").
 
 A model whose warm-up probabilities are not finite and within [0, 1] is refused."""
 

@@ -52,7 +52,7 @@ def test_movielens_csv_files(tmp_path: Path) -> None:
                                          '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n6,Heat (1995),(no genres listed)\n')
     stats = prepare(adapter("movielens")(tmp_path), tmp_path / "out", OPTIONS)
     assert stats["events"] == 2 and stats["quarantine_reasons"] == {"bad_label": 1}  # 9.0 is outside 0.5..5
-    assert stats["positives"]["like"] == 1  # 3.5 is negative (evaluation.md 2.4)
+    assert stats["positives"]["like"] == 1  # 3.5 is negative (docs/evaluation_details.md, "MovieLens like label")
 
 
 def test_mind_behaviors_and_news(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def _next_item_stats(reciprocal_ranks: np.ndarray) -> UnitStatistics:
 def test_pooled_delta_averages_seeds_and_pairs_units() -> None:
     """The seed-pooled paired bootstrap: its point is the mean of the per-seed deltas, identical
     runs give exactly 0 with a zero-width interval, a uniform gain is significant, and seeds that
-    disagree in sign never make a win (evaluation.md §1 Statistics)."""
+    disagree in sign never make a win (docs/evaluation.md, "Statistics")."""
     rng = np.random.default_rng(0)
     base = [_next_item_stats(rng.uniform(0, 1, 400)) for _ in range(3)]
     same = pooled_delta(base, base, ("next_item", "mrr"))

@@ -1,4 +1,4 @@
-"""Every metric against a brute-force or hand-computed reference (evaluation.md §1)."""
+"""Every metric against a brute-force or hand-computed reference (docs/evaluation_details.md, "Metric definitions")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RotRNN and FP-RNN against their definitions (recurrent_mixers.md): state normalisation,
+"""RotRNN and FP-RNN against their definitions (docs/mixers.md): state normalisation,
 time-conditioned telescoping, the folded orthogonal basis, the dense fixed point, streaming."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_rotrnn_state_norm_stays_near_one_under_white_noise() -> None:
 
 def test_time_conditioned_rotation_telescopes_to_the_siren_rope_angle(batch) -> None:
     """Event i reaches the state at j rotated by exactly (j − i)θ + Θ_j − Θ_i, the SIREN-RoPE
-    angles of j and i, and decayed by Π ρ_k (the telescoping product, recurrent_mixers.md §3)."""
+    angles of j and i, and decayed by Π ρ_k (the telescoping product, docs/mixers.md, "Time-conditioned RotRNN")."""
     schema, data = batch
     torch.manual_seed(1)
     config = _config(schema, mixers=["rotrnn", "rotrnn"], rotrnn={"time_conditioned": True, "heads": 4, "state": 8})

@@ -1,6 +1,6 @@
 """linear_scan's fast paths (chunked CPU, Triton) against the float64 sequential reference.
 
-Tolerances are scan_kernels.md §6: relative L2 error ≤ 1e-6 for fp32 (h, h_last and every
+Tolerances are those of docs/mixers.md, "Tests": relative L2 error ≤ 1e-6 for fp32 (h, h_last and every
 gradient) and ≤ 5e-3 for bf16 I/O with fp32 gates. Inputs are random (never zeros), with random
 h0 and random upstream gradients for both h and h_last. The Triton kernels run compiled on a GPU
 and in Triton's CPU interpreter elsewhere (conftest sets TRITON_INTERPRET=1), on small shapes.

@@ -1,8 +1,8 @@
 """`rotorec evaluate --compare RUN_A RUN_B …`: paired differences with bootstrap intervals.
 
 All runs are scored on the same events; each bootstrap resample draws users once and applies
-the same draw to every run, so the interval is on the *difference* (evaluation.md §1
-Statistics). A difference is marked significant when its 95 % interval excludes zero. Each run
+the same draw to every run, so the interval is on the *difference* (docs/evaluation.md,
+"Statistics"). A difference is marked significant when its 95 % interval excludes zero. Each run
 uses its own post-hoc calibration when it has one (fitted by a previous `rotorec evaluate`).
 """
 

@@ -4,7 +4,7 @@ metrics.json is keyed split -> task -> metric (`log_loss`, `ne`, `calibration_ra
 `ece_adaptive`, `auc`, `gauc`, `oracle_ne`, and for impression logs `ndcg@5`, `ndcg@10`,
 `mrr`, `mind_mrr`, `imp_auc`), with `ci95` holding [low, high] per metric. Confidence intervals
 resample users (impressions for within-impression ranking), 1,000 times, percentile method
-(evaluation.md §1 Statistics). Post-hoc calibration (Platt scaling per task) is fitted on the
+(docs/evaluation.md, "Statistics"). Post-hoc calibration (Platt scaling per task) is fitted on the
 validation split, stored in the run, and every metric is reported before and after it.
 """
 

@@ -1,4 +1,4 @@
-"""Calibration and ranking metrics (evaluation.md §1), accumulated batch by batch.
+"""Calibration and ranking metrics (docs/evaluation_details.md, "Metric definitions"), accumulated batch by batch.
 
 Every accumulator has `update` (a batch), `merge` (another accumulator, e.g. from another
 process), `compute` and `reset`; accumulation is float64. NE, calibration ratio and log loss

@@ -152,7 +152,8 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
 
 
 def selection_metric(model: Ranker, schema: FeatureSchema) -> str:
-    """Early stopping watches NE for impression logs, NDCG@10 for next-item models (evaluation.md)."""
+    """Early stopping watches NE for impression logs, NDCG@10 for next-item models
+    (docs/evaluation_details.md, "Model selection")."""
     if model.has_next_item and (model.task_head is None or schema.split.protocol == "loo"):
         return "ndcg@10"
     return "ne_mean"

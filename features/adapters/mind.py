@@ -1,7 +1,7 @@
 """MIND: `behaviors.tsv` (impression_id, user, time, history, impressions) + `news.tsv`.
 
 Every impression candidate becomes a `click`-labelled event at the impression time (read as
-UTC, evaluation.md 2.5). A user's click history becomes events without timestamps, placed
+UTC, docs/evaluation_details.md, "MIND"). A user's click history becomes events without timestamps, placed
 before the user's impressions: they feed the model as history, never as targets. Category and
 subcategory come from news.tsv where the item is known (in the team's 5k sample, rarely).
 """

@@ -1,6 +1,7 @@
 """MovieLens: ML-1M/10M `ratings.dat` (`::`-separated) + `movies.dat`, or ML-20M/latest
-`ratings.csv` + `movies.csv`. Label `like = rating >= 4` (evaluation.md 2.4), categorical
-`genre` (pipe-separated, multi-valued), catalogue = every movie in the movies file.
+`ratings.csv` + `movies.csv`. Label `like = rating >= 4` (docs/evaluation_details.md,
+"MovieLens like label"), categorical `genre` (pipe-separated, multi-valued), catalogue = every
+movie in the movies file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Knobs of the synthetic feed, with the presets of evaluation.md §5.
+"""Knobs of the synthetic feed, with the presets of docs/synthetic_feed.md, "Presets and knobs".
 
-The coefficient defaults are our choices (the spec fixes only the structure, the presets, the
+The coefficient defaults are our choices (the feed's design fixes only the structure, the presets, the
 ≈5 % CTR and β_rhythm = β_rec = 1, τ = 12 h); they were set so that time carries real signal
 (the time-blind oracle is clearly worse) while taste and quality still dominate.
 """

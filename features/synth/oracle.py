@@ -1,7 +1,7 @@
 """Quality of the recorded true probabilities: the floor any model can reach on the feed.
 
 These are plain batch computations over arrays held in memory, used only to describe the
-generated data in its manifest (evaluation.md §5 'Oracle and acceptance').
+generated data in its manifest (docs/synthetic_feed.md, "Oracle").
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ TASTE_LOG_RANGE = (-4.0, 3.0)
 
 
 def stream(seed: int, kind: int, index: int = 0) -> np.random.Generator:
-    """Independent PCG64 stream per (seed, kind, index), as evaluation.md §5 prescribes."""
+    """Independent PCG64 stream per (seed, kind, index), as docs/synthetic_feed.md, "Determinism", prescribes."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, kind, index])))
 
 

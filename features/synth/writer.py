@@ -100,8 +100,9 @@ def _arrow_table(columns: dict[str, np.ndarray], config: SynthConfig) -> pa.Tabl
 
 
 def _oracle_report(columns: dict[str, np.ndarray], hidden: dict[str, np.ndarray], config: SynthConfig) -> dict:
-    """Per split (evaluation.md 2.3) and task: base rate, oracle NE, calibration self-check; plus
-    how much worse a predictor blind to time (no rhythm, mean recency) is on clicks."""
+    """Per split (docs/evaluation_details.md, "Temporal split") and task: base rate, oracle NE,
+    calibration self-check; plus how much worse a predictor blind to time (no rhythm, mean
+    recency) is on clicks."""
     cutoffs = TemporalCutoffs.last_days(int(columns["timestamp"].max()))
     t = columns["timestamp"]
     masks = {"train": t < cutoffs.valid_start, "valid": (t >= cutoffs.valid_start) & (t < cutoffs.test_start),

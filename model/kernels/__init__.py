@@ -1,4 +1,4 @@
-"""Linear-recurrence scans (scan_kernels.md): public entry point `linear_scan`, one step
+"""Linear-recurrence scans (docs/mixers.md, "The linear scan"): public entry point `linear_scan`, one step
 `scan_step`, and the float64 `scan_reference` the fast paths are tested against."""
 
 from model.kernels.reference import scan_reference

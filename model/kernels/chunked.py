@@ -1,4 +1,4 @@
-"""The CPU scan (scan_kernels.md §8): chunked, vectorised across chunks, no division.
+"""The CPU scan (docs/mixers.md, "Chunked CPU scan"): chunked, vectorised across chunks, no division.
 
 Narrow batches (fewer than SEQUENTIAL_WIDTH lanes per step) are cut into chunks of L ≈ √T
 steps. Pass 1 runs every chunk from a zero state at once (one Python step per position in a chunk, each a [B, chunks, D] operation) to get each chunk's total

@@ -1,8 +1,8 @@
-// The compiled CPU scan (scan_kernels.md §8): one pass over memory, time inner, channels outer.
+// The compiled CPU scan (docs/mixers.md, "Compiled CPU kernel"): one pass over memory, time inner, channels outer.
 //
 // Every (sequence, block of channels) is one task; a task keeps its fp32 state in a local array
 // and walks time, so a, b and h are each touched exactly once (12 bytes per fp32 element
-// forward, 20 backward: the floor of scan_kernels.md §5). Blocks are as wide as the channels
+// forward, 20 backward: the floor of docs/mixers.md, "Memory traffic"). Blocks are as wide as the channels
 // allow (up to kMaxBlock), so each time step reads one long contiguous run per tensor, which
 // the hardware prefetcher follows; channels are split further only to give every thread work.
 // Tasks run on OpenMP threads.

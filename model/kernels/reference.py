@@ -1,4 +1,4 @@
-"""The plain sequential scan every fast path is tested against (scan_kernels.md §1).
+"""The plain sequential scan every fast path is tested against (docs/mixers.md, "Reference scan").
 
 h_t = a_t ⊙ h_{t−1} + b_t, one step at a time in float64 (complex128 for complex inputs), with
 ordinary autograd. Slow by design: it is the definition, not an implementation to use.

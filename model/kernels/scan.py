@@ -2,11 +2,11 @@
 
 The forward runs on Triton kernels on CUDA, and on CPU on the compiled kernel (`cpu_scan.cpp`,
 built on first use) or, without a compiler or for float64, the chunked scan; the backward is the
-same scan backwards in time with shifted gates (scan_kernels.md §2):
+same scan backwards in time with shifted gates (docs/mixers.md, "Backward pass"):
 g_t = ḡ_t + conj(a_{t+1}) g_{t+1}, db_t = g_t, da_t = g_t conj(h_{t−1}), dh0 = conj(a_1) g_1,
 in PyTorch's conjugate-Wirtinger convention for complex tensors. Both back ends accumulate in
 fp32 whatever the I/O dtype, and gates (a) must be fp32 (or complex64): bf16 rounds every gate
-above 0.996 to 1 (scan_kernels.md §3).
+above 0.996 to 1 (docs/mixers.md, "Numerics").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Triton scan kernels for CUDA (scan_kernels.md §7): one program per (sequence, channel tile).
+"""Triton scan kernels for CUDA (docs/mixers.md, "Triton kernel"): one program per (sequence, channel tile).
 
 Each program walks time in tiles of CT steps: it loads a [CT, BD] tile coalesced along the
 channels, scans it along time with `tl.associative_scan` on (decay, value) pairs, adds the fp32

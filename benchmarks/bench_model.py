@@ -40,7 +40,7 @@ def random_batch(size: int, length: int, device: torch.device, seed: int = 0) ->
         probabilities=torch.zeros(size, length, 0, dtype=torch.float64),
         action=torch.randint(2, 8, (size, length), generator=g),
         timestamp=timestamp, has_time=torch.ones(size, length, dtype=torch.bool),
-        delta_t=torch.zeros(size, length, dtype=torch.long), tz_offset_minutes=offsets,
+        tz_offset_minutes=offsets,
         second_of_day=torch.remainder(local, 86_400), day_of_week=torch.remainder(local.div(86_400, rounding_mode="floor") + 3, 7),
         impression=torch.zeros(size, length, dtype=torch.long), row=torch.zeros(size, length, dtype=torch.long),
         target=torch.ones(size, length, dtype=torch.bool), mask=torch.ones(size, length, dtype=torch.bool),

@@ -11,23 +11,19 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from features.strict import StrictModel
 
 FORMAT_VERSION = 1
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
 
 
-class CategoricalInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CategoricalInfo(StrictModel):
     vocab_size: int
     max_values: int
     level: Literal["item", "event"]
 
 
-class SplitInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SplitInfo(StrictModel):
     protocol: Literal["loo", "temporal"]
     windows: Literal["recent", "all"]
     holdout: int | None = None
@@ -35,10 +31,8 @@ class SplitInfo(BaseModel):
     test_start: int | None = None
 
 
-class FeatureSchema(BaseModel):
+class FeatureSchema(StrictModel):
     """Everything a model needs to know about prepared sequences."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
     source_format: str

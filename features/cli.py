@@ -12,6 +12,7 @@ from features.adapters import ADAPTERS, adapter
 from features.errors import FeaturesError
 from features.prepare import PrepareOptions, prepare
 from features.schema import LogSchema
+from features.strict import first_validation_error
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -40,9 +41,8 @@ def _checked(build, what: str):
     try:
         return build()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise FeaturesError(f"{what}: --{where.replace('_', '-')}: {first['msg']}") from exc
+        where, message = first_validation_error(exc)
+        raise FeaturesError(f"{what}: --{where.replace('_', '-')}: {message}") from exc
 
 
 def _run_synth(args: argparse.Namespace) -> int:

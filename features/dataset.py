@@ -19,8 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 from features.artifacts import SPLIT_FILES, FeatureSchema
 from features.events import MISSING_LABEL
 
-TIME_COLUMNS = ("timestamp", "has_time", "delta_t", "tz_offset_minutes", "second_of_day", "day_of_week")
-
 
 @dataclass
 class SequenceBatch:
@@ -34,7 +32,6 @@ class SequenceBatch:
     action: torch.Tensor  # int64 action ids (positive-label pattern of the event)
     timestamp: torch.Tensor  # int64 UTC seconds
     has_time: torch.Tensor  # bool
-    delta_t: torch.Tensor  # int64 seconds since the previous event, -1 unknown
     tz_offset_minutes: torch.Tensor  # int64
     second_of_day: torch.Tensor  # int64, local
     day_of_week: torch.Tensor  # int64, local, Monday = 0
@@ -111,7 +108,6 @@ class SequenceDataset(Dataset):
             action=as_long("action"),
             timestamp=as_long("timestamp"),
             has_time=torch.from_numpy(take("has_time").astype(bool)),
-            delta_t=torch.from_numpy(take("delta_t", -1).astype(np.int64)),
             tz_offset_minutes=as_long("tz_offset_minutes"),
             second_of_day=as_long("second_of_day"),
             day_of_week=as_long("day_of_week"),

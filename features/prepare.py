@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from features.artifacts import SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
@@ -41,6 +41,7 @@ from features.sequences import (
 from features.source import LogSource
 from features.splits import (SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges,
                              temporal_phases)
+from features.strict import StrictModel
 from features.validate import BatchValidator, QuarantineWriter
 from features.vocab import PAD, RESERVED, Vocabulary
 from features.windows import WindowMode, plan_windows
@@ -55,11 +56,9 @@ class NoValidEvents(FeaturesError):
     """Every row was rejected; the output folder then holds only quarantine.parquet and stats.json."""
 
 
-class PrepareOptions(BaseModel):
+class PrepareOptions(StrictModel):
     """Knobs of `rotorec prepare`; defaults follow the protocols of docs/evaluation.md and
     docs/evaluation_details.md."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_len: int = Field(200, ge=1, description="events per window (history cap)")
     split: Literal["auto", "loo", "temporal"] = "auto"

@@ -15,9 +15,10 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from features.errors import SchemaError
+from features.strict import StrictModel, first_validation_error
 
 TimestampUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
 CategoricalLevel = Literal["item", "event"]
@@ -45,10 +46,8 @@ def _epoch_seconds(value: int | str | dt.date) -> int:
     return int(parsed.timestamp())
 
 
-class LabelSpec(BaseModel):
+class LabelSpec(StrictModel):
     """A task label. Binary columns are used as they are; numeric ones through a threshold."""
-
-    model_config = ConfigDict(extra="forbid")
 
     column: str | None = Field(None, description="source column; defaults to the label's name")
     threshold: float | None = Field(None, description="label = 1[value >= threshold]")
@@ -66,10 +65,8 @@ class LabelSpec(BaseModel):
         return self
 
 
-class CategoricalSpec(BaseModel):
+class CategoricalSpec(StrictModel):
     """A categorical field. Multi-valued fields (genres, attributes) keep up to `max_values`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     column: str | None = Field(None, description="source column; defaults to the field's name")
     separator: str | None = Field(
@@ -89,10 +86,8 @@ class CategoricalSpec(BaseModel):
         return self
 
 
-class LogSchema(BaseModel):
+class LogSchema(StrictModel):
     """How to read one event log. Unknown keys are rejected so a typo never goes unnoticed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     user_id: str = "user_id"
     item_id: str = "item_id"
@@ -192,9 +187,8 @@ class LogSchema(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "<root>"
-            raise SchemaError(f"{origin}: {where}: {first['msg']}") from exc
+            where, message = first_validation_error(exc)
+            raise SchemaError(f"{origin}: {where or '<root>'}: {message}") from exc
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from features.strict import StrictModel
 
 Encoding = Literal["none", "rope", "to_rope", "siren_rope"]
 MixerKind = Literal["attention", "rotrnn", "fprnn"]
 SirenBranch = Literal["timestamp", "cyclic", "categorical"]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CategoricalField(StrictModel):

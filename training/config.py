@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from features.strict import StrictModel, first_validation_error
 from model.config import ModelConfig
 
 DATA_DERIVED = {"item_vocab_size", "action_vocab_size", "categorical"}
@@ -23,11 +24,7 @@ class ConfigError(ValueError):
     """A run configuration that cannot be used; the message names the offending key."""
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OptimConfig(Strict):
+class OptimConfig(StrictModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -37,7 +34,7 @@ class OptimConfig(Strict):
     grad_clip: float = Field(1.0, gt=0)
 
 
-class TrainLoopConfig(Strict):
+class TrainLoopConfig(StrictModel):
     batch_size: int = Field(256, ge=1)
     max_steps: int = Field(1_000, ge=1)
     eval_every: int = Field(200, ge=1)
@@ -51,7 +48,7 @@ class TrainLoopConfig(Strict):
     tensorboard: bool = Field(True, description="also write train_log.jsonl's numbers as TensorBoard scalars")
 
 
-class RunConfig(Strict):
+class RunConfig(StrictModel):
     model: dict[str, Any] = Field(default_factory=dict)
     train: TrainLoopConfig = Field(default_factory=TrainLoopConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -69,9 +66,8 @@ class RunConfig(Strict):
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:
-    first = exc.errors()[0]
-    where = ".".join([prefix, *map(str, first["loc"])] if prefix else map(str, first["loc"]))
-    return f"{where}: {first['msg']}"
+    where, message = first_validation_error(exc)
+    return f"{'.'.join(part for part in (prefix, where) if part)}: {message}"
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,36 +86,6 @@ class CalibrationAccumulator:
             "ne": log_loss / entropy if not math.isnan(entropy) else float("nan"),
             "calibration_ratio": self.probability_sum / self.positives if self.positives else float("nan"),
         }
-
-    def reset(self) -> None:
-        self.count = self.positives = self.probability_sum = self.log_loss_sum = 0.0
-
-
-@dataclass
-class ScoreAccumulator:
-    """Keeps (probability, label, group) rows: AUC, GAUC, both ECEs, reliability diagrams."""
-
-    probabilities: list[np.ndarray] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)
-    groups: list[np.ndarray] = field(default_factory=list)
-
-    def update(self, probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> None:
-        self.probabilities.append(np.asarray(probabilities, dtype=np.float64).ravel())
-        self.labels.append(np.asarray(labels, dtype=np.float64).ravel())
-        self.groups.append(np.asarray(groups).ravel())
-
-    def merge(self, other: ScoreAccumulator) -> None:
-        self.probabilities += other.probabilities
-        self.labels += other.labels
-        self.groups += other.groups
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not self.probabilities:
-            return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
-        return np.concatenate(self.probabilities), np.concatenate(self.labels), np.concatenate(self.groups)
-
-    def reset(self) -> None:
-        self.probabilities, self.labels, self.groups = [], [], []
 
 
 def auc(probabilities: np.ndarray, labels: np.ndarray) -> float:

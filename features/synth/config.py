@@ -7,7 +7,9 @@ The coefficient defaults are our choices (the feed's design fixes only the struc
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from features.strict import StrictModel
 
 GENERATOR_VERSION = "1.0"
 
@@ -18,9 +20,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class SynthConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SynthConfig(StrictModel):
     users: int = Field(2_000, ge=1)
     items: int = Field(4_000, ge=2)
     categories: int = Field(16, ge=1)

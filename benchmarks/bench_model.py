@@ -19,7 +19,7 @@ import torch
 from provenance import write_report  # benchmarks/provenance.py, beside this script
 from features.dataset import SequenceBatch
 from model.config import ModelConfig
-from model.inputs import batch_time
+from model.inputs import encode_batch
 from model.losses import task_loss
 from model.ranker import Ranker
 
@@ -60,7 +60,7 @@ def build(encoding: str, length: int, device: torch.device) -> tuple[Ranker, tor
 def train_step(model: Ranker, optimizer: torch.optim.Optimizer, batch: SequenceBatch, autocast: bool) -> None:
     model.train()
     with torch.autocast(device_type=batch.item.device.type, dtype=torch.bfloat16, enabled=autocast):
-        hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
+        hidden = encode_batch(model, batch).hidden
         loss, _ = task_loss(model.task_logits(hidden), batch.labels, batch.label_mask, batch.target & batch.mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -71,7 +71,7 @@ def train_step(model: Ranker, optimizer: torch.optim.Optimizer, batch: SequenceB
 def infer(model: Ranker, _optimizer, batch: SequenceBatch, autocast: bool) -> None:
     model.eval()
     with torch.autocast(device_type=batch.item.device.type, dtype=torch.bfloat16, enabled=autocast):
-        model.task_logits(model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden)
+        model.task_logits(encode_batch(model, batch).hidden)
 
 
 def timed(fn, *args, device: torch.device) -> float:

@@ -248,9 +248,7 @@ class TaskModel(nn.Module):
         action = torch.ones_like(tokens)
         hidden = self.embedding(self.features[tokens])
         for block in self.blocks:
-            mixed, _ = block.mixer(block.mixer_norm(hidden), action, context)
-            hidden = hidden + mixed
-            hidden = hidden + block.ffn(block.ffn_norm(hidden))
+            hidden, _ = block(hidden, action, context)
         return self.classifier(self.norm(hidden))
 
 

@@ -8,6 +8,7 @@ marks real events and `target` the events this split predicts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -79,6 +80,11 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, index: int) -> SequenceBatch:
         return self.__getitems__([index])
+
+    def in_order(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[SequenceBatch]:
+        """Every window once, in file order, on `device`: the evaluation passes' iteration."""
+        for start in range(0, len(self), batch_size):
+            yield self.__getitems__(np.arange(start, min(start + batch_size, len(self)))).to(device)
 
     def __getitems__(self, indices: list[int] | np.ndarray, pad_to: int | None = None) -> SequenceBatch:
         indices = np.asarray(indices, dtype=np.int64)

@@ -84,9 +84,12 @@ class LabelSafeAttention(nn.Module):
         batch, heads, length, head_dim = attended.shape
         return self.output_dropout(self.output(attended.transpose(1, 2).reshape(batch, length, heads * head_dim)))
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext
+    def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Causal pass over a sequence; also returns (keys, values) that later queries read."""
+        """Causal pass over a sequence; also returns (keys, values) that later queries read.
+        Attention cannot continue a history from a cache (`cache` must be None): it rereads it."""
+        if cache is not None:
+            raise ValueError("attention re-reads the whole history; it cannot continue from a cache")
         query, key, value = self.project(z, context)
         action_values = self._split_heads(self.action_values(action))
         earlier = context.slot[:, None, :] < context.slot[:, :, None]

@@ -7,6 +7,7 @@ serving requests get hour-of-day and day-of-week from the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ import torch
 from features.dataset import SequenceBatch
 from features.localtime import cyclic_features
 from model.encodings import TimeInputs
+
+if TYPE_CHECKING:
+    from model.ranker import History, Ranker
 
 
 def event_slots(impression: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
@@ -38,6 +42,17 @@ def batch_time(batch: SequenceBatch) -> TimeInputs:
     index = event_slots(batch.impression, batch.item.shape, batch.item.device)
     return TimeInputs(index=index, seconds=batch.timestamp, has_time=batch.has_time, second_of_day=batch.second_of_day,
                       day_of_week=batch.day_of_week, categorical=batch.categorical)
+
+
+def encode_batch(model: Ranker, batch: SequenceBatch) -> History:
+    """The ranker's causal pass over a prepared batch: the one place a SequenceBatch becomes
+    model inputs (training's forward goes through `batch_inputs` for DDP's sake)."""
+    return model.encode(*batch_inputs(batch))
+
+
+def batch_inputs(batch: SequenceBatch) -> tuple:
+    """(item, categorical, action, time, valid): what `Ranker.encode` and `Ranker.forward` take."""
+    return batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask
 
 
 def local_time(seconds: torch.Tensor, tz_offset_minutes: torch.Tensor, has_time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ slot. It must be strictly causal in the label-safe sense: the output at p may us
 (content and actions) and event p's own content, never p's action. Two calls make up the
 contract:
 
-- `forward(z, action, context) -> (y, cache)`: a whole sequence [B, S, d] with its
+- `forward(z, action, context, cache=None) -> (y, cache)`: a whole sequence [B, S, d] with its
   MixerContext (angles, times, slots, validity); the output at p reads events in earlier
   slots only (model.inputs.event_slots); `cache` is whatever later queries need from this
   history (keys/values for attention, the final state for a recurrent mixer).
@@ -15,14 +15,27 @@ contract:
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, Protocol, get_args
 
+import torch
 from torch import nn
 
 from model.attention import LabelSafeAttention
 from model.config import MixerKind, ModelConfig
+from model.context import MixerContext
 from model.fprnn import FixedPointRNN
 from model.rotrnn import RotRNN
+
+class Mixer(Protocol):
+    """What every mixer provides (see the module docstring); `cache` is the mixer's own type:
+    (keys, values) for attention, a RecurrentCache for the recurrent mixers."""
+
+    def __call__(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: Any = None
+                 ) -> tuple[torch.Tensor, Any]: ...
+
+    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: Any, history_valid: torch.Tensor
+                       ) -> torch.Tensor: ...
+
 
 MIXERS: dict[str, type[nn.Module]] = {"attention": LabelSafeAttention, "rotrnn": RotRNN, "fprnn": FixedPointRNN}
 assert set(MIXERS) == set(get_args(MixerKind))

@@ -17,7 +17,7 @@ from torch import nn
 from model.config import ModelConfig
 from model.context import MixerContext
 from model.encodings import TimeInputs, build_encoding
-from model.mixers import build_mixer
+from model.mixers import Mixer, build_mixer
 
 
 @dataclass
@@ -41,12 +41,27 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
+    """One pre-norm layer: the mixer's residual, then the feed-forward's."""
+
     def __init__(self, config: ModelConfig, mixer: str) -> None:
         super().__init__()
         self.mixer_norm = nn.LayerNorm(config.d_model)
-        self.mixer = build_mixer(mixer, config)
+        self.mixer: Mixer = build_mixer(mixer, config)
         self.ffn_norm = nn.LayerNorm(config.d_model)
         self.ffn = FeedForward(config)
+
+    def forward(self, hidden: torch.Tensor, action: torch.Tensor, context: MixerContext, cache=None
+                ) -> tuple[torch.Tensor, object]:
+        """A sequence through the layer; also what later queries of this history read."""
+        mixed, cache = self.mixer(self.mixer_norm(hidden), action, context, cache)
+        hidden = hidden + mixed
+        return hidden + self.ffn(self.ffn_norm(hidden)), cache
+
+    def attend_history(self, hidden: torch.Tensor, context: MixerContext, cache, history_valid: torch.Tensor
+                       ) -> torch.Tensor:
+        """Candidates through the layer: each reads the history's cache and itself only."""
+        hidden = hidden + self.mixer.attend_history(self.mixer_norm(hidden), context, cache, history_valid)
+        return hidden + self.ffn(self.ffn_norm(hidden))
 
 
 class Ranker(nn.Module):
@@ -112,11 +127,8 @@ class Ranker(nn.Module):
         hidden = self.embed(item, categorical, time.index)
         layers = []
         for index, block in enumerate(self.blocks):
-            extra = () if caches is None else (caches[index],)
-            mixed, cache = block.mixer(block.mixer_norm(hidden), action, context, *extra)
+            hidden, cache = block(hidden, action, context, None if caches is None else caches[index])
             layers.append(cache)
-            hidden = hidden + mixed
-            hidden = hidden + block.ffn(block.ffn_norm(hidden))
         return History(layers=layers, valid=valid, hidden=self.final_norm(hidden))
 
     def forward(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor):
@@ -139,8 +151,7 @@ class Ranker(nn.Module):
         context = self.context(time, torch.ones_like(item, dtype=torch.bool))
         hidden = self.embed(item, categorical, time.index)
         for block, layer_cache in zip(self.blocks, history.layers):
-            hidden = hidden + block.mixer.attend_history(block.mixer_norm(hidden), context, layer_cache, history.valid)
-            hidden = hidden + block.ffn(block.ffn_norm(hidden))
+            hidden = block.attend_history(hidden, context, layer_cache, history.valid)
         return self.final_norm(hidden)
 
     # -- next-item retrieval --------------------------------------------------------------------

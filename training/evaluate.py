@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from features.dataset import SequenceDataset
-from model.inputs import batch_time
+from model.inputs import encode_batch
 from training.baselines import CountClickModel, PopularityScorer
 from training.bootstrap import UnitStatistics, bootstrap_weights, interval, next_item_units, pooled_delta
 from training.checkpoint import write_json_atomic
@@ -51,9 +51,8 @@ def predict(run: LoadedRun, dataset: SequenceDataset, batch_size: int = 512) -> 
     columns = task_columns(dataset.schema, model.config.tasks).to(device)
     users, impressions, logits, labels, known, oracle = [], [], [], [], [], []
     user_codes: dict[str, int] = {}
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset.__getitems__(np.arange(start, min(start + batch_size, len(dataset)))).to(device)
-        hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
+    for batch in dataset.in_order(batch_size, device):
+        hidden = encode_batch(model, batch).hidden
         chosen = (batch.target & batch.mask).cpu()
         codes = torch.tensor([user_codes.setdefault(u, len(user_codes)) for u in batch.users])
         users.append(codes.unsqueeze(1).expand_as(chosen)[chosen].numpy())

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from features.dataset import SequenceBatch, SequenceDataset
-from model.inputs import batch_time
+from model.inputs import encode_batch
 from model.losses import FIRST_ITEM_ID
 from model.ranker import Ranker
 from training.metrics import next_item_metrics
@@ -45,7 +45,7 @@ class RankerScorer:
 
     def next_item_scores(self, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
         model = self.model
-        hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
+        hidden = encode_batch(model, batch).hidden
         queries = model.next_item_embeddings(hidden[:, :-1][rows]).float()
         return queries @ self.catalogue.T
 
@@ -68,8 +68,7 @@ def next_item_ranks(scorer: Ranker | NextItemScorer, dataset: SequenceDataset, b
         scorer = RankerScorer(scorer)
     device = getattr(scorer, "device", torch.device("cpu"))
     ranks, users = [], []
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset.__getitems__(np.arange(start, min(start + batch_size, len(dataset)))).to(device)
+    for batch in dataset.in_order(batch_size, device):
         rows = batch.target[:, 1:] & batch.mask[:, 1:]
         if not rows.any():
             continue

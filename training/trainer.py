@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from features.artifacts import FeatureSchema
 from features.dataset import SequenceBatch, SequenceDataset
 from features.files import file_digest
-from model.inputs import batch_time
+from model.inputs import batch_inputs, encode_batch
 from model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 from model.ranker import Ranker
 from rotorec import __version__
@@ -125,7 +125,7 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
                  ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training objective; `network` is the model itself or its DDP wrapper."""
     share = distributed.share if distributed is not None else (lambda loss, _count: loss)
-    _, logits, queries = network(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask)
+    _, logits, queries = network(*batch_inputs(batch))
     total = batch.labels.new_zeros(())
     parts: dict[str, float] = {}
     weight = batch.target & batch.mask
@@ -181,9 +181,8 @@ def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device,
     """Per-task NE on the split's targets, and their mean (the early-stopping criterion)."""
     model.eval()
     accumulators = {task: CalibrationAccumulator() for task in model.config.tasks}
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset.__getitems__(np.arange(start, min(start + batch_size, len(dataset)))).to(device)
-        hidden = model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
+    for batch in dataset.in_order(batch_size, device):
+        hidden = encode_batch(model, batch).hidden
         logits = model.task_logits(hidden).float()
         for k, task in enumerate(model.config.tasks):
             column = int(columns[k])

@@ -234,7 +234,7 @@ class TaskModel(nn.Module):
         """Every token its own slot, no timestamps, ordinal angles where the encoding has them."""
         index = torch.arange(tokens.shape[1]).expand_as(tokens)
         zeros = torch.zeros_like(tokens)
-        time = TimeInputs(index=index, seconds=zeros, has_time=zeros.bool(), second_of_day=zeros, day_of_week=zeros,
+        time = TimeInputs(slot=index, seconds=zeros, has_time=zeros.bool(), second_of_day=zeros, day_of_week=zeros,
                           categorical={})
         valid = torch.ones_like(tokens, dtype=torch.bool)
         angles = self.encoding.angles(time)

@@ -13,7 +13,7 @@ from model.encodings import TimeInputs
 class MixerContext:
     """Per-token geometry for one pass over events or candidates ([B, S] unless noted).
 
-    `time.index` is each token's slot (model.inputs.event_slots): a token reads only tokens in
+    `time.slot` is each token's slot (model.inputs.event_slots): a token reads only tokens in
     earlier slots. cos/sin are the rotary angles [B, 1, S, pairs] (None without an encoding)."""
 
     time: TimeInputs
@@ -23,4 +23,4 @@ class MixerContext:
 
     @property
     def slot(self) -> torch.Tensor:
-        return self.time.index
+        return self.time.slot

@@ -28,7 +28,7 @@ TO_ROPE_DAY_WEIGHT = 0.01
 class TimeInputs:
     """What the encodings read per token ([B, S] unless noted). Times stay int64 seconds."""
 
-    index: torch.Tensor  # int64 event slot k (model.inputs.event_slots; candidates: after the history)
+    slot: torch.Tensor  # int64 event slot k (model.inputs.event_slots; candidates: after the history)
     seconds: torch.Tensor  # int64 UTC seconds
     has_time: torch.Tensor  # bool
     second_of_day: torch.Tensor  # int64, local
@@ -56,7 +56,7 @@ class OrdinalRope(AngleEncoding):
         self.register_buffer("frequencies", rope_frequencies(pairs, base), persistent=False)
 
     def angles(self, time: TimeInputs) -> torch.Tensor:
-        return ordinal_angles(time.index, self.frequencies)
+        return ordinal_angles(time.slot, self.frequencies)
 
 
 class TimeOrderRope(AngleEncoding):
@@ -72,7 +72,7 @@ class TimeOrderRope(AngleEncoding):
 
     def angles(self, time: TimeInputs) -> torch.Tensor:
         days = torch.where(time.has_time, time.seconds - self.reference_time, 0).to(torch.float64) / SECONDS_PER_DAY
-        position = time.index.to(torch.float64) + TO_ROPE_DAY_WEIGHT * days
+        position = time.slot.to(torch.float64) + TO_ROPE_DAY_WEIGHT * days
         raw = position.unsqueeze(-1) * self.frequencies
         return torch.remainder(raw, TWO_PI).to(torch.float32)
 
@@ -161,9 +161,9 @@ class SirenRope(AngleEncoding):
         self.register_buffer("frequencies", rope_frequencies(pairs, config.rope_base), persistent=False)
 
     def angles(self, time: TimeInputs) -> torch.Tensor:
-        device_type = time.index.device.type
+        device_type = time.slot.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            semantic = torch.zeros((*time.index.shape, self.omega.numel()), device=time.index.device)
+            semantic = torch.zeros((*time.slot.shape, self.omega.numel()), device=time.slot.device)
             if self.sine is not None or self.mlp is not None:
                 x = time_features(time, self.branches, self.reference_time)
                 temporal = sum(branch(x) for branch in (self.sine, self.mlp) if branch is not None)
@@ -174,7 +174,7 @@ class SirenRope(AngleEncoding):
                 semantic = semantic + (table(ids) * present.unsqueeze(-1)).sum(-2) / present.sum(-1, keepdim=True).clamp(min=1)
             angle = semantic * self.omega
             if self.use_ordinal:
-                angle = angle + ordinal_angles(time.index, self.frequencies, self.ordinal_scale)
+                angle = angle + ordinal_angles(time.slot, self.frequencies, self.ordinal_scale)
         return angle
 
 

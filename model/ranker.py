@@ -120,11 +120,11 @@ class Ranker(nn.Module):
         """Causal pass over event sequences [B, S]; returns hidden states and per-layer caches.
 
         With `caches` (recurrent models only) the events continue a history already read: their
-        slots (time.index) count on from the events the caches hold."""
+        slots (time.slot) count on from the events the caches hold."""
         if caches is not None and not self.streams:
             raise ValueError("only models whose every layer is recurrent can continue from caches")
         context = self.context(time, valid)
-        hidden = self.embed(item, categorical, time.index)
+        hidden = self.embed(item, categorical, time.slot)
         layers = []
         for index, block in enumerate(self.blocks):
             hidden, cache = block(hidden, action, context, None if caches is None else caches[index])
@@ -149,7 +149,7 @@ class Ranker(nn.Module):
     def candidate_hidden(self, history: History, item, categorical, time: TimeInputs) -> torch.Tensor:
         """Final hidden states of candidates [B, C]: each reads the history and itself only."""
         context = self.context(time, torch.ones_like(item, dtype=torch.bool))
-        hidden = self.embed(item, categorical, time.index)
+        hidden = self.embed(item, categorical, time.slot)
         for block, layer_cache in zip(self.blocks, history.layers):
             hidden = block.attend_history(hidden, context, layer_cache, history.valid)
         return self.final_norm(hidden)

@@ -40,7 +40,7 @@ def candidate_time(history: Events, candidates: Events, request_time: torch.Tens
     if first_slot is not None:
         next_slot = next_slot + first_slot.unsqueeze(1)
     next_slot = next_slot.expand(size, count)
-    return TimeInputs(index=next_slot, seconds=seconds, has_time=has_time, second_of_day=second_of_day,
+    return TimeInputs(slot=next_slot, seconds=seconds, has_time=has_time, second_of_day=second_of_day,
                       day_of_week=day_of_week, categorical=candidates.categorical)
 
 
@@ -81,7 +81,7 @@ def candidate_logits(
     for start in range(0, candidates.item.shape[1], micro_batch):
         part = slice(start, start + micro_batch)
         piece_time = TimeInputs(
-            index=time.index[:, part], seconds=time.seconds[:, part], has_time=time.has_time[:, part],
+            slot=time.slot[:, part], seconds=time.seconds[:, part], has_time=time.has_time[:, part],
             second_of_day=time.second_of_day[:, part], day_of_week=time.day_of_week[:, part],
             categorical={k: v[:, part] for k, v in time.categorical.items()},
         )

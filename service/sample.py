@@ -37,7 +37,7 @@ def sample_feed(run: Path, prepared: Path) -> dict:
     items = Vocabulary.load(run / "vocab", "item")
     targets = torch.nonzero(batch.target[0] & batch.mask[0]).flatten().tolist()
     first = targets[0]
-    cut = int(batch_time(batch).index[0, first])  # the history before the first target's slate
+    cut = int(batch_time(batch).slot[0, first])  # the history before the first target's slate
     fields = list(data.schema.categorical)
     tables = {f: Vocabulary.load(run / "vocab", f) for f in fields}
 

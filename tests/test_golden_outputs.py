@@ -35,7 +35,7 @@ BATCH, LENGTH, CANDIDATES, ITEMS, CATEGORIES = 3, 12, 5, 40, 6
 def _time(generator: torch.Generator, index: torch.Tensor, start: int) -> TimeInputs:
     shape = index.shape
     seconds = start + torch.cumsum(torch.randint(0, 7_200, shape, generator=generator), dim=1)
-    return TimeInputs(index=index, seconds=seconds, has_time=torch.rand(shape, generator=generator) > 0.1,
+    return TimeInputs(slot=index, seconds=seconds, has_time=torch.rand(shape, generator=generator) > 0.1,
                       second_of_day=torch.remainder(seconds, 86_400), day_of_week=torch.remainder(seconds // 86_400, 7),
                       categorical={"category": torch.randint(1, CATEGORIES, (*shape, 1), generator=generator)})
 

@@ -35,7 +35,7 @@ def _context(model: Ranker, batch, slots_by_position: bool = True) -> MixerConte
     """The batch's context; with `slots_by_position`, every event is its own slot."""
     time = batch_time(batch)
     if slots_by_position:
-        time.index = torch.arange(batch.item.shape[1]).expand_as(batch.item)
+        time.slot = torch.arange(batch.item.shape[1]).expand_as(batch.item)
     return model.context(time, batch.mask)
 
 
@@ -43,7 +43,7 @@ def _slice(context: MixerContext, part: slice) -> MixerContext:
     """Events `part` of a context, as a continuation chunk (slots stay absolute)."""
     t = context.time
     cut = lambda x: x[:, part]  # noqa: E731
-    time = TimeInputs(index=cut(t.index), seconds=cut(t.seconds),
+    time = TimeInputs(slot=cut(t.slot), seconds=cut(t.seconds),
                       has_time=cut(t.has_time), second_of_day=cut(t.second_of_day), day_of_week=cut(t.day_of_week),
                       categorical={k: cut(v) for k, v in t.categorical.items()})
     sliced = lambda x: None if x is None else x[:, :, part]  # noqa: E731

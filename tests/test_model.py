@@ -69,7 +69,7 @@ def test_training_prediction_equals_serving_score(data, encoding: str, stack: st
     model = _model(dataset.schema, encoding, stack=stack)
     probabilities = torch.sigmoid(_logits(model, batch))
     row, length = 0, int(batch.lengths[0])
-    slot = batch_time(batch).index[row]
+    slot = batch_time(batch).slot[row]
     inside_slate = int(torch.nonzero(slot[:length] < torch.arange(length))[0])
     for p in (0, 1, length // 2, inside_slate, length - 1):
         candidate = Events(item=batch.item[row:row + 1, p:p + 1],
@@ -154,7 +154,7 @@ def test_slate_mates_never_see_each_other(data, stack: str) -> None:
     neither the action nor the content of an earlier event of its own impression."""
     dataset, batch = data
     model = _model(dataset.schema, stack=stack)
-    slot = batch_time(batch).index
+    slot = batch_time(batch).slot
     mates = torch.nonzero(slot < torch.arange(slot.shape[1]) & batch.mask)
     assert len(mates) > 0, "the synthetic feed should have multi-event impressions"
     row, p = (int(v) for v in mates[0])
@@ -203,7 +203,7 @@ def test_whole_week_shifts_leave_cyclic_angles_unchanged(data) -> None:
     for weeks in (1, 52, -30):
         shifted = batch.timestamp + weeks * 7 * 86_400
         second_of_day, day_of_week = local_time(shifted, batch.tz_offset_minutes, batch.has_time)
-        moved = TimeInputs(index=batch_time(batch).index, seconds=shifted, has_time=batch.has_time,
+        moved = TimeInputs(slot=batch_time(batch).slot, seconds=shifted, has_time=batch.has_time,
                            second_of_day=second_of_day, day_of_week=day_of_week, categorical=batch.categorical)
         assert torch.equal(encoding.angles(batch_time(batch)), encoding.angles(moved))
 
@@ -213,7 +213,7 @@ def test_logits_ignore_a_constant_position_shift(data) -> None:
     model = _model(dataset.schema)
     time = batch_time(batch)
     base = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
-    time.index = time.index + 123_457
+    time.slot = time.slot + 123_457
     shifted = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
     assert (base - shifted).abs().max() <= TOLERANCE
 

@@ -96,7 +96,7 @@ def _requests_from_window(run_dir: Path, dataset: SequenceDataset, window: int) 
     items = Vocabulary.load(run_dir / "vocab", "item")
     categories = Vocabulary.load(run_dir / "vocab", "category")
     actions = dataset.schema.actions
-    slots = batch_time(batch).index[0]
+    slots = batch_time(batch).slot[0]
     bodies = []
     for p in torch.nonzero(batch.target[0] & batch.mask[0]).flatten().tolist():
         history = [{"item_id": str(items.key_of([int(batch.item[0, j])])[0]),

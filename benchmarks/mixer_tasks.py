@@ -46,7 +46,8 @@ from tqdm import tqdm
 from provenance import current_commit, write_report  # benchmarks/provenance.py, beside this script
 from model.config import ModelConfig
 from model.context import MixerContext
-from model.encodings import TimeInputs, build_encoding
+from model.encodings import build_encoding
+from model.inputs import TimeInputs
 from model.ranker import Block
 
 IGNORE = -100

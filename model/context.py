@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.encodings import TimeInputs
+from model.inputs import TimeInputs
 
 
 @dataclass

@@ -8,12 +8,12 @@ differences between a query and a key, which is what makes cached history keys v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from model.config import ModelConfig
+from model.inputs import TimeInputs
 from model.rotary import TWO_PI, ordinal_angles, rope_frequencies
 
 SECONDS_PER_DAY = 86_400
@@ -22,18 +22,6 @@ SECONDS_PER_YEAR = 365 * SECONDS_PER_DAY
 TO_ROPE_BASE = 10_000.0
 """TO-RoPE's reference implementation uses the classic base (docs/encodings.md, "TO-RoPE baseline")."""
 TO_ROPE_DAY_WEIGHT = 0.01
-
-
-@dataclass
-class TimeInputs:
-    """What the encodings read per token ([B, S] unless noted). Times stay int64 seconds."""
-
-    slot: torch.Tensor  # int64 event slot k (model.inputs.event_slots; candidates: after the history)
-    seconds: torch.Tensor  # int64 UTC seconds
-    has_time: torch.Tensor  # bool
-    second_of_day: torch.Tensor  # int64, local
-    day_of_week: torch.Tensor  # int64, local, Monday = 0
-    categorical: dict[str, torch.Tensor]  # int64 [B, S, max_values]
 
 
 class AngleEncoding(nn.Module):

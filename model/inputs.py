@@ -14,10 +14,21 @@ import torch
 
 from features.dataset import SequenceBatch
 from features.localtime import cyclic_features
-from model.encodings import TimeInputs
 
 if TYPE_CHECKING:
     from model.ranker import History, Ranker
+
+
+@dataclass
+class TimeInputs:
+    """What the encodings read per token ([B, S] unless noted). Times stay int64 seconds."""
+
+    slot: torch.Tensor  # int64 event slot k (model.inputs.event_slots; candidates: after the history)
+    seconds: torch.Tensor  # int64 UTC seconds
+    has_time: torch.Tensor  # bool
+    second_of_day: torch.Tensor  # int64, local
+    day_of_week: torch.Tensor  # int64, local, Monday = 0
+    categorical: dict[str, torch.Tensor]  # int64 [B, S, max_values]
 
 
 def event_slots(impression: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:

@@ -16,7 +16,8 @@ from torch import nn
 
 from model.config import ModelConfig
 from model.context import MixerContext
-from model.encodings import TimeInputs, build_encoding
+from model.encodings import build_encoding
+from model.inputs import TimeInputs
 from model.mixers import Mixer, build_mixer
 
 

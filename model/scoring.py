@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from model.encodings import TimeInputs
+from model.inputs import TimeInputs
 from model.inputs import Events, local_time
 from model.ranker import History, Ranker
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
-from model.encodings import TimeInputs
+from model.inputs import TimeInputs
 from model.ranker import Ranker
 
 GOLDEN = Path(__file__).parent / "data" / "golden_outputs.safetensors"

@@ -11,7 +11,7 @@ import torch
 from features.dataset import SequenceDataset
 from model.config import ModelConfig
 from model.context import MixerContext
-from model.encodings import TimeInputs
+from model.inputs import TimeInputs
 from model.fprnn import FixedPointRNN
 from model.inputs import Events, batch_time
 from model.kernels import linear_scan

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from features.dataset import SequenceBatch, SequenceDataset
 from model.config import ModelConfig
-from model.encodings import SirenRope, TimeInputs
-from model.inputs import Events, batch_time, event_slots, local_time
+from model.encodings import SirenRope
+from model.inputs import Events, TimeInputs, batch_time, event_slots, local_time
 from model.ranker import Ranker
 from model.rotary import rotate_pairs
 from model.scoring import score_candidates

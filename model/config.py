@@ -37,30 +37,40 @@ class SirenConfig(StrictModel):
     categorical_fields: list[str] | None = Field(None, description="fields rotating angles (default: all)")
 
 
-class RotRnnConfig(StrictModel):
-    """RotRNN mixer (docs/mixers.md, "RotRNN"): H heads of N-dim rotating, decaying state."""
+class RecurrentDecayConfig(StrictModel):
+    """How fast a recurrent mixer forgets, per event and, when time-conditioned, per elapsed time
+    (docs/mixers.md, "Time-conditioned RotRNN"). Each recurrent mixer has its own copy."""
 
-    heads: int = Field(16, ge=1)
-    state: int = Field(8, ge=2, description="state size per head (even)")
-    orthogonal: bool = Field(False, description="learn P = expm(M − Mᵀ) (folded into B and C)")
-    gamma_min: float = Field(0.9, gt=0, lt=1)
-    gamma_max: float = Field(0.999, gt=0, lt=1)
-    max_phase: float = Field(6.283185307179586, gt=0, description="θ ~ U[0, max_phase]")
-    time_conditioned: bool = Field(False, description="decay γ^(κ+Δt/τ), rotate by SIREN-RoPE angle steps")
+    gamma_min: float = Field(0.9, gt=0, lt=1, description="slowest initial per-event decay")
+    gamma_max: float = Field(0.999, gt=0, lt=1, description="fastest initial per-event decay")
+    time_conditioned: bool = Field(False, description="decay γ^(κ+Δt/τ) (RotRNN also rotates by SIREN-RoPE angle steps)")
     kappa: float = Field(1.0, ge=0, description="per-event decay exponent κ")
     time_unit: int = Field(86_400, ge=1, description="τ in seconds")
     max_elapsed: int = Field(30 * 86_400, ge=0, description="Δt is clipped to this many seconds")
 
     @model_validator(mode="after")
-    def _even_state(self) -> RotRnnConfig:
-        if self.state % 2:
-            raise ValueError(f"rotrnn.state must be even (pairs of rotating coordinates), got {self.state}")
+    def _ordered_decays(self) -> RecurrentDecayConfig:
         if self.gamma_min > self.gamma_max:
-            raise ValueError("rotrnn.gamma_min must not exceed gamma_max")
+            raise ValueError("gamma_min must not exceed gamma_max")
         return self
 
 
-class FpRnnConfig(StrictModel):
+class RotRnnConfig(RecurrentDecayConfig):
+    """RotRNN mixer (docs/mixers.md, "RotRNN"): H heads of N-dim rotating, decaying state."""
+
+    heads: int = Field(16, ge=1)
+    state: int = Field(8, ge=2, description="state size per head (even)")
+    orthogonal: bool = Field(False, description="learn P = expm(M − Mᵀ) (folded into B and C)")
+    max_phase: float = Field(6.283185307179586, gt=0, description="θ ~ U[0, max_phase]")
+
+    @model_validator(mode="after")
+    def _even_state(self) -> RotRnnConfig:
+        if self.state % 2:
+            raise ValueError(f"rotrnn.state must be even (pairs of rotating coordinates), got {self.state}")
+        return self
+
+
+class FpRnnConfig(RecurrentDecayConfig):
     """Fixed-point RNN mixer (docs/mixers.md, "Fixed-Point RNN"): diagonal scans iterated to the fixed
     point of a dense recurrence with a Householder channel mixer."""
 

@@ -59,14 +59,12 @@ class FixedPointRNN(nn.Module):
         d = config.d_model
         n = settings.state or d
         self.settings, self.width, self.reflections = settings, n, settings.reflections
-        self.time_settings = config.rotrnn  # κ, τ, Δt_max are shared with the time-conditioned RotRNN
-        self.time_conditioned = config.rotrnn.time_conditioned
         self.value = nn.Linear(d, n, bias=False)
         self.action_values = nn.Embedding(config.action_vocab_size, n, padding_idx=0)
         self.log_rate = nn.Linear(d, n)  # Λ = exp(−e^ν), ν from content only
         nn.init.normal_(self.log_rate.weight, std=0.01)
         with torch.no_grad():
-            self.log_rate.bias.copy_(decay_init(n, 0.9, 0.999))
+            self.log_rate.bias.copy_(decay_init(n, settings.gamma_min, settings.gamma_max))
         self.shifted_gates = nn.Linear(d + n, 2 * n + settings.reflections * (n + 1))  # β, c, keys, α
         self.output = nn.Linear(n, d)
         self.skip = nn.Parameter(torch.ones(d))
@@ -81,9 +79,9 @@ class FixedPointRNN(nn.Module):
 
     def log_decay(self, z: torch.Tensor, context: MixerContext, earlier_seconds, earlier_has_time) -> torch.Tensor:
         rate = -torch.exp(self.log_rate(z))
-        if not self.time_conditioned:
+        s = self.settings
+        if not s.time_conditioned:
             return rate
-        s = self.time_settings
         time = context.time
         return rate * elapsed_exponent(time.seconds, time.has_time, earlier_seconds, earlier_has_time, s.kappa,
                                        s.time_unit, s.max_elapsed).unsqueeze(-1).to(rate.dtype)

@@ -168,7 +168,7 @@ def test_streaming_steps_equal_a_full_forward(batch, kind: str, tolerance: float
     schema, data = batch
     torch.manual_seed(4)
     config = _config(schema, mixers=[kind, "attention"], rotrnn={"time_conditioned": True},
-                     fprnn={"tolerance": 1e-4, "max_iterations_eval": 100})
+                     fprnn={"time_conditioned": True, "tolerance": 1e-4, "max_iterations_eval": 100})
     model = Ranker(config).eval()
     mixer = model.blocks[0].mixer
     length = int(data.lengths.min())
@@ -191,7 +191,8 @@ def test_streaming_steps_equal_a_full_forward(batch, kind: str, tolerance: float
 def test_every_parameter_of_a_recurrent_stack_learns(batch, mixers: list[str]) -> None:
     schema, data = batch
     torch.manual_seed(5)
-    model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True, "orthogonal": True})).train()
+    model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True, "orthogonal": True},
+                           fprnn={"time_conditioned": True})).train()
     _, logits, _ = model(data.item, data.categorical, data.action, batch_time(data), data.mask)
     logits.sum().backward()
     silent = [name for name, p in model.named_parameters()
@@ -215,7 +216,7 @@ def test_a_history_continued_from_caches_scores_like_the_whole_history(batch, mi
     schema, data = batch
     torch.manual_seed(6)
     model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True},
-                           fprnn={"tolerance": 1e-4, "max_iterations_eval": 100})).eval()
+                           fprnn={"time_conditioned": True, "tolerance": 1e-4, "max_iterations_eval": 100})).eval()
     length = int(data.lengths[0])
     candidates = Events(item=data.item[1:2, :7], categorical={k: v[1:2, :7] for k, v in data.categorical.items()},
                         valid=torch.ones(1, 7, dtype=torch.bool))

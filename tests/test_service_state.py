@@ -19,7 +19,7 @@ def recurrent_server(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFacto
                 "--no-progress", "--set", "train.max_steps=10", "--set", "train.eval_every=10", "--set", "model.d_model=32",
                 "--set", "train.batch_size=16", "--set", "model.mixers=[rotrnn, fprnn]",
                 "--set", "model.rotrnn={time_conditioned: true, heads: 4}",
-                "--set", "model.fprnn={tolerance: 1.0e-4, max_iterations_eval: 100}")
+                "--set", "model.fprnn={time_conditioned: true, tolerance: 1.0e-4, max_iterations_eval: 100}")
     server = Server(run)
     yield server, Vocabulary.load(run / "vocab", "item").keys
     assert server.stop() == 0

@@ -178,7 +178,7 @@ def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepare
     out = tmp_path / "run"
     run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(out), "--no-progress",
                 "--set", "model.mixers=[rotrnn, fprnn]", "--set", "model.rotrnn={time_conditioned: true, heads: 4}",
-                "--set", "train.max_steps=60", *FAST)
+                "--set", "model.fprnn={time_conditioned: true}", "--set", "train.max_steps=60", *FAST)
     journal = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     validations = [line["validation"] for line in journal if "validation" in line]
     assert len(validations) >= 2 and validations[-1]["ne_mean"] < 0.8 * validations[0]["ne_mean"], validations

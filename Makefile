@@ -1,4 +1,5 @@
-# rotorec: `make demo` runs the main job end to end, `make test` runs the tests.
+# rotorec: `make demo` runs the main job end to end, `make test` lints and runs the tests
+# (`make test-fast`: lint and the tests not marked slow, about a minute).
 # Both create the virtual environment .venv on first use (CPU torch unless TORCH says otherwise).
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO ?= demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test bench-features clean
+.PHONY: demo lint test test-fast bench-features clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +29,18 @@ demo: $(STAMP)
 	$(BIN)/rotorec --log-level WARNING serve --run $(DEMO)/run --sample-feed $(DEMO)/prepared
 	@echo "serve it: $(BIN)/rotorec serve --run $(DEMO)/run  (then POST /v1/rank; OpenAPI at /docs)"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: lint, then every test but the `slow` ones (rotorec subprocesses, servers, training).
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" -n 2
 
 bench-features: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis .ruff_cache

@@ -112,7 +112,8 @@ def main() -> None:
             runs = []
             for repeat in range(args.repeats):
                 child = subprocess.run([sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")],
-                                       check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                                       check=True, capture_output=True, text=True,
+                                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
                 runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
             best = min(runs, key=lambda r: r["wall_s"])
             best["log_mib"] = (log_dir / "events.parquet").stat().st_size / 2**20

@@ -102,7 +102,8 @@ class SequenceDataset(Dataset):
             return values
 
         tasks, probs = self.schema.tasks, self.schema.probabilities
-        raw_labels = np.stack([take(f"label_{t}", MISSING_LABEL) for t in tasks], axis=-1) if tasks else np.zeros((*gather.shape, 0), np.int8)
+        raw_labels = (np.stack([take(f"label_{t}", MISSING_LABEL) for t in tasks], axis=-1) if tasks
+                      else np.zeros((*gather.shape, 0), np.int8))
         probabilities = np.stack([take(f"prob_{t}", np.nan) for t in probs], axis=-1) if probs else np.zeros((*gather.shape, 0))
         as_long = lambda name: torch.from_numpy(take(name).astype(np.int64))  # noqa: E731
         return SequenceBatch(

@@ -252,7 +252,8 @@ def _split_stats(windows, events: EventColumns, targets: np.ndarray, tasks: list
     }
 
 
-def _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps) -> None:
+def _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories,
+                      category_maps) -> None:
     """items.parquet: one row per item id (0 = PAD, 1 = OOV included) with item-level categories.
 
     A catalogue's categories win; otherwise an item carries the values of its latest event."""

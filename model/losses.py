@@ -22,7 +22,8 @@ FIRST_ITEM_ID = 2
 """Ids 0 and 1 are PAD and OOV: never a target of the softmax, never a negative."""
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor,
+              weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean BCE over (position, task) entries that are known and selected; also per task.
 
     logits/labels/label_mask [B, S, T]; weight bool [B, S] (targets of this split, not padding)."""

@@ -1,10 +1,15 @@
-"""Shared fixtures: a tiny synthetic feed and its prepared form, real-data location, CLI runner."""
+"""Shared fixtures: a tiny synthetic feed and its prepared form, real-data location, CLI runner, and
+a real `rotorec serve` process (Server, with the `calibrated_run` and `server` fixtures of the service tests)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,3 +71,63 @@ def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -
                 "--no-progress", "--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "model.d_model=32",
                 "--set", "train.batch_size=16")
     return out
+
+
+SCORING, ADMIN = "scoring-token", "admin-token"
+AUTH = {"Authorization": f"Bearer {SCORING}"}
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`rotorec serve` in a subprocess; stopped with SIGTERM, which must end it cleanly. Its
+    output goes to a file, not a pipe: a server logging many errors must fail a test, not block
+    on a full pipe nobody reads."""
+
+    def __init__(self, run: Path, *extra: str, drain: float = 0.2) -> None:
+        from service.sample import wait_until_ready  # imported when a test starts a server, not by every test
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ROTOREC_SCORING_TOKENS": SCORING, "ROTOREC_ADMIN_TOKENS": ADMIN}
+        self.output = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "serve", "--run", str(run), "--port", str(self.port),
+             "--threads", "1", "--drain", str(drain), *extra], cwd=REPO, env=env, stdout=self.output, stderr=subprocess.STDOUT,
+            text=True)
+        try:
+            wait_until_ready(self.url, 90, alive=lambda: self.process.poll() is None)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"server did not become ready: {self.log()}") from None
+
+    def log(self) -> str:
+        self.output.seek(0)
+        return self.output.read()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(trained_run: Path, tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("served") / "run"
+    shutil.copytree(trained_run, run)
+    run_rotorec("evaluate", "--run", str(run), "--data", str(tiny_prepared), "--out", str(run.parent / "report"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def server(calibrated_run: Path):
+    server = Server(calibrated_run, "--max-batch-size", "16", "--max-wait-ms", "5")
+    yield server
+    assert server.stop() == 0

@@ -22,6 +22,8 @@ from baselines.sasrec import fit  # noqa: E402
 
 CYCLE = 30
 
+pytestmark = pytest.mark.slow  # every test uses a `rotorec prepare` subprocess (module fixture)
+
 
 @pytest.fixture(scope="module")
 def cyclic_sequences(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -28,6 +28,7 @@ def _record_in_manifest(run: Path, name: str) -> None:
     (run / "manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
     result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tiny_prepared), "--out", str(tmp_path / "r"),
                          "--split", "valid", "--split", "test")
@@ -59,6 +60,7 @@ def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepar
         assert f"| {task} | {base['ne']:.4f} | {m['ne']:.4f} |" in report
 
 
+@pytest.mark.slow
 def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_path: Path) -> None:
     copy = _copy_run(trained_run, tmp_path)
     with (copy / "model.safetensors").open("r+b") as handle:
@@ -68,10 +70,12 @@ def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_pa
         load_run(copy)
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click\nu,a,1700000000,1\nu,b,1700000100,0\nu,c,1700000200,1\n")
     run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "other"), "--labels", "click", "--no-progress")
-    result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "r"), check=False)
+    result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "r"),
+                         check=False)
     assert result.returncode == 2 and "prepared differently" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text,complaint", [("{not json", "unreadable"), ("[1, 2]", "expected an object"),
                                              ('{"nope": {"scale": 1, "bias": 0}}', "not a task"),
                                              ('{"click": {"scale": "x", "bias": 0}}', "finite"),
@@ -85,6 +89,7 @@ def test_damaged_calibration_is_refused_not_applied(trained_run: Path, tmp_path:
         load_run(copy)
 
 
+@pytest.mark.slow
 def test_a_calibration_the_manifest_does_not_vouch_for_is_refused_until_evaluate_refits_it(
         trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
     """The issue's probe: a crafted, well-formed calibration.json flipped every probability."""
@@ -107,6 +112,7 @@ def test_a_calibration_the_manifest_does_not_vouch_for_is_refused_until_evaluate
     assert set(load_run(copy).calibration) == {"click", "like", "long_dwell"}
 
 
+@pytest.mark.slow
 def test_compare_gives_paired_deltas_with_intervals(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
     other = tmp_path / "other_run"
     run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(other),

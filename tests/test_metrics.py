@@ -118,7 +118,7 @@ def test_impression_ranking_matches_brute_force(rows: list[tuple[int, int, bool]
         if y.sum() == 0:
             continue
         ranks = [_brute_rank(s, i) for i in range(len(idx))]
-        relevant = [r for r, l in zip(ranks, y) if l]
+        relevant = [r for r, label in zip(ranks, y) if label]
         mrr.append(1 / min(relevant))
         mind.append(sum(1 / r for r in relevant) / len(relevant))
         dcg = sum(1 / math.log2(r + 1) for r in relevant if r <= 2)

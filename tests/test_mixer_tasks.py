@@ -106,6 +106,7 @@ def test_the_output_at_p_reads_token_p_and_nothing_after_it(kind: str) -> None:
     assert (before[:, 5] - after[:, 5]).abs().amax() > 1e-4
 
 
+@pytest.mark.slow
 def test_smoke_scale_runs_every_model_and_writes_its_report(tmp_path: Path) -> None:
     report = tmp_path / "mixer_tasks.json"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mixer_tasks.py"), "--scale", "smoke",

@@ -14,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # runs benchmarks/quality.py in a subprocess
 
 
 def _suite(work: Path, results: Path) -> subprocess.CompletedProcess:

@@ -37,6 +37,7 @@ MALFORMED = HEADER + "\n".join([
 ]) + "\n"
 
 
+@pytest.mark.slow
 def test_malformed_csv_is_quarantined_exactly(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text(MALFORMED)
@@ -67,6 +68,7 @@ def test_malformed_csv_is_quarantined_exactly(tmp_path: Path) -> None:
     assert sorted(rows) == [0, 1, 9, 10]
 
 
+@pytest.mark.slow
 def test_binary_garbage_fails_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     garbage = tmp_path / "events.parquet"
     garbage.write_bytes(os.urandom(4096))
@@ -78,6 +80,7 @@ def test_binary_garbage_fails_with_one_line_and_no_traceback(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_binary_garbage_with_a_csv_name_fails_cleanly(tmp_path: Path) -> None:
     garbage = tmp_path / "log.csv"
     garbage.write_bytes(bytes(range(256)) * 64)
@@ -87,6 +90,7 @@ def test_binary_garbage_with_a_csv_name_fails_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("user,item_id,timestamp\nu1,i1,1700000000\n")
@@ -172,6 +176,7 @@ def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[s
     assert all(written[row["source_row"]] == row["reason"] for row in kept)
 
 
+@pytest.mark.slow
 def test_lines_with_the_wrong_field_count_are_quarantined_whole(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,timestamp\nu1,a,1700000000\nu1,b\nu1,c,1700000200\nu2,d,1700000300,extra\n"
@@ -186,6 +191,7 @@ def test_lines_with_the_wrong_field_count_are_quarantined_whole(tmp_path: Path) 
         (6, None, "user_id")]
 
 
+@pytest.mark.slow
 def test_movielens_ratings_lines_with_the_wrong_field_count_are_quarantined(tmp_path: Path) -> None:
     (tmp_path / "ml").mkdir()
     (tmp_path / "ml" / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.0,964982703\n1,20\n"
@@ -206,6 +212,7 @@ def test_a_file_of_malformed_lines_is_refused_in_one_line_before_memory_runs_out
         list(LogFiles([log]).iter_batches(["user_id", "item_id", "timestamp"]))
 
 
+@pytest.mark.slow
 def test_a_line_that_is_not_utf8_is_quarantined_as_hex_and_the_others_are_kept(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_bytes(b"user_id,item_id,timestamp\nu1,a,1700000000\n\xff\xfe,3,4,5\nu1,caf\xe9,1700000050\n"
@@ -218,6 +225,7 @@ def test_a_line_that_is_not_utf8_is_quarantined_as_hex_and_the_others_are_kept(t
         (1, "bad_encoding", "not UTF-8 (byte 0)", b"\xff\xfe,3,4,5"), (2, "bad_encoding", "not UTF-8 (byte 6)", b"u1,caf\xe9,1700000050")]
 
 
+@pytest.mark.slow
 def test_an_unterminated_quote_quarantines_its_own_line_and_no_other(tmp_path: Path) -> None:
     """The issue's log: before, the quote ran to the end of the file and 10 of 37 events were kept."""
     lines = [f"u{k % 5},i{k},{1706400000 + 100 * k},1,{k % 2}" for k in range(37)]

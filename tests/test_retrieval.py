@@ -16,6 +16,8 @@ from training.metrics import ranks_against
 from training.retrieval import FIRST_ITEM_ID, next_item_ranks
 from training.run import load_run
 
+pytestmark = pytest.mark.slow  # every test uses a run trained by a `rotorec train` subprocess (module fixture)
+
 
 @pytest.fixture(scope="module")
 def next_item_run(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -19,7 +19,10 @@ from model.kernels import TRITON_AVAILABLE, compiled, linear_scan, scan_referenc
 from model.kernels.chunked import chunk_length
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKENDS = ["chunked", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_AVAILABLE, reason="triton is not installed")),
+TRITON_MARKS = [pytest.mark.skipif(not TRITON_AVAILABLE, reason="triton is not installed")]
+if os.environ.get("TRITON_INTERPRET") == "1":  # in Triton's CPU interpreter its cases take most of this file's minute
+    TRITON_MARKS.append(pytest.mark.slow)
+BACKENDS = ["chunked", pytest.param("triton", marks=TRITON_MARKS),
             pytest.param("compiled", marks=pytest.mark.skipif(DEVICE != "cpu" or not compiled.available(),
                                                               reason="the compiled scan needs a CPU run and a C++ compiler"))]
 FP32 = 1e-6
@@ -167,6 +170,7 @@ def test_bad_arguments_are_named() -> None:
         linear_scan(torch.rand(2, 5, 3), b, torch.zeros(3))
 
 
+@pytest.mark.slow
 def test_without_a_working_compiler_the_cpu_scan_falls_back_to_chunked(tmp_path) -> None:
     """A broken or missing compiler costs speed, never correctness: `auto` picks the chunked scan."""
     probe = ("import torch; from model.kernels import compiled, linear_scan; from model.kernels.scan import resolve_backend;"

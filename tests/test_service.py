@@ -7,13 +7,8 @@ of every kind must get its 4xx, never a 500.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,69 +19,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_rotorec
+from conftest import ADMIN_AUTH, AUTH, Server
 from features.dataset import SequenceDataset
 from features.vocab import Vocabulary
 from model.inputs import batch_time
-from service.sample import iso_time, wait_until_ready
+from service.sample import iso_time
 from training.evaluate import predict
 from training.run import load_run
 
-SCORING, ADMIN = "scoring-token", "admin-token"
-AUTH = {"Authorization": f"Bearer {SCORING}"}
-ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`rotorec serve` in a subprocess; stopped with SIGTERM, which must end it cleanly. Its
-    output goes to a file, not a pipe: a server logging many errors must fail a test, not block
-    on a full pipe nobody reads."""
-
-    def __init__(self, run: Path, *extra: str, drain: float = 0.2) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ROTOREC_SCORING_TOKENS": SCORING, "ROTOREC_ADMIN_TOKENS": ADMIN}
-        self.output = tempfile.TemporaryFile("w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "serve", "--run", str(run), "--port", str(self.port),
-             "--threads", "1", "--drain", str(drain), *extra], cwd=REPO, env=env, stdout=self.output, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_until_ready(self.url, 90, alive=lambda: self.process.poll() is None)
-        except RuntimeError:
-            self.stop()
-            raise RuntimeError(f"server did not become ready: {self.log()}") from None
-
-    def log(self) -> str:
-        self.output.seek(0)
-        return self.output.read()
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        finally:
-            self.process.kill()
-
-
-@pytest.fixture(scope="module")
-def calibrated_run(trained_run: Path, tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("served") / "run"
-    shutil.copytree(trained_run, run)
-    run_rotorec("evaluate", "--run", str(run), "--data", str(tiny_prepared), "--out", str(run.parent / "report"))
-    return run
-
-
-@pytest.fixture(scope="module")
-def server(calibrated_run: Path):
-    server = Server(calibrated_run, "--max-batch-size", "16", "--max-wait-ms", "5")
-    yield server
-    assert server.stop() == 0
+pytestmark = pytest.mark.slow  # every test starts or uses a `rotorec serve` subprocess
 
 
 def _requests_from_window(run_dir: Path, dataset: SequenceDataset, window: int) -> list[tuple[int, dict]]:
@@ -117,7 +58,8 @@ def test_api_scores_equal_offline_evaluation(server: Server, calibrated_run: Pat
     first = dataset.__getitems__([0])
     targets = int((first.target & first.mask).sum())
     logits = predict(run, dataset).logits[:targets]
-    offline = torch.sigmoid(torch.stack([run.calibrated(t, torch.from_numpy(logits[:, k])) for k, t in enumerate(run.model.config.tasks)], -1))
+    offline = torch.sigmoid(torch.stack([run.calibrated(t, torch.from_numpy(logits[:, k]))
+                                         for k, t in enumerate(run.model.config.tasks)], -1))
     bodies = _requests_from_window(calibrated_run, dataset, 0)
     assert len(bodies) == targets and targets >= 3
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
@@ -160,7 +102,8 @@ def test_inference_protocol_equals_rank(server: Server, calibrated_run: Path, ti
         infer = client.post(f"/v2/models/{name}/infer", json={"id": "r1", "inputs": [
             {"name": "history_item_ids", "shape": [1, 1], "datatype": "INT64", "data": [5 + 2]},
             {"name": "history_timestamps", "shape": [1, 1], "datatype": "INT64", "data": [1_717_300_000]},
-            {"name": "history_actions", "shape": [1, 1], "datatype": "INT64", "data": [2 + load_run(calibrated_run).schema.actions.index("click")]},
+            {"name": "history_actions", "shape": [1, 1], "datatype": "INT64",
+             "data": [2 + load_run(calibrated_run).schema.actions.index("click")]},
             {"name": "history_lengths", "shape": [1], "datatype": "INT64", "data": [1]},
             {"name": "candidate_item_ids", "shape": [1, 3], "datatype": "INT64", "data": [2, 3, 4]},
             {"name": "candidate_lengths", "shape": [1], "datatype": "INT64", "data": [3]},
@@ -191,12 +134,14 @@ def test_auth_guards_scoring_and_admin_but_not_health(server: Server) -> None:
 
 BAD_BODIES = [
     ("missing candidates", {"user_id": "u", "request_time": 1}, 422, ["body", "candidates"]),
-    ("naive ISO time", {"user_id": "u", "request_time": "2024-06-03T08:30:00", "candidates": [{"item_id": "a"}]}, 422, ["body", "request_time"]),
+    ("naive ISO time", {"user_id": "u", "request_time": "2024-06-03T08:30:00", "candidates": [{"item_id": "a"}]}, 422,
+     ["body", "request_time"]),
     ("milliseconds", {"user_id": "u", "request_time": 1_717_400_000_000, "candidates": [{"item_id": "a"}]}, 422, ["body", "request_time"]),
     ("NaN blend", '{"user_id": "u", "request_time": 1, "candidates": [{"item_id": "a"}], "blend": {"click": NaN}}', 422, None),
     ("extra key", {"user_id": "u", "request_time": 1, "candidates": [{"item_id": "a"}], "colour": 1}, 422, ["body", "colour"]),
     ("both action and labels", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}],
-                                "history": [{"item_id": "a", "timestamp": 5, "action": "click", "labels": {"click": 1}}]}, 422, ["body", "history", 0]),
+                                "history": [{"item_id": "a", "timestamp": 5, "action": "click", "labels": {"click": 1}}]}, 422,
+     ["body", "history", 0]),
     ("unknown action", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}],
                         "history": [{"item_id": "a", "timestamp": 5, "action": "teleport"}]}, 422, ["body", "history", 0, "action"]),
     ("future history", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}],
@@ -205,7 +150,8 @@ BAD_BODIES = [
      ["body", "candidates", 0, "features", "colour"]),
     ("unknown task", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "tasks": ["purchase"]}, 422, ["body", "tasks"]),
     ("top_k too big", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "top_k": 2}, 422, None),
-    ("negative blend", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "blend": {"click": -1}}, 422, ["body", "blend", "click"]),
+    ("negative blend", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "blend": {"click": -1}}, 422,
+     ["body", "blend", "click"]),
     ("too many candidates", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}] * 1001}, 422, ["body", "candidates"]),
     ("malformed JSON", "{not json", 422, None),
     ("item id beyond int64", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": 2**70}]}, 422,

@@ -18,15 +18,16 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import REPO, run_rotorec
+from conftest import ADMIN_AUTH, AUTH, REPO, Server, run_rotorec
 from features.vocab import Vocabulary
 from service.feeds import ServedModel
 from service.schemas import RankRequest
-from test_service import ADMIN_AUTH, AUTH, Server
 
 CLIENTS, REQUESTS_PER_CLIENT, RELOADS = 8, 300, 10
 REQUEST_TIME = 1_717_400_000
 RANK, INFER = "/v1/rank", "/v2/models/rotorec/infer"
+
+pytestmark = pytest.mark.slow  # every test uses a `rotorec serve` subprocess and a run trained by `rotorec train`
 
 
 @pytest.fixture(scope="module")

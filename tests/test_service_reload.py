@@ -20,6 +20,8 @@ from service.settings import ServiceSettings
 ADMIN = {"Authorization": "Bearer admin-token"}
 SECRET = "do not read me\n" * 777  # 11,655 bytes
 
+pytestmark = pytest.mark.slow  # every test uses the suite's run trained by a `rotorec train` subprocess
+
 
 @pytest.fixture(scope="module")
 def layout(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -7,9 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, run_rotorec
+from conftest import AUTH, REPO, Server, run_rotorec
 from features.vocab import Vocabulary
-from test_service import AUTH, Server, calibrated_run, server  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow  # every test uses a `rotorec serve` subprocess
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,8 @@ def _close(a: list[list[float]], b: list[list[float]], tolerance: float) -> bool
 
 
 def _lookups(client: httpx.Client, result: str) -> float:
-    line = next((l for l in client.get("/metrics").text.splitlines()
-                 if l.startswith(f'ranker_state_cache_lookups_total{{result="{result}"}}')), None)
+    line = next((row for row in client.get("/metrics").text.splitlines()
+                 if row.startswith(f'ranker_state_cache_lookups_total{{result="{result}"}}')), None)
     return 0.0 if line is None else float(line.split()[-1])
 
 

@@ -1,16 +1,23 @@
-"""Timestamp parsing: units, ISO-8601 offsets, naive strings, garbage (property-based)."""
+"""Timestamp parsing: units, ISO-8601 offsets, naive strings, garbage (property-based), values
+beyond int64; plausibility bounds given as YAML dates."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import run_rotorec
+from features.schema import LogSchema
 from features.timestamps import NO_OFFSET, TimestampParser, detect_unit
 
 PLAUSIBLE = st.integers(min_value=631_152_000, max_value=4_102_444_799)  # 1990 .. 2099
@@ -136,3 +143,34 @@ def test_zone_offsets_fall_back_to_pandas_where_arrow_lacks_the_zone_database(mo
     assert berlin.offset_minutes.tolist() == [60, 120, NO_OFFSET, NO_OFFSET]  # 9999: beyond pandas, implausible anyway
     unknown = TimestampParser().parse(pa.array(instants, pa.timestamp("s", tz="Nowhere/City")))
     assert unknown.offset_minutes.tolist() == [NO_OFFSET] * 3
+
+
+def test_basic_format_offsets_apply_once_and_words_are_not_times() -> None:
+    parsed = TimestampParser(naive_offset_minutes=330).parse(
+        pa.array(["20240603T083000+0200", "2024-06-03T08+02:00", "20240603T083000Z", "now", "Today"]))
+    assert parsed.seconds[:3].tolist() == [1_717_396_200, 1_717_394_400, 1_717_403_400]
+    assert parsed.offset_minutes[:3].tolist() == [120, 120, 0]
+    assert parsed.valid.tolist() == [True, True, True, False, False]
+
+
+@pytest.mark.slow
+def test_timestamps_beyond_int64_are_invalid_rows_not_a_crash(tmp_path: Path) -> None:
+    text = TimestampParser().parse(pa.array(["99999999999999999999999", "9223372036854775808", "+1700000000",
+                                             " 00000000000000000001700000001 ", "-1700000002"]))
+    assert text.valid.tolist() == [False, False, True, True, True] and text.present.all()
+    assert text.seconds[2:].tolist() == [1_700_000_000, 1_700_000_001, -1_700_000_002]
+    unsigned = TimestampParser().parse(pa.array([2**64 - 1, 1_700_000_000, None], pa.uint64()))
+    assert unsigned.valid.tolist() == [False, True, False] and unsigned.present.tolist() == [True, True, False]
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click\nu,a,99999999999999999999999,1\n"
+                                      "u,b,1700000000,0\nu,c,1700000100,1\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--no-progress")
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    kept = pq.read_table(tmp_path / "o" / "quarantine.parquet").to_pylist()
+    assert stats["quarantined"] == 1 and [(row["reason"], row["timestamp"]) for row in kept] == [
+        ("bad_timestamp", "99999999999999999999999")]
+
+
+def test_unquoted_yaml_dates_are_accepted_as_bounds(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("timestamp_min: 2015-01-01\ntimestamp_max: 2030-01-01T00:00:00\n")
+    schema = LogSchema.from_yaml(tmp_path / "s.yaml")
+    assert schema.timestamp_min == 1_420_070_400 and schema.timestamp_max == 1_893_456_000

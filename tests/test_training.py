@@ -36,6 +36,7 @@ def test_set_overrides_parse_as_yaml_and_unknown_keys_are_named(tmp_path: Path) 
         load_run_config(None, ["train.max_steps"])
 
 
+@pytest.mark.slow
 def test_bad_config_and_schema_mismatch_are_one_line_errors(tmp_path: Path, tiny_prepared: Path) -> None:
     result = run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(tmp_path / "r"),
                          "--set", "model.siren.categorical_fields=[genre]", "--set", "model.siren.branches=[categorical]",
@@ -49,6 +50,7 @@ def _train_command(data: Path, out: Path, steps: int, resume: bool = False) -> l
     return command + (["--resume"] if resume else [])
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_identical_weights(tmp_path: Path, tiny_prepared: Path) -> None:
     steps = 60
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -76,6 +78,7 @@ def test_resume_after_sigkill_ends_with_identical_weights(tmp_path: Path, tiny_p
     assert manifest["steps"] == steps and "model.safetensors" in manifest["files"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_what_would_change_the_run_in_one_line(tmp_path: Path, tiny_prepared: Path) -> None:
     """Before, a changed seed or learning rate was taken silently (the manifest then recorded values
     never used), and another model or other data failed with a traceback."""
@@ -152,6 +155,7 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, 
     assert {p.suffix for p in folder.iterdir()} <= {".safetensors", ".json"}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: Path, tiny_prepared: Path) -> None:
     """torchrun with 2 CPU processes (gloo) follows the single-process loss trajectory."""
     common = ["--data", str(tiny_prepared), "--config", str(TINY), "--no-progress", "--set", "train.max_steps=8",
@@ -172,6 +176,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: 
     assert single[-1] < single[0]  # it trains
 
 
+@pytest.mark.slow
 def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepared: Path) -> None:
     """RotRNN (time-conditioned) and FP-RNN layers train end to end through the CLI (validation
     NE falls as training goes on) and reload for evaluation."""

@@ -1,11 +1,18 @@
-"""Vocabularies: reserved ids, frequency order, min-count, persistence, OOV lookups."""
+"""Vocabularies: reserved ids, frequency order, min-count, persistence, OOV lookups; id keys that keep
+their identity across types and files; categorical ids of events and of the item table."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
+from conftest import run_rotorec
+from features.encoding import RunningIndex, canonical_keys
 from features.vocab import OOV, PAD, RESERVED, Vocabulary
 
 
@@ -30,3 +37,49 @@ def test_always_keep_admits_catalogue_keys_without_events() -> None:
 def test_integer_keys_are_looked_up_as_strings() -> None:
     vocab, _ = Vocabulary.build("item", np.array([7, 8]), np.array([1, 2]))
     assert vocab.lookup([7, "8", 9]).tolist() == [RESERVED + 1, RESERVED, OOV]
+
+
+def test_float_ids_keep_their_identity_and_nan_is_missing() -> None:
+    assert canonical_keys(pa.array([7.0, 8.0, None])).to_pylist() == [7, 8, None]
+    assert canonical_keys(pa.array([1.0, 1.5, float("nan")])).to_pylist() == ["1", "1.5", None]
+
+
+def test_uint64_ids_above_int64_keep_their_value() -> None:
+    index = RunningIndex()
+    assert index.encode(pa.array([3, 5], pa.uint64())).tolist() == [0, 1]
+    assert index.encode(pa.array([5, 2**64 - 1], pa.uint64())).tolist() == [1, 2]
+    assert index.keys.tolist() == ["3", "5", "18446744073709551615"]
+
+
+@pytest.mark.slow
+def test_int_ids_in_parquet_and_text_ids_in_csv_share_one_vocabulary(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.mkdir()
+    pq.write_table(pa.table({"user_id": [7, 7, 8], "item_id": [1, 2, 3],
+                             "timestamp": [1_700_000_000, 1_700_000_100, 1_700_000_200]}), log / "a.parquet")
+    (log / "b.csv").write_text("user_id,item_id,timestamp\n7,2,1700000300\n8,x,1700000400\n")
+    run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "o"), "--no-progress")
+    items = pq.read_table(tmp_path / "o" / "vocab" / "item.parquet").to_pylist()
+    counts = {row["key"]: row["count"] for row in items}
+    assert len(items) == len(counts) and counts["2"] == 2 and set(counts) == {"1", "2", "3", "x"}
+    assert json.loads((tmp_path / "o" / "stats.json").read_text())["users"] == 2
+
+
+@pytest.mark.slow
+def test_a_categorical_that_never_has_a_value_maps_to_pad(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000000,\nu,b,1700000100,\nu,c,1700000200,\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre",
+                "--no-progress")
+    window = pq.read_table(tmp_path / "o" / "test.parquet").to_pylist()[0]
+    assert window["cat_genre"] == [0, 0, 0]
+
+
+@pytest.mark.slow
+def test_item_table_takes_categories_from_each_items_latest_event(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000200,NEW\nv,a,1700000100,OLD\n"
+                                      "v,b,1700000300,OLD\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre",
+                "--no-progress")
+    genre = {row["key"]: row["id"] for row in pq.read_table(tmp_path / "o" / "vocab" / "genre.parquet").to_pylist()}
+    items = {row["key"]: row["cat_genre"] for row in pq.read_table(tmp_path / "o" / "items.parquet").to_pylist()}
+    assert items["a"] == [genre["NEW"]] and items["b"] == [genre["OLD"]]

@@ -121,9 +121,9 @@ def _user_intervals(logits, labels, probabilities, users, per_user_auc, seed) ->
     group_rows = np.array([auc_by_code[c][1] for c in codes], dtype=np.float64) * np.isfinite(group_auc_values)
     samples = {"log_loss": [], "ne": [], "calibration_ratio": [], "gauc": []}
     for weights in bootstrap_weights(len(codes), seed):
-        n, y, l, p = weights @ count, weights @ positives, weights @ loss, weights @ prob
-        samples["log_loss"].append(l / n)
-        samples["ne"].append(ne_from_sums(n, y, l))
+        n, y, ll, p = weights @ count, weights @ positives, weights @ loss, weights @ prob
+        samples["log_loss"].append(ll / n)
+        samples["ne"].append(ne_from_sums(n, y, ll))
         samples["calibration_ratio"].append(np.where(y > 0, p / np.where(y > 0, y, 1), np.nan))
         w = weights * group_rows
         samples["gauc"].append((w @ np.nan_to_num(group_auc_values)) / np.where(w.sum(1) > 0, w.sum(1), np.nan))

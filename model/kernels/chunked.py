@@ -1,11 +1,12 @@
 """The CPU scan (docs/mixers.md, "Chunked CPU scan"): chunked, vectorised across chunks, no division.
 
-Narrow batches (fewer than SEQUENTIAL_WIDTH lanes per step) are cut into chunks of L ≈ √T
-steps. Pass 1 runs every chunk from a zero state at once (one Python step per position in a chunk, each a [B, chunks, D] operation) to get each chunk's total
-decay and end state; pass 2 carries the true state across chunk boundaries (one step per chunk);
-pass 3 reruns every chunk from its true starting state and writes h. Each step is an ordinary
-multiply-add, so the rounding is that of the sequential loop, and the traffic is about 20 bytes
-per fp32 element (a and b read twice, h written once) with no intermediate [B, T, D] tensor.
+Narrow batches (fewer than SEQUENTIAL_WIDTH lanes per step) are cut into chunks of L ≈ √T steps.
+Pass 1 runs every chunk from a zero state at once (one Python step per position in a chunk, each
+a [B, chunks, D] operation) to get each chunk's total decay and end state; pass 2 carries the
+true state across chunk boundaries (one step per chunk); pass 3 reruns every chunk from its true
+starting state and writes h. Each step is an ordinary multiply-add, so the rounding is that of
+the sequential loop, and the traffic is about 20 bytes per fp32 element (a and b read twice, h
+written once) with no intermediate [B, T, D] tensor.
 Wide batches run the plain sequential loop instead, writing h in place (12 bytes per element).
 
 `reverse=True` runs the same recurrence backwards in time (h_t = a_t ⊙ h_{t+1} + b_t), which is

@@ -10,7 +10,8 @@ output at p reads the state before p's slot, y_p = C′·(a_p h_before) + D ⊙ 
 
 Time-conditioned (`rotrnn.time_conditioned`): a_p = γ^{κ+Δt_p/τ}·e^{iθ}·e^{i(Φ_p − Φ_{p−1})}
 with Φ the SIREN-RoPE angles tiled over the state pairs, so an event i reaches the state at j
-rotated by exactly Φ_j − Φ_i, the relative angle SIREN-RoPE puts between query j and key i.
+rotated by exactly (j − i)θ + Φ_j − Φ_i: its own per-step turn plus the relative angle SIREN-RoPE
+puts between query j and key i.
 It runs as s_p = ρ_p e^{iθ} s_{p−1} + e^{−iΦ_p} ξ_p B′v_p with h_p = e^{iΦ_p} s_p, so no angle
 is ever accumulated (docs/mixers.md, "Time-conditioned RotRNN"). The cached state is s.
 """

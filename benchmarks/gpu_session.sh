@@ -22,7 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=.whl
-# What the image lacks (its package list: the device tool's KINDS.md), at the versions our CI environment resolved (2026-11-23).
+# What the GPU machine's image lacks (from the device tool's package list), at the versions our CI environment resolved
+# (2026-11-23).
 MISSING=(fastapi==0.165.0 annotated-doc==0.0.7 starlette==1.10.0 pydantic==2.14.3 pydantic_core==2.50.4
          annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 uvicorn==0.54.0 orjson==3.13.0
          tzdata==2026.6)

@@ -4,9 +4,11 @@ Every model trains on the same batches (next-item, full softmax over the catalog
 step of each in turn so drift in machine speed hits all alike; the table gives the median step
 time, tokens/s and the ratio to SASRec. rotorec runs as shipped (SIREN-RoPE) and with parts
 removed (ordinal RoPE, no rotation) and with SASRec's feed-forward width (d instead of 4d), and a profile of one step of each names
-the operators that take the time, which is how a slowdown is traced to its cause.
+the operators that take the time, which is how a slowdown is traced to its cause. With `--bf16`, SASRec
+and rotorec also run under CPU bf16 autocast (`train.cpu_bf16`, `sasrec.py --bf16`), the fp32 rows
+being the reference for the speed-up.
 
-    python benchmarks/bench_training_vs_sasrec.py [--steps 30] [--length 200] [--json benchmarks/out/training_vs_sasrec.json]
+    python benchmarks/bench_training_vs_sasrec.py [--steps 30] [--length 200] [--bf16] [--json benchmarks/out/training_vs_sasrec.json]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from baselines.sasrec import SASRec, training_loss
 from features.dataset import SequenceBatch
 from model.config import ModelConfig
 from model.ranker import Ranker
-from training.trainer import compute_loss
+from training.trainer import compute_loss, cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,16 +42,17 @@ def rotorec_variants(width: int, layers: int, heads: int, length: int) -> dict[s
             "rotorec siren_rope, FFN 1×d": ModelConfig.model_validate({**base, "encoding": "siren_rope", "ffn_multiplier": 1})}
 
 
-def step_function(name: str, model: torch.nn.Module):
+def step_function(model: torch.nn.Module, bf16: bool = False):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     columns = torch.zeros(0, dtype=torch.long)
 
     def step(batch: SequenceBatch) -> None:
-        if isinstance(model, SASRec):
-            loss = training_loss(model, batch, "full", generator)
-        else:
-            loss, _ = compute_loss(model, model, batch, 0, columns)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if isinstance(model, SASRec):
+                loss = training_loss(model, batch, "full", generator)
+            else:
+                loss, _ = compute_loss(model, model, batch, 0, columns)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -72,14 +75,21 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="also SASRec and rotorec siren_rope under CPU bf16 autocast")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "out" / "training_vs_sasrec.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     batch = random_batch(args.batch_size, args.length, torch.device("cpu"))
+    variants = rotorec_variants(args.width, args.layers, args.heads, args.length)
     models: dict[str, torch.nn.Module] = {"sasrec": SASRec(ITEMS, args.length, args.width, args.layers, args.heads, 0.2)}
-    models.update({name: Ranker(config) for name, config in rotorec_variants(args.width, args.layers, args.heads,
-                                                                               args.length).items()})
-    steps = {name: step_function(name, model.train()) for name, model in models.items()}
+    models.update({name: Ranker(config) for name, config in variants.items()})
+    steps = {name: step_function(model.train()) for name, model in models.items()}
+    if args.bf16:
+        if not cpu_has_native_bf16():
+            parser.error("--bf16: this CPU has no native bf16 (AVX-512 BF16 / AMX)")
+        models["sasrec, bf16"] = SASRec(ITEMS, args.length, args.width, args.layers, args.heads, 0.2)
+        models["rotorec siren_rope, bf16"] = Ranker(variants["rotorec siren_rope"])
+        steps.update({name: step_function(models[name].train(), bf16=True) for name in ("sasrec, bf16", "rotorec siren_rope, bf16")})
     times: dict[str, list[float]] = {name: [] for name in steps}
     for repeat in range(args.warmup + args.steps):
         for name, step in steps.items():

@@ -44,6 +44,7 @@ class TrainLoopConfig(StrictModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    cpu_bf16: bool = Field(False, description="bf16 autocast on CPUs that compute bf16 natively (AVX-512 BF16, AMX)")
     eval_batch_size: int = Field(512, ge=1)
     tensorboard: bool = Field(True, description="also write train_log.jsonl's numbers as TensorBoard scalars")
 

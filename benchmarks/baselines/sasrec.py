@@ -37,7 +37,7 @@ from features.dataset import SequenceBatch, SequenceDataset  # noqa: E402
 from model.losses import FIRST_ITEM_ID, full_softmax_loss  # noqa: E402
 from training.metrics import next_item_metrics  # noqa: E402
 from training.retrieval import next_item_ranks  # noqa: E402
-from training.trainer import batch_indices  # noqa: E402
+from training.trainer import batch_indices, use_autocast  # noqa: E402
 
 
 class SASRecBlock(nn.Module):
@@ -118,9 +118,10 @@ def validation_ndcg(model: SASRec, dataset: SequenceDataset) -> float:
 
 def fit(data: Path, *, loss: str = "full", width: int = 64, blocks: int = 2, heads: int = 1, dropout: float = 0.2,
         lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, max_steps: int = 100_000,
-        minutes: float = 20.0, eval_every: int = 250, patience: int = 5, seed: int = 0,
+        minutes: float = 20.0, eval_every: int = 250, patience: int = 5, seed: int = 0, bf16: bool = False,
         progress: bool = True) -> tuple[SASRec, dict]:
-    """Train with Adam at a constant rate (as the paper), keep the weights best on validation."""
+    """Train with Adam at a constant rate (as the paper), keep the weights best on validation.
+    `bf16`: the same CPU bf16 autocast as rotorec's `train.cpu_bf16`, so both get equal step budgets."""
     torch.manual_seed(seed)
     train, valid = SequenceDataset(data, "train"), SequenceDataset(data, "valid")
     model = SASRec(train.schema.item_vocab_size, train.schema.max_len, width, blocks, heads, dropout)
@@ -130,10 +131,12 @@ def fit(data: Path, *, loss: str = "full", width: int = 64, blocks: int = 2, hea
     best_state, stale, step, history = copy.deepcopy(model.state_dict()), 0, 0, []
     started = time.perf_counter()
     tokens = 0
+    autocast = use_autocast(torch.device("cpu"), False, bf16)
     bar = tqdm(total=max_steps, desc=f"sasrec-{loss}", unit="step", disable=not progress)
     while step < max_steps and stale < patience and time.perf_counter() - started < minutes * 60:
         batch = train.__getitems__(batch_indices(len(train), batch_size, seed, step))
-        value = training_loss(model, batch, loss, generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            value = training_loss(model, batch, loss, generator)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -173,12 +176,14 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on a CPU with native bf16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, training = fit(args.data, loss=args.loss, width=args.width, blocks=args.blocks, heads=args.heads,
                           dropout=args.dropout, lr=args.lr, batch_size=args.batch_size, max_steps=args.max_steps,
-                          minutes=args.minutes, eval_every=args.eval_every, patience=args.patience, seed=args.seed)
+                          minutes=args.minutes, eval_every=args.eval_every, patience=args.patience, seed=args.seed,
+                          bf16=args.bf16)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"model": "sasrec", "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "training": training}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from features.strict import StrictModel
+from features.vocab import RESERVED
 
 FORMAT_VERSION = 1
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
@@ -50,7 +51,7 @@ class FeatureSchema(StrictModel):
 
     @property
     def action_vocab_size(self) -> int:
-        return 2 + len(self.actions)
+        return RESERVED + len(self.actions)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / "schema.json"

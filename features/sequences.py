@@ -66,25 +66,31 @@ def seconds_since_previous(ordered: OrderedEvents) -> np.ndarray:
 
 
 def impression_index(ordered: OrderedEvents) -> np.ndarray:
-    """Dense impression numbers 1..N in order of first appearance (0 = no impression).
+    """Dense impression numbers of ordered events (see `number_impressions`)."""
+    events = ordered.events
+    return number_impressions(events.user, events.impression, events.has_impression)
+
+
+def number_impressions(user: np.ndarray, key: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Dense impression numbers 1..N in order of first appearance (0 = no impression), for events
+    grouped by user and in time order; only equality of the int64 keys matters. The service numbers
+    a request's history with it, so a served impression reads as a prepared one.
 
     A user's events of one impression are usually adjacent once ordered, so runs of equal keys
     are found in one pass; runs of the same (user, key) that are not adjacent (interleaved
     impressions) are then merged by sorting the runs, which are far fewer than the events."""
-    events = ordered.events
-    has, key = events.has_impression, events.impression
     starts = has.copy()
-    continues = ordered.same_user_as_previous()[1:] & has[:-1] & (key[1:] == key[:-1])
+    continues = (user[1:] == user[:-1]) & has[:-1] & (key[1:] == key[:-1])
     starts[1:] &= ~continues
     run_of_event = np.cumsum(starts) - 1
     first_rows = np.flatnonzero(starts)
-    run_keys, run_users = key[first_rows], events.user[first_rows]
+    run_keys, run_users = key[first_rows], user[first_rows]
     if np.all((run_keys[1:] > run_keys[:-1]) | (run_users[1:] != run_users[:-1])):
         # Each user's impression ids only grow along time (the usual case): no run repeats a key.
         return np.where(has, run_of_event + 1, 0)
-    order = np.lexsort((np.arange(len(first_rows)), key[first_rows], events.user[first_rows]))
+    order = np.lexsort((np.arange(len(first_rows)), key[first_rows], user[first_rows]))
     same_as_prior = np.zeros(len(order), dtype=bool)
-    same_as_prior[1:] = (events.user[first_rows][order][1:] == events.user[first_rows][order][:-1]) & (
+    same_as_prior[1:] = (user[first_rows][order][1:] == user[first_rows][order][:-1]) & (
         key[first_rows][order][1:] == key[first_rows][order][:-1])
     group_start = order[np.maximum.accumulate(np.where(~same_as_prior, np.arange(len(order)), 0))]
     canonical = np.empty(len(order), dtype=np.int64)

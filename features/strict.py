@@ -1,4 +1,4 @@
-"""The pydantic conventions shared by every settings file and artifact rotorec reads.
+"""The pydantic conventions shared by every settings file, artifact and request body rotorec reads.
 
 A misspelt key in a config, schema or manifest must be an error rather than a silently ignored
 setting, and a bad value must reach the user as one line naming the field, not a traceback.

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 PAD = 0
 OOV = 1
 RESERVED = 2
+"""Ids below are PAD and OOV: the first id of a real key (item, value or action)."""
 
 
 @dataclass

@@ -45,23 +45,6 @@ def candidate_time(history: Events, candidates: Events, request_time: torch.Tens
 
 
 @torch.inference_mode()
-def score_candidates(
-    model: Ranker,
-    history: Events,
-    candidates: Events,
-    request_time: torch.Tensor,
-    tz_offset_minutes: torch.Tensor,
-    micro_batch: int = DEFAULT_MICRO_BATCH,
-) -> torch.Tensor:
-    """Per-candidate, per-task probabilities [B, C, T] (padded candidate slots return 0).
-
-    history [B, L] and candidates [B, C] are padded Events; request_time and tz_offset_minutes
-    are [B] int64."""
-    logits, _ = candidate_logits(model, history, candidates, request_time, tz_offset_minutes, micro_batch)
-    return torch.sigmoid(logits) * candidates.valid.unsqueeze(-1)
-
-
-@torch.inference_mode()
 def candidate_logits(
     model: Ranker,
     history: Events,

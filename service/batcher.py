@@ -21,8 +21,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.feeds import Feed, Scored, ServedModel
+from service.featurize import Feed
 from service.metrics import ServiceMetrics
+from service.scoring import Scored, ServedModel
 
 
 class Overloaded(RuntimeError):

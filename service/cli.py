@@ -1,33 +1,55 @@
-"""`rotorec serve`: the scoring API over a run folder, with uvicorn."""
+"""`rotorec serve`: the scoring API over a run folder, with uvicorn.
+
+The flags are a view of `ServiceSettings`: each one names the setting it sets and takes its help
+from it, and a flag left out is left out of the settings, whose own default (or environment
+value) then holds. Defaults are declared once, in service/settings.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
 from pathlib import Path
+from typing import get_args
+
+from service.settings import ServiceSettings
+
+FLAGS = {  # flag -> (setting, argparse options besides the help)
+    "--run": ("run", {"type": Path, "required": True}),
+    "--runs-root": ("runs_root", {"type": Path}),
+    "--host": ("host", {}),
+    "--port": ("port", {"type": int}),
+    "--device": ("device", {"choices": get_args(ServiceSettings.model_fields["device"].annotation)}),
+    "--max-batch-size": ("max_batch_size", {"type": int}),
+    "--max-wait-ms": ("max_wait_ms", {"type": float}),
+    "--threads": ("threads", {"type": int}),
+    "--fail-fast": ("fail_fast", {"action": "store_true"}),
+    "--drain": ("drain_s", {"type": float, "metavar": "SECONDS"}),
+    "--shutdown-timeout": ("shutdown_timeout_s", {"type": float, "metavar": "SECONDS"}),
+}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="serve a trained run over HTTP (FastAPI)",
                             description="Score feeds with a run folder: /v1/rank, Open Inference Protocol v2, /metrics, /docs. "
-                                        "Bearer tokens come from ROTOREC_SCORING_TOKENS / ROTOREC_ADMIN_TOKENS "
-                                        "(or *_FILE).")
-    p.add_argument("--run", required=True, type=Path, help="run folder written by `rotorec train`")
-    p.add_argument("--runs-root", type=Path,
-                   help="POST /admin/reload loads only run folders inside this one (default: the parent of --run)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--max-batch-size", type=int, default=32, help="requests per forward pass (1 = no batching)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
-    p.add_argument("--threads", type=int, help="torch threads for the inference thread")
-    p.add_argument("--fail-fast", action="store_true", help="exit if the model cannot be loaded")
+                                        "Every setting can also come from ROTOREC_<SETTING> or a file named by "
+                                        "ROTOREC_<SETTING>_FILE (bearer tokens: ROTOREC_SCORING_TOKENS, "
+                                        "ROTOREC_ADMIN_TOKENS); a flag wins.")
+    for flag, (name, options) in FLAGS.items():
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=_help(name), **options)
+    p.add_argument("--secrets-dir", type=Path,
+                   help="a folder of secret files, each named like the variable it stands for (rotorec_admin_tokens)")
     p.add_argument("--sample-feed", type=Path, metavar="PREPARED",
                    help="start, score the first test feed of a prepared folder, print the ranking, and exit")
-    p.add_argument("--drain", type=float, default=5.0,
-                   help="seconds between SIGTERM and shutdown: readiness is 503, requests are still served")
-    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish queued work on shutdown")
     p.set_defaults(handler=_run_serve)
+
+
+def _help(name: str) -> str:
+    field = ServiceSettings.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if field.is_required() or default is None or isinstance(default, bool):
+        return field.description
+    return f"{field.description} (default: {default})"
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -35,22 +57,18 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.server import DrainingServer
-    from service.settings import ServiceSettings
 
     # uvicorn re-raises the signal it stopped on; once drained, a clean exit (status 0) is what
     # orchestrators expect, so the re-raised signal is ignored.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    settings = ServiceSettings.from_env(run=args.run, runs_root=args.runs_root, device=args.device,
-                                        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                                        threads=args.threads, fail_fast=args.fail_fast, drain_s=args.drain,
-                                        shutdown_timeout_s=args.shutdown_timeout)
+    flags = {name: getattr(args, name) for name, _ in FLAGS.values() if hasattr(args, name)}
+    settings = ServiceSettings(_secrets_dir=args.secrets_dir, **flags)
     if args.sample_feed is not None:
         from service.sample import serve_sample
 
         return serve_sample(settings, args.sample_feed)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                            timeout_graceful_shutdown=int(args.shutdown_timeout) + 5)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 5)
     DrainingServer(config, app.state.service).run()
     return 0
-

@@ -15,16 +15,17 @@ import math
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends
 from pydantic import Field, StrictInt
 
 from features.vocab import OOV
 from rotorec import __version__
+from service.dependencies import Model, State
 from service.errors import ApiError, FeedError, declared
-from service.feeds import Feed, ServedModel
+from service.featurize import Feed
 from service.limits import at_most
 from service.schemas import FUTURE_SLACK_SECONDS, LATEST_SECOND, Int64, Strict, Text, latest_history_second
-from service.state import ServiceState
+from service.scoring import ServedModel
 
 MAX_DIMENSION = 2**31 - 1  # far beyond what a body under the size cap can fill; numpy refuses empty shapes near 2**63
 REQUIRED = ("history_item_ids", "history_timestamps", "history_actions", "history_lengths", "candidate_item_ids",
@@ -89,7 +90,7 @@ def _feeds(tensors: dict[str, np.ndarray], model: ServedModel, max_history: int,
                         "request_time")
         feeds.append(model.feed_from_ids(
             history_items=_ids(tensors["history_item_ids"][b, :length], model.items.size),
-            history_actions=_ids(tensors["history_actions"][b, :length], 2 + len(model.actions)),
+            history_actions=_ids(tensors["history_actions"][b, :length], model.action_vocab_size),
             history_seconds=seconds,
             history_categorical={f: _ids(tensors[f"history_cat_{f}"][b, :length], model.categories[f].size)
                                  for f in model.categories if f"history_cat_{f}" in tensors},
@@ -125,40 +126,43 @@ def _ids(values: np.ndarray, size: int) -> np.ndarray:
     return np.where((values >= 0) & (values < size), values, OOV)
 
 
-def install_v2_routes(app: FastAPI, state: ServiceState) -> None:
-    def named(name: str, version: str | None) -> ServedModel:
-        model = state.require_model()
-        if name != model.name or (version is not None and version != model.version):
-            raise ApiError(404, f"unknown model {name!r}" + (f" version {version!r}" if version else ""))
-        return model
+def named_model(name: str, model: Model, version: str | None = None) -> ServedModel:
+    """The served snapshot, if it is the model (and version) the path names; 404 otherwise."""
+    if name != model.name or (version is not None and version != model.version):
+        raise ApiError(404, f"unknown model {name!r}" + (f" version {version!r}" if version else ""))
+    return model
 
-    @app.get("/v2", tags=["inference protocol"])
-    async def server_metadata() -> dict:
-        return {"name": "rotorec", "version": __version__, "extensions": []}
 
-    metadata_errors, ready_errors = declared(401, 404, 503), declared(404, 503)
-    infer_errors = declared(400, 401, 404, 413, 422, 503)
+Named = Annotated[ServedModel, Depends(named_model)]
+router = APIRouter(tags=["inference protocol"])
+METADATA_ERRORS, READY_ERRORS, INFER_ERRORS = declared(401, 404, 503), declared(404, 503), declared(400, 401, 404, 413, 422, 503)
 
-    @app.get("/v2/models/{name}", tags=["inference protocol"], responses=metadata_errors)
-    @app.get("/v2/models/{name}/versions/{version}", tags=["inference protocol"], responses=metadata_errors)
-    async def model_metadata(name: str, version: str | None = None) -> dict:
-        return _metadata(named(name, version))
 
-    @app.get("/v2/models/{name}/ready", tags=["inference protocol"], responses=ready_errors)
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["inference protocol"], responses=ready_errors)
-    async def model_ready(name: str, version: str | None = None) -> dict:
-        named(name, version)
-        return {"name": name, "ready": True}
+@router.get("/v2")
+async def server_metadata() -> dict:
+    return {"name": "rotorec", "version": __version__, "extensions": []}
 
-    @app.post("/v2/models/{name}/infer", tags=["inference protocol"], responses=infer_errors)
-    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["inference protocol"], responses=infer_errors)
-    async def infer(name: str, body: InferRequest, version: str | None = None) -> dict:
-        model = named(name, version)
-        feeds = _feeds(_tensors(body, model), model, state.settings.max_history, state.settings.max_candidates)
-        results = await state.score(model, feeds)
-        out = np.zeros((len(feeds), max(len(f.candidate_items) for f in feeds), len(model.tasks)), dtype=np.float32)
-        for row, scored in enumerate(results):
-            out[row, : len(scored.probabilities)] = scored.probabilities
-        return {"id": body.id, "model_name": model.name, "model_version": model.version,
-                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape),
-                             "data": out.ravel().tolist()}]}
+
+@router.get("/v2/models/{name}", responses=METADATA_ERRORS)
+@router.get("/v2/models/{name}/versions/{version}", responses=METADATA_ERRORS)
+async def model_metadata(model: Named) -> dict:
+    return _metadata(model)
+
+
+@router.get("/v2/models/{name}/ready", responses=READY_ERRORS)
+@router.get("/v2/models/{name}/versions/{version}/ready", responses=READY_ERRORS)
+async def model_ready(model: Named) -> dict:
+    return {"name": model.name, "ready": True}
+
+
+@router.post("/v2/models/{name}/infer", responses=INFER_ERRORS)
+@router.post("/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS)
+async def infer(body: InferRequest, state: State, model: Named) -> dict:
+    feeds = _feeds(_tensors(body, model), model, state.settings.max_history, state.settings.max_candidates)
+    results = await state.score(model, feeds)
+    out = np.zeros((len(feeds), max(len(f.candidate_items) for f in feeds), len(model.tasks)), dtype=np.float32)
+    for row, scored in enumerate(results):
+        out[row, : len(scored.probabilities)] = scored.probabilities
+    return {"id": body.id, "model_name": model.name, "model_version": model.version,
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape),
+                         "data": out.ravel().tolist()}]}

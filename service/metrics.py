@@ -6,8 +6,10 @@ Each app owns its registry, so several apps in one process (tests) never share c
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
@@ -72,3 +74,24 @@ class ProbabilityHistogram:
                 buckets = [(repr(float(edge)), int(c)) for edge, c in zip(self.edges, cumulative[:-1])]
                 family.add_metric([task], buckets + [("+Inf", int(cumulative[-1]))], self.sums[task])
         yield family
+
+
+def request_metrics(metrics: ServiceMetrics):
+    """An HTTP middleware counting every request, routed or refused, by path template and status."""
+
+    async def measure(request: Request, call_next):
+        started = time.monotonic()
+        metrics.inflight.inc()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.inflight.dec()
+            # Routing sets scope["route"] inside call_next: label by the path template, never the path.
+            template = getattr(request.scope.get("route"), "path", None) or "unmatched"
+            metrics.requests.labels(route=template, status=str(status)).inc()
+            metrics.request_seconds.labels(route=template).observe(time.monotonic() - started)
+
+    return measure

@@ -18,7 +18,7 @@ import torch
 import uvicorn
 
 from features.dataset import SequenceDataset
-from features.vocab import Vocabulary
+from features.vocab import RESERVED, Vocabulary
 from model.inputs import batch_time
 from service.app import create_app
 from service.settings import ServiceSettings
@@ -44,9 +44,9 @@ def sample_feed(run: Path, prepared: Path) -> dict:
     def event(j: int) -> dict:
         return {"item_id": str(items.key_of([int(batch.item[0, j])])[0]),
                 "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
-                "action": data.schema.actions[int(batch.action[0, j]) - 2],
+                "action": data.schema.actions[int(batch.action[0, j]) - RESERVED],
                 "features": {f: str(tables[f].key_of([int(batch.categorical[f][0, j, 0])])[0]) for f in fields
-                             if int(batch.categorical[f][0, j, 0]) > 1}}
+                             if int(batch.categorical[f][0, j, 0]) >= RESERVED}}
 
     return {"user_id": batch.users[0], "request_time": iso_time(int(batch.timestamp[0, first]), int(batch.tz_offset_minutes[0, first])),
             "history": [event(j) for j in range(cut)],

@@ -13,8 +13,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, StringConstraints,
-                      model_validator)
+from pydantic import AfterValidator, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, StringConstraints, model_validator
+
+from features.strict import StrictModel
 
 LATEST_SECOND = 4_102_444_800  # 2100-01-01
 MAX_TEXT = 128
@@ -26,8 +27,10 @@ Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]  # ids travel as 
 FeatureValue = Int64 | Text | list[Int64 | Text]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class Strict(StrictModel):
+    """Unknown keys refused (StrictModel), and no NaN or infinity in any float."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 def parse_time(value: int | float | str) -> tuple[int, int | None]:

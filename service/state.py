@@ -2,9 +2,10 @@
 the batcher and the per-user state cache, plus the two steps every scoring route shares
 (take the current snapshot; score feeds with it).
 
-A route reads `require_model()` once and uses that snapshot for everything the request does:
-featurizing (vocabulary ids), scoring and the version in the response. A hot reload replaces
-`model` with one assignment; requests already holding the previous snapshot finish with it.
+A route gets `require_model()` once, as its `Model` dependency (service/dependencies.py), and
+uses that snapshot for everything the request does: featurizing (vocabulary ids), scoring and
+the version in the response. A hot reload replaces `model` with one assignment; requests
+already holding the previous snapshot finish with it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch
 
 from service.batcher import Batcher, Overloaded
 from service.errors import ApiError
-from service.feeds import Feed, Scored, ServedModel
+from service.featurize import Feed
 from service.metrics import ServiceMetrics
+from service.scoring import Scored, ServedModel
 from service.settings import ServiceSettings
 from service.state_cache import StateCache
 from service.warmup import warm_up

@@ -12,8 +12,9 @@ import threading
 import time
 from collections import OrderedDict
 
-from service.feeds import Feed, UserState
+from service.featurize import Feed
 from service.metrics import ServiceMetrics
+from service.user_state import UserState
 
 
 class StateCache:

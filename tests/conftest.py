@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny synthetic feed and its prepared form, real-data location, CLI runner, and
-a real `rotorec serve` process (Server, with the `calibrated_run` and `server` fixtures of the service tests)."""
+"""Shared fixtures: a tiny synthetic feed and its prepared form, real-data location, CLI runner,
+a real `rotorec serve` process (Server, with the `calibrated_run` and `server` fixtures of the service tests),
+and `ranks_against`, the numpy full-catalogue rank the retrieval tests check the package's against."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,6 +32,12 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"needs the team dataset {path} (../shared/data is absent on this machine)")
     return path
+
+
+def ranks_against(scores: np.ndarray, target_scores: np.ndarray, is_target: np.ndarray | None = None) -> np.ndarray:
+    """r = 1 + #{s_j > s_t} + #{j ≠ t: s_j = s_t} per row of `scores` [N, V]: ties count against."""
+    at_least = (scores >= target_scores[:, None]).sum(axis=1)
+    return at_least if is_target is None else at_least - is_target.sum(axis=1) + 1
 
 
 def run_rotorec(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -6,11 +6,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import ranks_against
 from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, impression_ranking,
-                              next_item_metrics, ranks_against, reliability, uniform_ece)
+                              next_item_metrics, reliability, uniform_ece)
+from training.retrieval import target_ranks
 
 
 def _pair_auc(p: np.ndarray, y: np.ndarray) -> float:
@@ -137,6 +140,7 @@ def test_full_catalogue_ranks_count_ties_against_the_target() -> None:
     is_target[np.arange(2), target] = True
     ranks = ranks_against(scores, scores[np.arange(2), target], is_target)
     assert ranks.tolist() == [3, 4]  # a constant scorer earns nothing
+    assert target_ranks(torch.from_numpy(scores), torch.from_numpy(target)).tolist() == [3, 4]  # the package's rank
     metrics = next_item_metrics(ranks, cutoffs=(3,))
     assert metrics["hr@3"] == 0.5 and metrics["mrr"] == pytest.approx((1 / 3 + 1 / 4) / 2)
     assert metrics["ndcg@3"] == pytest.approx(0.5 / math.log2(4))

@@ -15,7 +15,7 @@ from model.encodings import SirenRope
 from model.inputs import Events, TimeInputs, batch_time, event_slots, local_time
 from model.ranker import Ranker
 from model.rotary import rotate_pairs
-from model.scoring import score_candidates
+from model.scoring import DEFAULT_MICRO_BATCH, candidate_logits
 
 ENCODINGS = ["none", "rope", "to_rope", "siren_rope"]
 TOLERANCE = 1e-5
@@ -44,6 +44,14 @@ def _model(schema, encoding: str = "siren_rope", seed: int = 0, stack: str = "at
 
 def _logits(model: Ranker, batch: SequenceBatch) -> torch.Tensor:
     return model.task_logits(model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden)
+
+
+def score_candidates(model: Ranker, history: Events, candidates: Events, request_time: torch.Tensor,
+                     tz_offset_minutes: torch.Tensor, micro_batch: int = DEFAULT_MICRO_BATCH) -> torch.Tensor:
+    """Per-candidate, per-task probabilities [B, C, T] before calibration, as the service scores
+    (padded candidate slots return 0)."""
+    logits, _ = candidate_logits(model, history, candidates, request_time, tz_offset_minutes, micro_batch)
+    return torch.sigmoid(logits) * candidates.valid.unsqueeze(-1)
 
 
 def _history(batch: SequenceBatch, row: int, stop: int) -> Events:

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_rotorec
+from conftest import REPO, ranks_against, run_rotorec
 from features.dataset import SequenceDataset
 from model.inputs import batch_time
-from training.metrics import ranks_against
 from training.retrieval import FIRST_ITEM_ID, next_item_ranks
 from training.run import load_run
 

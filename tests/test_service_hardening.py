@@ -20,8 +20,8 @@ import pytest
 
 from conftest import ADMIN_AUTH, AUTH, REPO, Server, run_rotorec
 from features.vocab import Vocabulary
-from service.feeds import ServedModel
 from service.schemas import RankRequest
+from service.scoring import ServedModel
 
 CLIENTS, REQUESTS_PER_CLIENT, RELOADS = 8, 300, 10
 REQUEST_TIME = 1_717_400_000

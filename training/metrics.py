@@ -1,9 +1,10 @@
-"""Calibration and ranking metrics (docs/evaluation_details.md, "Metric definitions"), accumulated batch by batch.
+"""Calibration and ranking metrics (docs/evaluation_details.md, "Metric definitions").
 
-Every accumulator has `update` (a batch), `merge` (another accumulator, e.g. from another
-process), `compute` and `reset`; accumulation is float64. NE, calibration ratio and log loss
-need O(1) state; uniform-bin ECE needs one row per bin; AUC, GAUC and equal-mass ECE keep one
-row per prediction. AUC and uniform ECE use torchmetrics; the others are defined here.
+NE, calibration ratio and log loss come from `CalibrationAccumulator` (O(1) float64 state with
+`update` (a batch), `merge` (another accumulator, e.g. from another process) and `compute`); AUC,
+GAUC, the ECEs and the ranking metrics are functions of the full arrays. AUC and uniform ECE use
+torchmetrics; the others are defined here, each where torchmetrics has no metric of the same
+definition.
 """
 
 from __future__ import annotations
@@ -16,13 +17,7 @@ import numpy as np
 import torch
 from torchmetrics.classification import BinaryAUROC, BinaryCalibrationError
 
-EPSILON = 1e-7
 ECE_BINS = 15
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPSILON, 1 - EPSILON)
-    return np.log(p) - np.log1p(-p)
 
 
 def binary_entropy(rate: float) -> float:
@@ -162,12 +157,6 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_B
             "wilson_high": (centre + half)[keep].tolist()}
 
 
-def ranks_against(scores: np.ndarray, target_scores: np.ndarray, is_target: np.ndarray | None = None) -> np.ndarray:
-    """r = 1 + #{s_j > s_t} + #{j ≠ t: s_j = s_t} per row of `scores` [N, V]: ties count against."""
-    at_least = (scores >= target_scores[:, None]).sum(axis=1)
-    return at_least if is_target is None else at_least - is_target.sum(axis=1) + 1
-
-
 def next_item_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = (10, 50, 200)) -> dict[str, float]:
     """HR@k, NDCG@k (one relevant item) and MRR from full-catalogue ranks."""
     ranks = np.asarray(ranks, dtype=np.float64)
@@ -182,7 +171,10 @@ def next_item_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = (10, 50, 200
 def impression_ranking(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, cutoffs: tuple[int, ...] = (5, 10)) -> dict[str, float]:
     """Within-impression NDCG@k, HR@k, MRR (ties against the item) plus MIND's imp_auc and mrr.
 
-    Impressions without a positive are skipped and counted."""
+    Impressions without a positive are skipped and counted. Written here rather than taken from
+    torchmetrics.retrieval because its tie handling differs: its NDCG averages the gain over tied
+    items (sklearn's rule) and its MRR and hit rate order ties by sort position, where ours ranks
+    a tied item after all items it ties with (a constant scorer earns nothing)."""
     order = np.lexsort((-scores, groups))
     g, s, y = groups[order], scores[order], labels[order]
     starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else np.zeros(0, dtype=np.int64)

@@ -10,7 +10,8 @@ written once) with no intermediate [B, T, D] tensor.
 Wide batches run the plain sequential loop instead, writing h in place (12 bytes per element).
 
 `reverse=True` runs the same recurrence backwards in time (h_t = a_t ⊙ h_{t+1} + b_t), which is
-what the backward pass needs; it only changes the order the loops visit positions.
+what the backward pass (`chunked_scan_backward`) needs; it only changes the order the loops visit
+positions.
 """
 
 from __future__ import annotations
@@ -86,3 +87,21 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
             state = torch.addcmul(b[:, t].to(work), a[:, t].to(work), state)
             h[:, t] = state
     return h
+
+
+def chunked_scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(da, db, dh0) of the forward scan h = chunked_scan(a, b, h0) for the upstream gradient dh
+    (docs/mixers.md, "Backward pass"): g_t = dh_t + conj(a_{t+1}) g_{t+1} is the same scan run in
+    reverse on shifted gates, accumulated in fp32; db = g in h's dtype, da_t = g_t conj(h_{t−1})
+    in a's dtype, dh0 = conj(a_1) g_1 (None without h0)."""
+    shifted = torch.zeros_like(a)
+    shifted[:, :-1] = a[:, 1:].conj()
+    g = chunked_scan(shifted, dh, None, reverse=True, out_dtype=torch.promote_types(dh.dtype, torch.float32))
+    da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    torch.mul(g[:, 1:], h[:, :-1].conj(), out=da[:, 1:])
+    if h0 is None:
+        da[:, 0] = 0
+        return da, g.to(h.dtype), None
+    da[:, 0] = g[:, 0] * h0.conj()
+    return da, g.to(h.dtype), a[:, 0].conj() * g[:, 0]

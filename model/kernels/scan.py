@@ -4,9 +4,10 @@ The forward runs on Triton kernels on CUDA, and on CPU on the compiled kernel (`
 built on first use) or, without a compiler or for float64, the chunked scan; the backward is the
 same scan backwards in time with shifted gates (docs/mixers.md, "Backward pass"):
 g_t = ḡ_t + conj(a_{t+1}) g_{t+1}, db_t = g_t, da_t = g_t conj(h_{t−1}), dh0 = conj(a_1) g_1,
-in PyTorch's conjugate-Wirtinger convention for complex tensors. Both back ends accumulate in
-fp32 whatever the I/O dtype, and gates (a) must be fp32 (or complex64): bf16 rounds every gate
-above 0.996 to 1 (docs/mixers.md, "Numerics").
+in PyTorch's conjugate-Wirtinger convention for complex tensors. Each back end is a forward and
+backward pair in its own module (triton_scan.py, compiled.py, chunked.py); this module only picks
+one and wires it into autograd. All accumulate in fp32 whatever the I/O dtype, and gates (a) must
+be fp32 (or complex64): bf16 rounds every gate above 0.996 to 1 (docs/mixers.md, "Numerics").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 import torch
 
 from model.kernels import compiled
-from model.kernels.chunked import chunked_scan
+from model.kernels.chunked import chunked_scan, chunked_scan_backward
 
 Backend = Literal["auto", "triton", "compiled", "chunked"]
 
@@ -56,16 +57,7 @@ def _backward(a, h, h0, dh, backend):
         return triton_scan_backward(a, h, h0, dh)
     if backend == "compiled":
         return compiled.compiled_scan_backward(a, h, h0, dh)
-    shifted = torch.zeros_like(a)
-    shifted[:, :-1] = a[:, 1:].conj()
-    g = chunked_scan(shifted, dh, None, reverse=True, out_dtype=torch.promote_types(dh.dtype, torch.float32))
-    da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-    torch.mul(g[:, 1:], h[:, :-1].conj(), out=da[:, 1:])
-    if h0 is None:
-        da[:, 0] = 0
-        return da, g.to(h.dtype), None
-    da[:, 0] = g[:, 0] * h0.conj()
-    return da, g.to(h.dtype), a[:, 0].conj() * g[:, 0]
+    return chunked_scan_backward(a, h, h0, dh)
 
 
 class _LinearScan(torch.autograd.Function):
@@ -116,8 +108,3 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
     if lengths is not None:
         h = torch.where(live, h, torch.zeros((), dtype=h.dtype, device=h.device))
     return h, last
-
-
-def scan_step(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """One decode step, h ← a ⊙ h + b, for streaming a state one event at a time."""
-    return torch.addcmul(b, a, h)

@@ -1,11 +1,11 @@
-"""A served run: requests in, calibrated probabilities out, through the model's own code.
+"""Requests in model ids: what a run's model reads, built with the run's own vocabularies.
 
-`ServedModel` turns a validated `RankRequest` into a `Feed` (vocabulary ids, int64 seconds,
-local-time offsets), pads any number of feeds into one batch, and scores it with
-`model.scoring.candidate_logits` followed by the run's post-hoc calibration, the same steps
-`rotorec evaluate` takes. Unknown ids map to OOV and are counted, never an error; what the
-model cannot read (an undeclared feature, an unknown task or action) is a `FeedError` naming
-the field, which the app turns into a 422.
+A `Featurizer` turns a validated `RankRequest` (or `/v1/events` events, or v2 id tensors) into a
+`Feed`: vocabulary ids, int64 UTC seconds, local-time offsets and impression numbers, numbered as
+`rotorec prepare` numbers them (features/), so a served history reads exactly as a prepared
+one. Unknown ids map to OOV and are counted, never an error; what the model cannot read (an
+undeclared feature, an unknown task or action) is a `FeedError` naming the field, which the app
+turns into a 422.
 """
 
 from __future__ import annotations
@@ -16,20 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
+from features.artifacts import FeatureSchema
 from features.localtime import resolve_offsets
 from features.schema import LogSchema
-from features.sequences import action_name
+from features.sequences import action_name, number_impressions
 from features.timestamps import NO_OFFSET
-from features.vocab import OOV, PAD, Vocabulary
-from model.inputs import Events
-from model.recurrent import RecurrentCache
-from model.scoring import candidate_logits, encode_history
+from features.vocab import OOV, PAD, RESERVED, Vocabulary
 from service.errors import FeedError
 from service.limits import at_most
 from service.schemas import CandidateItem, HistoryEvent, RankRequest, parse_time
-from training.run import LoadedRun, load_run
+from service.user_state import UserState
+from training.run import LoadedRun
 
 
 @dataclass
@@ -70,37 +68,17 @@ class Feed:
                        history_categorical={k: cut(v) for k, v in self.history_categorical.items()})
 
 
-@dataclass
-class UserState:
-    """A user's per-layer recurrent caches after `events` history events (docs/serving.md,
-    "Per-user recurrent state")."""
+class Featurizer:
+    """One run's vocabularies, actions, item table and default zone: everything that gives a
+    request's fields their meaning for that run's model, and nothing that runs the model."""
 
-    version: str
-    caches: list[RecurrentCache]
-    events: int
-    last_seconds: int
-    fingerprint: str
-
-    @property
-    def nbytes(self) -> int:
-        return sum(cache.nbytes for cache in self.caches)
-
-
-@dataclass
-class Scored:
-    probabilities: np.ndarray  # [C, tasks], calibrated
-    state: UserState | None  # the user's state after this feed's history (recurrent models)
-
-
-class ServedModel:
     def __init__(self, run: LoadedRun) -> None:
-        self.run = run
-        self.model = run.model
-        self.device = next(run.model.parameters()).device
         schema = run.schema
         self.tasks = list(run.model.config.tasks)
         self.max_len = run.model.config.max_seq_len
-        self.actions = {name: 2 + k for k, name in enumerate(schema.actions)}
+        self.streams = run.model.streams
+        self.action_vocab_size = schema.action_vocab_size
+        self.actions = {name: RESERVED + k for k, name in enumerate(schema.actions)}
         vocab = run.folder / "vocab"
         self.items = Vocabulary.load(vocab, "item")
         self.categories = {name: Vocabulary.load(vocab, name) for name in schema.categorical}
@@ -109,23 +87,7 @@ class ServedModel:
         log_schema = LogSchema.model_validate(schema.log_schema)
         self.fixed_offset, self.default_zone = log_schema.fixed_offset_minutes(), log_schema.default_timezone
 
-    @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device) -> ServedModel:
-        return cls(load_run(folder, device))
-
-    @property
-    def name(self) -> str:
-        return str(self.run.manifest.get("name", "rotorec"))
-
-    @property
-    def version(self) -> str:
-        return str(self.run.manifest.get("version", "unknown"))
-
-    @property
-    def fingerprint(self) -> str:
-        return self.run.schema.fingerprint()
-
-    def _item_level_categories(self, folder: Path, schema) -> dict[str, np.ndarray]:
+    def _item_level_categories(self, folder: Path, schema: FeatureSchema) -> dict[str, np.ndarray]:
         """Item id -> category ids for item-level fields (used when a request omits them)."""
         fields = [name for name, info in schema.categorical.items() if info.level == "item"]
         if not fields or not (folder / "items.parquet").is_file():
@@ -139,8 +101,6 @@ class ServedModel:
                 values[row, : len(ids)] = ids
             out[name] = values
         return out
-
-    # -- requests -> feeds ----------------------------------------------------------------------
 
     def feed(self, request: RankRequest, max_history: int) -> Feed:
         at_most(len(request.history), max_history, ("body", "history"), "history events")
@@ -164,7 +124,7 @@ class ServedModel:
         candidate_items = self._ids(self.items, [c.item_id for c in request.candidates], oov, "candidate_items")
         return Feed(
             history_items=items, history_actions=self._actions(events, order),
-            history_seconds=seconds, history_offsets=offsets, history_impressions=self._impressions(events),
+            history_seconds=seconds, history_offsets=offsets, history_impressions=_impressions(events),
             history_categorical=self._categorical(events, items, ("body", "history"), order, oov),
             candidate_items=candidate_items,
             candidate_categorical=self._categorical(request.candidates, candidate_items, ("body", "candidates"),
@@ -197,7 +157,7 @@ class ServedModel:
                 values = (self.item_level[name][ids] if name in self.item_level
                           else np.zeros((len(ids), self.max_values[name]), dtype=np.int64)).copy()
                 if name in given:
-                    values[:] = 0
+                    values[:] = PAD
                     values[:, 0] = given[name] if rows is None else given[name][rows]
                 out[name] = values
             return out
@@ -211,10 +171,6 @@ class ServedModel:
                     oov={"history_items": int((items == OOV).sum()), "candidate_items": int((candidate_items == OOV).sum()),
                          "feature_values": 0},
                     history_truncated=truncated)
-
-    @property
-    def streams(self) -> bool:
-        return self.model.streams
 
     def _excess(self, events: int) -> int:
         """History events beyond the model's length are cut, except for recurrent models, whose
@@ -253,16 +209,6 @@ class ServedModel:
             ids[position] = self.actions.get(action_name(mask, self.tasks), OOV)
         return ids
 
-    @staticmethod
-    def _impressions(events: list[HistoryEvent]) -> np.ndarray:
-        """Dense run numbers for the events' impression ids (0 = none), as prepare numbers them."""
-        numbers: dict[str, int] = {}
-        out = np.zeros(len(events), dtype=np.int64)
-        for k, event in enumerate(events):
-            if event.impression_id is not None:
-                out[k] = numbers.setdefault(str(event.impression_id), len(numbers) + 1)
-        return out
-
     def _categorical(self, rows: list[CandidateItem], items: np.ndarray, where: tuple, original: list[int],
                      oov: dict[str, int]) -> dict[str, np.ndarray]:
         out = {}
@@ -288,79 +234,10 @@ class ServedModel:
                                 f"feature {name!r} is not declared by the model (declared: {sorted(self.categories)})", name)
         return out
 
-    # -- feeds -> probabilities ---------------------------------------------------------------
 
-    def score(self, feeds: list[Feed], micro_batch: int = 256) -> list[Scored]:
-        """Calibrated probabilities [C, tasks] per feed, for any number of feeds in one pass.
-
-        Recurrent models continue each feed from its cached state when it was made by this
-        model version (otherwise they re-encode the whole history) and return the new state."""
-        feeds, caches = self._continue_from_states(feeds)
-        history, candidates = self._pad(feeds, history=True), self._pad(feeds, history=False)
-        request_time = torch.tensor([f.request_time for f in feeds], dtype=torch.long, device=self.device)
-        zones = torch.tensor([f.tz_offset_minutes for f in feeds], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            logits, encoded = candidate_logits(self.model, history, candidates, request_time, zones, micro_batch, caches)
-            logits = logits.float()
-            calibrated = torch.stack([self.run.calibrated(task, logits[..., k]) for k, task in enumerate(self.tasks)], -1)
-            probabilities = torch.sigmoid(calibrated).cpu().numpy()
-        return [Scored(probabilities[row, : len(feed.candidate_items)], self._state_after(feed, encoded, row, caches))
-                for row, feed in enumerate(feeds)]
-
-    def advance(self, state: UserState | None, feed: Feed) -> UserState:
-        """Read a user's new events into their state: one recurrent step per event and layer."""
-        start = None if state is None or state.version != self.version else state
-        (feed,), caches = self._continue_from_states([replace(feed, cached=start)], new_events_only=True)
-        history = self._pad([feed], history=True)
-        with torch.inference_mode():
-            encoded = encode_history(self.model, history, caches)
-        return self._state_after(feed, encoded, 0, caches)
-
-    def _continue_from_states(self, feeds: list[Feed], new_events_only: bool = False
-                              ) -> tuple[list[Feed], list[RecurrentCache] | None]:
-        """Per-layer caches for a batch of feeds; a feed whose whole history was sent keeps only
-        the events after its cached state (`new_events_only`: the feed holds just those)."""
-        if not self.streams:
-            return feeds, None
-        usable = [f.cached is not None and f.cached.version == self.version for f in feeds]
-        feeds = [(f if new_events_only else f.history_after(f.cached.events)) if ok else replace(f, cached=None)
-                 for f, ok in zip(feeds, usable)]
-        caches = [RecurrentCache.stack([f.cached.caches[layer] if f.cached is not None
-                                        else block.mixer.empty_cache(1, self.device) for f in feeds])
-                  for layer, block in enumerate(self.model.blocks)]
-        return feeds, caches
-
-    def _state_after(self, feed: Feed, encoded, row: int, caches) -> UserState | None:
-        if caches is None:
-            return None
-        before = feed.cached
-        events = (before.events if before else 0) + len(feed.history_items)
-        digests = feed.fingerprints(before.fingerprint if before else "")
-        fingerprint = digests[-1] if digests else (before.fingerprint if before else "")
-        last = int(feed.history_seconds[-1]) if len(feed.history_seconds) else (before.last_seconds if before else 0)
-        return UserState(version=self.version, caches=[layer.row(row) for layer in encoded.layers], events=events,
-                         last_seconds=last, fingerprint=fingerprint)
-
-    def _pad(self, feeds: list[Feed], history: bool) -> Events:
-        lengths = [len(f.history_items if history else f.candidate_items) for f in feeds]
-        width = max(max(lengths), 1)
-
-        def stack(get, dtype=torch.long, trailing=()):
-            out = np.zeros((len(feeds), width, *trailing), dtype=np.int64)
-            for row, feed in enumerate(feeds):
-                values = get(feed)
-                out[row, : len(values)] = values
-            return torch.from_numpy(out).to(device=self.device, dtype=dtype)
-
-        valid = torch.tensor([[k < n for k in range(width)] for n in lengths], device=self.device)
-        if not history:
-            return Events(item=stack(lambda f: f.candidate_items), valid=valid,
-                          categorical={n: stack(lambda f, n=n: f.candidate_categorical[n], trailing=(self.max_values[n],))
-                                       for n in self.categories})
-        return Events(
-            item=stack(lambda f: f.history_items), valid=valid,
-            categorical={n: stack(lambda f, n=n: f.history_categorical[n], trailing=(self.max_values[n],))
-                         for n in self.categories},
-            action=stack(lambda f: f.history_actions), timestamp=stack(lambda f: f.history_seconds),
-            has_time=valid.clone(), tz_offset_minutes=stack(lambda f: f.history_offsets),
-            impression=stack(lambda f: f.history_impressions))
+def _impressions(events: list[HistoryEvent]) -> np.ndarray:
+    """Impression numbers of one user's time-ordered events, as prepare numbers them; ids are
+    compared as text, so 7 and "7" are one impression."""
+    has = np.array([event.impression_id is not None for event in events], dtype=bool)
+    keys = np.unique([str(event.impression_id) for event in events], return_inverse=True)[1].astype(np.int64)
+    return number_impressions(np.zeros(len(events), dtype=np.int64), keys, has)

@@ -95,11 +95,12 @@ SCALES = {
     # equal width, depth, batch and step budget, selected on validation, test read once.
     "target": Scale(["--preset", "small"], {"synthetic": 512, "movielens": 200},
                     {"*": ["train.checkpoint_every=1000000"],
-                     "movielens": ["train.max_steps=1000"], "beauty": ["train.max_steps=3000"]},
+                     "movielens": ["train.max_steps=1000"]},
                     {"movielens": ["--batch-size", "32", "--max-steps", "1000", "--eval-every", "150", "--patience", "5",
                                    "--minutes", "40"],
-                     "beauty": ["--batch-size", "128", "--max-steps", "3000", "--eval-every", "250", "--patience", "4",
-                                "--minutes", "40"]}),
+                     # configs/amazon_next_item.yaml's budget: 8,000 steps with CPU bf16 autocast, for both.
+                     "beauty": ["--batch-size", "128", "--max-steps", "8000", "--eval-every", "500", "--patience", "4",
+                                "--minutes", "40", "--bf16"]}),
     "full": Scale(["--preset", "small"], {"synthetic": 50}, {"*": []}),
 }
 

@@ -93,7 +93,7 @@ SCALES = {
                              "--width", "32", "--heads", "2"]}),
     # Issue 15's protocol on 2 CPU cores: the shipped configs and SASRec (the paper's single head) at
     # equal width, depth, batch and step budget, selected on validation, test read once.
-    "target": Scale(["--preset", "small"], {"synthetic": 512, "movielens": 200},
+    "target": Scale(["--preset", "small"], {"synthetic": 512, "movielens": 200, "mind": 200},
                     {"*": ["train.checkpoint_every=1000000"],
                      "movielens": ["train.max_steps=1000"]},
                     {"movielens": ["--batch-size", "32", "--max-steps", "1000", "--eval-every", "150", "--patience", "5",

@@ -68,9 +68,9 @@ def run_one(log_dir: Path, out_dir: Path) -> dict:
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    from features.adapters.events import events_source
-    from features.prepare import PrepareOptions, prepare
-    from features.schema import LogSchema
+    from rotorec.features.adapters.events import events_source
+    from rotorec.features.prepare import PrepareOptions, prepare
+    from rotorec.features.schema import LogSchema
 
     schema = LogSchema(impression_id="impression_id", tz_offset_minutes="tz_offset_minutes", timestamp_unit="auto",
                        labels={"click": {}, "like": {}}, categorical={"category": {}})

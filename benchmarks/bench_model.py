@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from provenance import write_report  # benchmarks/provenance.py, beside this script
-from features.dataset import SequenceBatch
-from model.config import ModelConfig
-from model.inputs import encode_batch
-from model.losses import task_loss
-from model.ranker import Ranker
+from rotorec.features.dataset import SequenceBatch
+from rotorec.model.config import ModelConfig
+from rotorec.model.inputs import encode_batch
+from rotorec.model.losses import task_loss
+from rotorec.model.ranker import Ranker
 
 ITEMS, CATEGORIES, TASKS = 4_000, 18, ["click", "like", "long_dwell"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from model.kernels import linear_scan
-from model.kernels.scan import resolve_backend
+from rotorec.model.kernels import linear_scan
+from rotorec.model.kernels.scan import resolve_backend
 from provenance import write_report  # benchmarks/provenance.py, beside this script
 
 GPU_SHAPES = ["256x2048x512", "1024x200x256"]

@@ -28,8 +28,8 @@ import httpx
 import numpy as np
 import torch
 
-from features.vocab import Vocabulary
-from service.sample import wait_until_ready
+from rotorec.features.vocab import Vocabulary
+from rotorec.service.sample import wait_until_ready
 from provenance import write_report  # benchmarks/provenance.py, beside this script
 
 CANDIDATES = (10, 100, 500, 1000)

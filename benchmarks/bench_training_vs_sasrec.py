@@ -24,10 +24,10 @@ from torch.profiler import ProfilerActivity, profile
 from bench_model import ITEMS, random_batch  # benchmarks/, beside this script
 from provenance import write_report
 from baselines.sasrec import SASRec, training_loss
-from features.dataset import SequenceBatch
-from model.config import ModelConfig
-from model.ranker import Ranker
-from training.trainer import compute_loss, cpu_has_native_bf16
+from rotorec.features.dataset import SequenceBatch
+from rotorec.model.config import ModelConfig
+from rotorec.model.ranker import Ranker
+from rotorec.training.trainer import compute_loss, cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,6 +33,7 @@ fetch() {
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$WHEELS" "${MISSING[@]}"
+  python3 -m pip wheel --quiet --no-deps -w "$WHEELS" .  # rotorec itself: its packages exist only once installed
   ls "$WHEELS"
 }
 
@@ -59,7 +60,10 @@ run() {
   # No default: one call brings back at most 8 files, and each step writes a log (+ a JSON).
   [ $# -gt 0 ] || { echo "name the steps, e.g. 'run tests scan model', then 'run training service'" >&2; return 2; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
-  export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+  # Only the installed rotorec holds rotorec.model and the other packages, so the checkout's rotorec/ folder must
+  # not shadow it: PYTHONSAFEPATH (inherited by every subprocess) keeps the working directory and the script's
+  # folder off sys.path, and benchmarks/ is named instead, for the scripts' helpers beside them.
+  export PYTHONPATH="/tmp/site:$PWD/benchmarks" PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1
   local out=${OUT:-benchmarks/out}
   mkdir -p "$out"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"

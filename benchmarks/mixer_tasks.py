@@ -44,11 +44,11 @@ from torch import nn
 from tqdm import tqdm
 
 from provenance import current_commit, write_report  # benchmarks/provenance.py, beside this script
-from model.config import ModelConfig
-from model.context import MixerContext
-from model.encodings import build_encoding
-from model.inputs import TimeInputs
-from model.ranker import Block
+from rotorec.model.config import ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.encodings import build_encoding
+from rotorec.model.inputs import TimeInputs
+from rotorec.model.ranker import Block
 
 IGNORE = -100
 """Target of positions that are not scored (cross-entropy's ignore_index)."""

@@ -46,12 +46,12 @@ import torch
 from tqdm.auto import tqdm
 
 from provenance import current_commit, device_name  # benchmarks/provenance.py, beside this script
-from features.dataset import SequenceDataset
-from training.baselines import PopularityScorer, count_user_sums
-from training.bootstrap import UnitStatistics, next_item_units, point_value, pooled_delta, pooled_interval
-from training.compare import unit_statistics
-from training.retrieval import next_item_ranks
-from training.run import load_run
+from rotorec.features.dataset import SequenceDataset
+from rotorec.training.baselines import PopularityScorer, count_user_sums
+from rotorec.training.bootstrap import UnitStatistics, next_item_units, point_value, pooled_delta, pooled_interval
+from rotorec.training.compare import unit_statistics
+from rotorec.training.retrieval import next_item_ranks
+from rotorec.training.run import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

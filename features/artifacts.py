@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from features.strict import StrictModel
-from features.vocab import RESERVED
+from rotorec.features.strict import StrictModel
+from rotorec.features.vocab import RESERVED
 
 FORMAT_VERSION = 1
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from features.adapters import ADAPTERS, adapter
-from features.errors import FeaturesError
-from features.prepare import PrepareOptions, prepare
-from features.schema import LogSchema
-from features.strict import first_validation_error
+from rotorec.features.adapters import ADAPTERS, adapter
+from rotorec.features.errors import FeaturesError
+from rotorec.features.prepare import PrepareOptions, prepare
+from rotorec.features.schema import LogSchema
+from rotorec.features.strict import first_validation_error
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_synth(commands: argparse._SubParsersAction) -> None:
-    from features.synth.config import PRESETS
+    from rotorec.features.synth.config import PRESETS
 
     p = commands.add_parser("synth", help="write the synthetic feed (the embedded default dataset)",
                             description="Simulate a feed with known click/like/dwell probabilities (docs/synthetic_feed.md).")
@@ -46,8 +46,8 @@ def _checked(build, what: str):
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from features.synth.config import SynthConfig
-    from features.synth.writer import write_feed
+    from rotorec.features.synth.config import SynthConfig
+    from rotorec.features.synth.writer import write_feed
 
     config = _checked(lambda: SynthConfig.from_preset(args.preset, users=args.users, items=args.items, days=args.days,
                                                       seed=args.seed, timeless=args.timeless), "synth")
@@ -90,7 +90,7 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
 def _schema_from_args(args: argparse.Namespace) -> LogSchema | None:
     """The schema file (--schema, else a schema.yaml beside the log) with the flags applied on top:
     column flags replace, --labels/--categorical add or replace entries."""
-    from features.adapters.events import find_schema
+    from rotorec.features.adapters.events import find_schema
 
     overrides = {
         "user_id": args.user_column, "item_id": args.item_column, "timestamp": args.timestamp_column,

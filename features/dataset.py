@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from features.artifacts import SPLIT_FILES, FeatureSchema
-from features.events import MISSING_LABEL
+from rotorec.features.artifacts import SPLIT_FILES, FeatureSchema
+from rotorec.features.events import MISSING_LABEL
 
 
 @dataclass

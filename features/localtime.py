@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.timestamps import NO_OFFSET, zone_offsets_minutes
+from rotorec.features.timestamps import NO_OFFSET, zone_offsets_minutes
 
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY

@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from features.artifacts import SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
-from features.errors import FeaturesError
-from features.events import EventColumns
-from features.files import replace_folder
-from features.sequences import (
+from rotorec.features.artifacts import SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
+from rotorec.features.errors import FeaturesError
+from rotorec.features.events import EventColumns
+from rotorec.features.files import replace_folder
+from rotorec.features.sequences import (
     OrderedEvents,
     action_masks,
     action_name,
@@ -38,13 +38,13 @@ from features.sequences import (
     positives_and_counts,
     window_table,
 )
-from features.source import LogSource
-from features.splits import (SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges,
+from rotorec.features.source import LogSource
+from rotorec.features.splits import (SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges,
                              temporal_phases)
-from features.strict import StrictModel
-from features.validate import BatchValidator, QuarantineWriter
-from features.vocab import PAD, RESERVED, Vocabulary
-from features.windows import WindowMode, plan_windows
+from rotorec.features.strict import StrictModel
+from rotorec.features.validate import BatchValidator, QuarantineWriter
+from rotorec.features.vocab import PAD, RESERVED, Vocabulary
+from rotorec.features.windows import WindowMode, plan_windows
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.errors import LogReadError, first_line
-from features.textframe import MalformedLine
-from features.textlog import check_columns, read_text_log
+from rotorec.features.errors import LogReadError, first_line
+from rotorec.features.textframe import MalformedLine
+from rotorec.features.textlog import check_columns, read_text_log
 
 DEFAULT_BATCH_ROWS = 1 << 20
 PARQUET_SUFFIXES = (".parquet", ".pq")

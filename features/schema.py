@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from features.errors import SchemaError
-from features.strict import StrictModel, first_validation_error
+from rotorec.features.errors import SchemaError
+from rotorec.features.strict import StrictModel, first_validation_error
 
 TimestampUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
 CategoricalLevel = Literal["item", "event"]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from features.events import MISSING_LABEL, EventColumns
-from features.localtime import cyclic_features, resolve_offsets
-from features.schema import LogSchema
-from features.windows import Windows
+from rotorec.features.events import MISSING_LABEL, EventColumns
+from rotorec.features.localtime import cyclic_features, resolve_offsets
+from rotorec.features.schema import LogSchema
+from rotorec.features.windows import Windows
 
 UNKNOWN_DELTA = -1
 """delta_t value when the time since the previous event is unknown (first event, no timestamp)."""

@@ -13,8 +13,8 @@ from typing import Literal
 
 import pyarrow as pa
 
-from features.reader import SourceBatch
-from features.schema import LogSchema
+from rotorec.features.reader import SourceBatch
+from rotorec.features.schema import LogSchema
 
 SplitProtocol = Literal["loo", "temporal"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.localtime import SECONDS_PER_DAY
+from rotorec.features.localtime import SECONDS_PER_DAY
 
 CONTEXT, TRAIN, VALID, TEST = 0, 1, 2, 3
 SPLITS = {"train": TRAIN, "valid": VALID, "test": TEST}

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from features.errors import LogReadError, first_line
-from features.textframe import Lines, MalformedLine, Quoting, frame_block
+from rotorec.features.errors import LogReadError, first_line
+from rotorec.features.textframe import Lines, MalformedLine, Quoting, frame_block
 
 BLOCK_BYTES = 16 << 20
 HEADER_READ_BYTES = 1 << 16

@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.encoding import RunningIndex, canonical_keys
-from features.errors import FeaturesError
-from features.events import MISSING_LABEL, NO_VALUE, EventColumns
-from features.localtime import MAX_OFFSET_MINUTES
-from features.reader import SourceBatch
-from features.schema import LogSchema
-from features.textframe import MalformedLine
-from features.timestamps import NO_OFFSET, NUMBER_TEXT, TimestampParser, mask_of
+from rotorec.features.encoding import RunningIndex, canonical_keys
+from rotorec.features.errors import FeaturesError
+from rotorec.features.events import MISSING_LABEL, NO_VALUE, EventColumns
+from rotorec.features.localtime import MAX_OFFSET_MINUTES
+from rotorec.features.reader import SourceBatch
+from rotorec.features.schema import LogSchema
+from rotorec.features.textframe import MalformedLine
+from rotorec.features.timestamps import NO_OFFSET, NUMBER_TEXT, TimestampParser, mask_of
 
 REASONS = (
     "bad_encoding",  # a text line that is not UTF-8 (kept as hex)

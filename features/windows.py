@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from features.splits import Ranges
+from rotorec.features.splits import Ranges
 
 WindowMode = Literal["recent", "all"]
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelConfig
-from model.context import MixerContext
-from model.rotary import rotate_pairs
+from rotorec.model.config import ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.rotary import rotate_pairs
 
 
 def label_safe_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, action_values: torch.Tensor,

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from features.strict import StrictModel
+from rotorec.features.strict import StrictModel
 
 Encoding = Literal["none", "rope", "to_rope", "siren_rope"]
 MixerKind = Literal["attention", "rotrnn", "fprnn"]

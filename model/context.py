@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.inputs import TimeInputs
+from rotorec.model.inputs import TimeInputs
 
 
 @dataclass

@@ -12,9 +12,9 @@ import math
 import torch
 from torch import nn
 
-from model.config import ModelConfig
-from model.inputs import TimeInputs
-from model.rotary import TWO_PI, ordinal_angles, rope_frequencies
+from rotorec.model.config import ModelConfig
+from rotorec.model.inputs import TimeInputs
+from rotorec.model.rotary import TWO_PI, ordinal_angles, rope_frequencies
 
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY

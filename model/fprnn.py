@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelConfig
-from model.context import MixerContext
-from model.kernels import linear_scan
-from model.recurrent import (RecurrentCache, before_slot, decay_init, elapsed_exponent, last_valid, shifted,
+from rotorec.model.config import ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.kernels import linear_scan
+from rotorec.model.recurrent import (RecurrentCache, before_slot, decay_init, elapsed_exponent, last_valid, shifted,
                              state_dtype)
 
 RESIDUAL_FLOOR = 1e-30

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from features.dataset import SequenceBatch
-from features.localtime import cyclic_features
+from rotorec.features.dataset import SequenceBatch
+from rotorec.features.localtime import cyclic_features
 
 if TYPE_CHECKING:
-    from model.ranker import History, Ranker
+    from rotorec.model.ranker import History, Ranker
 
 
 @dataclass

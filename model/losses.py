@@ -16,8 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from features.vocab import RESERVED
-from model.config import NextItemConfig
+from rotorec.features.vocab import RESERVED
+from rotorec.model.config import NextItemConfig
 
 FIRST_ITEM_ID = RESERVED
 """Ids 0 and 1 are PAD and OOV: never a target of the softmax, never a negative."""

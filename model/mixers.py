@@ -20,11 +20,11 @@ from typing import Any, Protocol, get_args
 import torch
 from torch import nn
 
-from model.attention import LabelSafeAttention
-from model.config import MixerKind, ModelConfig
-from model.context import MixerContext
-from model.fprnn import FixedPointRNN
-from model.rotrnn import RotRNN
+from rotorec.model.attention import LabelSafeAttention
+from rotorec.model.config import MixerKind, ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.fprnn import FixedPointRNN
+from rotorec.model.rotrnn import RotRNN
 
 class Mixer(Protocol):
     """What every mixer provides (see the module docstring); `cache` is the mixer's own type:

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelConfig
-from model.context import MixerContext
-from model.encodings import build_encoding
-from model.inputs import TimeInputs
-from model.mixers import Mixer, build_mixer
+from rotorec.model.config import ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.encodings import build_encoding
+from rotorec.model.inputs import TimeInputs
+from rotorec.model.mixers import Mixer, build_mixer
 
 
 @dataclass

@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.config import ModelConfig
-from model.context import MixerContext
-from model.kernels import linear_scan
-from model.recurrent import RecurrentCache, before_slot, decay_init, elapsed_exponent, shifted, state_dtype
+from rotorec.model.config import ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.kernels import linear_scan
+from rotorec.model.recurrent import RecurrentCache, before_slot, decay_init, elapsed_exponent, shifted, state_dtype
 
 TRACE_EPSILON = 1e-6
 

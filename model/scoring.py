@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from model.inputs import TimeInputs
-from model.inputs import Events, local_time
-from model.ranker import History, Ranker
+from rotorec.model.inputs import TimeInputs
+from rotorec.model.inputs import Events, local_time
+from rotorec.model.ranker import History, Ranker
 
 DEFAULT_MICRO_BATCH = 256
 

@@ -22,7 +22,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from rotorec import __version__, logs  # noqa: E402
 
-SUBCOMMAND_PACKAGES = ("features.cli", "training.cli", "service.cli")
+SUBCOMMAND_PACKAGES = ("rotorec.features.cli", "rotorec.training.cli", "rotorec.service.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from features.errors import FeaturesError
-    from training.config import ConfigError
-    from training.run import RunError
+    from rotorec.features.errors import FeaturesError
+    from rotorec.training.config import ConfigError
+    from rotorec.training.run import RunError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -20,15 +20,15 @@ import torch
 from fastapi import FastAPI
 
 from rotorec import __version__
-from service import inference_protocol
-from service.auth import BearerAuth
-from service.batcher import Batcher
-from service.error_handlers import HANDLERS
-from service.limits import BodySizeLimit
-from service.metrics import request_metrics
-from service.routes import admin, events, health, rank
-from service.settings import ServiceSettings
-from service.state import ServiceState, load_and_warm
+from rotorec.service import inference_protocol
+from rotorec.service.auth import BearerAuth
+from rotorec.service.batcher import Batcher
+from rotorec.service.error_handlers import HANDLERS
+from rotorec.service.limits import BodySizeLimit
+from rotorec.service.metrics import request_metrics
+from rotorec.service.routes import admin, events, health, rank
+from rotorec.service.settings import ServiceSettings
+from rotorec.service.state import ServiceState, load_and_warm
 
 log = logging.getLogger("rotorec.service")
 ROUTERS = (health.router, rank.router, events.router, admin.router, inference_protocol.router)

@@ -14,7 +14,7 @@ import hmac
 import logging
 from typing import Literal
 
-from service.errors import ApiError, error_response
+from rotorec.service.errors import ApiError, error_response
 
 log = logging.getLogger("rotorec.service.audit")
 Role = Literal["scoring", "admin"]

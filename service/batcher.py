@@ -21,9 +21,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.featurize import Feed
-from service.metrics import ServiceMetrics
-from service.scoring import Scored, ServedModel
+from rotorec.service.featurize import Feed
+from rotorec.service.metrics import ServiceMetrics
+from rotorec.service.scoring import Scored, ServedModel
 
 
 class Overloaded(RuntimeError):

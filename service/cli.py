@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 from typing import get_args
 
-from service.settings import ServiceSettings
+from rotorec.service.settings import ServiceSettings
 
 FLAGS = {  # flag -> (setting, argparse options besides the help)
     "--run": ("run", {"type": Path, "required": True}),
@@ -55,8 +55,8 @@ def _help(name: str) -> str:
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import create_app
-    from service.server import DrainingServer
+    from rotorec.service.app import create_app
+    from rotorec.service.server import DrainingServer
 
     # uvicorn re-raises the signal it stopped on; once drained, a clean exit (status 0) is what
     # orchestrators expect, so the re-raised signal is ignored.
@@ -64,7 +64,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name, _ in FLAGS.values() if hasattr(args, name)}
     settings = ServiceSettings(_secrets_dir=args.secrets_dir, **flags)
     if args.sample_feed is not None:
-        from service.sample import serve_sample
+        from rotorec.service.sample import serve_sample
 
         return serve_sample(settings, args.sample_feed)
     app = create_app(settings)

@@ -14,9 +14,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import PRINCIPAL
-from service.scoring import ServedModel
-from service.state import ServiceState
+from rotorec.service.auth import PRINCIPAL
+from rotorec.service.scoring import ServedModel
+from rotorec.service.state import ServiceState
 
 
 def service_state(request: Request) -> ServiceState:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from service.errors import ApiError, FeedError, error_response, json_response
+from rotorec.service.errors import ApiError, FeedError, error_response, json_response
 
 log = logging.getLogger("rotorec.service")
 

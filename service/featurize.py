@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from features.artifacts import FeatureSchema
-from features.localtime import resolve_offsets
-from features.schema import LogSchema
-from features.sequences import action_name, number_impressions
-from features.timestamps import NO_OFFSET
-from features.vocab import OOV, PAD, RESERVED, Vocabulary
-from service.errors import FeedError
-from service.limits import at_most
-from service.schemas import CandidateItem, HistoryEvent, RankRequest, parse_time
-from service.user_state import UserState
-from training.run import LoadedRun
+from rotorec.features.artifacts import FeatureSchema
+from rotorec.features.localtime import resolve_offsets
+from rotorec.features.schema import LogSchema
+from rotorec.features.sequences import action_name, number_impressions
+from rotorec.features.timestamps import NO_OFFSET
+from rotorec.features.vocab import OOV, PAD, RESERVED, Vocabulary
+from rotorec.service.errors import FeedError
+from rotorec.service.limits import at_most
+from rotorec.service.schemas import CandidateItem, HistoryEvent, RankRequest, parse_time
+from rotorec.service.user_state import UserState
+from rotorec.training.run import LoadedRun
 
 
 @dataclass

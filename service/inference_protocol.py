@@ -18,14 +18,14 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from pydantic import Field, StrictInt
 
-from features.vocab import OOV
+from rotorec.features.vocab import OOV
 from rotorec import __version__
-from service.dependencies import Model, State
-from service.errors import ApiError, FeedError, declared
-from service.featurize import Feed
-from service.limits import at_most
-from service.schemas import FUTURE_SLACK_SECONDS, LATEST_SECOND, Int64, Strict, Text, latest_history_second
-from service.scoring import ServedModel
+from rotorec.service.dependencies import Model, State
+from rotorec.service.errors import ApiError, FeedError, declared
+from rotorec.service.featurize import Feed
+from rotorec.service.limits import at_most
+from rotorec.service.schemas import FUTURE_SLACK_SECONDS, LATEST_SECOND, Int64, Strict, Text, latest_history_second
+from rotorec.service.scoring import ServedModel
 
 MAX_DIMENSION = 2**31 - 1  # far beyond what a body under the size cap can fill; numpy refuses empty shapes near 2**63
 REQUIRED = ("history_item_ids", "history_timestamps", "history_actions", "history_lengths", "candidate_item_ids",

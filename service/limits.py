@@ -7,7 +7,7 @@ work caps (candidates, history events) hold per request in total, whatever the r
 
 from __future__ import annotations
 
-from service.errors import FeedError, error_response
+from rotorec.service.errors import FeedError, error_response
 
 
 def at_most(count: int, limit: int, loc: tuple, what: str) -> None:

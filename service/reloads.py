@@ -16,10 +16,10 @@ import json
 import logging
 from pathlib import Path
 
-from service.errors import ApiError
-from service.schemas import ReloadRequest
-from service.state import ServiceState, load_and_warm
-from training.run import CALIBRATION_FILE, MANIFEST_FILE
+from rotorec.service.errors import ApiError
+from rotorec.service.schemas import ReloadRequest
+from rotorec.service.state import ServiceState, load_and_warm
+from rotorec.training.run import CALIBRATION_FILE, MANIFEST_FILE
 
 log = logging.getLogger("rotorec.service.audit")
 

@@ -17,11 +17,11 @@ import httpx
 import torch
 import uvicorn
 
-from features.dataset import SequenceDataset
-from features.vocab import RESERVED, Vocabulary
-from model.inputs import batch_time
-from service.app import create_app
-from service.settings import ServiceSettings
+from rotorec.features.dataset import SequenceDataset
+from rotorec.features.vocab import RESERVED, Vocabulary
+from rotorec.model.inputs import batch_time
+from rotorec.service.app import create_app
+from rotorec.service.settings import ServiceSettings
 
 MAX_CANDIDATES = 10
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, StringConstraints, model_validator
 
-from features.strict import StrictModel
+from rotorec.features.strict import StrictModel
 
 LATEST_SECOND = 4_102_444_800  # 2100-01-01
 MAX_TEXT = 128

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.inputs import Events
-from model.recurrent import RecurrentCache
-from model.ranker import History
-from model.scoring import candidate_logits, encode_history
-from service.featurize import Featurizer, Feed
-from service.user_state import UserState
-from training.run import LoadedRun, load_run
+from rotorec.model.inputs import Events
+from rotorec.model.recurrent import RecurrentCache
+from rotorec.model.ranker import History
+from rotorec.model.scoring import candidate_logits, encode_history
+from rotorec.service.featurize import Featurizer, Feed
+from rotorec.service.user_state import UserState
+from rotorec.training.run import LoadedRun, load_run
 
 
 @dataclass

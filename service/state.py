@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from service.batcher import Batcher, Overloaded
-from service.errors import ApiError
-from service.featurize import Feed
-from service.metrics import ServiceMetrics
-from service.scoring import Scored, ServedModel
-from service.settings import ServiceSettings
-from service.state_cache import StateCache
-from service.warmup import warm_up
+from rotorec.service.batcher import Batcher, Overloaded
+from rotorec.service.errors import ApiError
+from rotorec.service.featurize import Feed
+from rotorec.service.metrics import ServiceMetrics
+from rotorec.service.scoring import Scored, ServedModel
+from rotorec.service.settings import ServiceSettings
+from rotorec.service.state_cache import StateCache
+from rotorec.service.warmup import warm_up
 
 
 def load_and_warm(path: str | Path, device: str) -> ServedModel:

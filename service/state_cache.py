@@ -12,9 +12,9 @@ import threading
 import time
 from collections import OrderedDict
 
-from service.featurize import Feed
-from service.metrics import ServiceMetrics
-from service.user_state import UserState
+from rotorec.service.featurize import Feed
+from rotorec.service.metrics import ServiceMetrics
+from rotorec.service.user_state import UserState
 
 
 class StateCache:

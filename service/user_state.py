@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.recurrent import RecurrentCache
+from rotorec.model.recurrent import RecurrentCache
 
 
 @dataclass

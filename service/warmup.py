@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.schemas import RankRequest
-from service.scoring import ServedModel
+from rotorec.service.schemas import RankRequest
+from rotorec.service.scoring import ServedModel
 
 WARMUP_TIME = 1_717_000_000
 

@@ -53,8 +53,8 @@ def run_rotorec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def tiny_feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.synth.config import SynthConfig
-    from features.synth.writer import write_feed
+    from rotorec.features.synth.config import SynthConfig
+    from rotorec.features.synth.writer import write_feed
 
     out = tmp_path_factory.mktemp("tiny_feed")
     write_feed(SynthConfig.from_preset("tiny", seed=7), out, progress=False)
@@ -63,8 +63,8 @@ def tiny_feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.adapters.events import events_source
-    from features.prepare import PrepareOptions, prepare
+    from rotorec.features.adapters.events import events_source
+    from rotorec.features.prepare import PrepareOptions, prepare
 
     out = tmp_path_factory.mktemp("tiny_prepared") / "data"
     prepare(events_source(tiny_feed), out, PrepareOptions(max_len=50, windows="all", progress=False))
@@ -98,7 +98,7 @@ class Server:
     on a full pipe nobody reads."""
 
     def __init__(self, run: Path, *extra: str, drain: float = 0.2) -> None:
-        from service.sample import wait_until_ready  # imported when a test starts a server, not by every test
+        from rotorec.service.sample import wait_until_ready  # imported when a test starts a server, not by every test
 
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"

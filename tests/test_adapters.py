@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from features.adapters import adapter
-from features.prepare import PrepareOptions, prepare
-from features.vocab import Vocabulary
+from rotorec.features.adapters import adapter
+from rotorec.features.prepare import PrepareOptions, prepare
+from rotorec.features.vocab import Vocabulary
 
 OPTIONS = PrepareOptions(progress=False, max_len=20)
 
@@ -86,8 +86,8 @@ def test_amazon_sequences_with_attributes(tmp_path: Path) -> None:
 
 
 def test_kuairand_log_through_the_shipped_schema(tmp_path: Path) -> None:
-    from features.adapters.events import events_source
-    from features.schema import LogSchema
+    from rotorec.features.adapters.events import events_source
+    from rotorec.features.schema import LogSchema
 
     (tmp_path / "log_standard_pure.csv").write_text(
         "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,long_view,tab\n"

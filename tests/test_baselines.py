@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from conftest import REPO, run_rotorec
-from features.dataset import SequenceDataset
-from training import retrieval
-from training.baselines import PopularityScorer
-from training.metrics import next_item_metrics
-from training.evaluate import _retrieval
-from training.run import load_run
+from rotorec.features.dataset import SequenceDataset
+from rotorec.training import retrieval
+from rotorec.training.baselines import PopularityScorer
+from rotorec.training.metrics import next_item_metrics
+from rotorec.training.evaluate import _retrieval
+from rotorec.training.run import load_run
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from baselines.sasrec import fit  # noqa: E402

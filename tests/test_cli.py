@@ -54,8 +54,8 @@ def test_prepare_refuses_to_overwrite_an_unrelated_folder(tmp_path: Path) -> Non
 
 def test_batch_size_does_not_change_the_output(tmp_path: Path, tiny_feed: Path) -> None:
     """Streaming in record batches of 997 rows gives the same files as one big batch."""
-    from features.adapters.events import events_source
-    from features.prepare import PrepareOptions, prepare
+    from rotorec.features.adapters.events import events_source
+    from rotorec.features.prepare import PrepareOptions, prepare
 
     for name, rows in (("one", 1 << 20), ("many", 997)):
         prepare(events_source(tiny_feed, batch_rows=rows), tmp_path / name, PrepareOptions(progress=False, max_len=30))

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from features.artifacts import FeatureSchema
-from features.dataset import SequenceDataset
+from rotorec.features.artifacts import FeatureSchema
+from rotorec.features.dataset import SequenceDataset
 
 
 def test_batch_matches_stored_windows_and_pads_with_masks(tiny_prepared: Path) -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_rotorec
-from features.files import file_digest
-from training.bootstrap import UnitStatistics, point_value, pooled_delta
-from training.run import RunError, load_run, save_calibration
+from rotorec.features.files import file_digest
+from rotorec.training.bootstrap import UnitStatistics, point_value, pooled_delta
+from rotorec.training.run import RunError, load_run, save_calibration
 
 
 def _copy_run(run: Path, tmp_path: Path) -> Path:

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import ModelConfig
-from model.inputs import TimeInputs
-from model.ranker import Ranker
+from rotorec.model.config import ModelConfig
+from rotorec.model.inputs import TimeInputs
+from rotorec.model.ranker import Ranker
 
 GOLDEN = Path(__file__).parent / "data" / "golden_outputs.safetensors"
 TOLERANCE = 1e-6  # absolute; the same arithmetic in the same order repeats to the last bit on one machine

@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features.localtime import SECONDS_PER_WEEK, cyclic_features, resolve_offsets, zone_offsets_minutes
-from features.timestamps import NO_OFFSET
+from rotorec.features.localtime import SECONDS_PER_WEEK, cyclic_features, resolve_offsets, zone_offsets_minutes
+from rotorec.features.timestamps import NO_OFFSET
 
 SECONDS = st.integers(min_value=631_152_000, max_value=4_102_444_799)
 OFFSETS = st.integers(min_value=-840, max_value=840)

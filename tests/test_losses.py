@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.config import NextItemConfig
-from model.losses import NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
+from rotorec.model.config import NextItemConfig
+from rotorec.model.losses import NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 
 
 def test_task_loss_averages_only_known_selected_entries() -> None:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ranks_against
-from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, impression_ranking,
+from rotorec.training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, impression_ranking,
                               next_item_metrics, reliability, uniform_ece)
-from training.retrieval import target_ranks
+from rotorec.training.retrieval import target_ranks
 
 
 def _pair_auc(p: np.ndarray, y: np.ndarray) -> float:

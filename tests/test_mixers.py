@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from features.dataset import SequenceDataset
-from model.config import ModelConfig
-from model.context import MixerContext
-from model.inputs import TimeInputs
-from model.fprnn import FixedPointRNN
-from model.inputs import Events, batch_time
-from model.kernels import linear_scan
-from model.ranker import Ranker
-from model.rotrnn import RotRNN
-from model.scoring import candidate_logits
+from rotorec.features.dataset import SequenceDataset
+from rotorec.model.config import ModelConfig
+from rotorec.model.context import MixerContext
+from rotorec.model.inputs import TimeInputs
+from rotorec.model.fprnn import FixedPointRNN
+from rotorec.model.inputs import Events, batch_time
+from rotorec.model.kernels import linear_scan
+from rotorec.model.ranker import Ranker
+from rotorec.model.rotrnn import RotRNN
+from rotorec.model.scoring import candidate_logits
 
 
 @pytest.fixture(scope="module")

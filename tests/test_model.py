@@ -9,13 +9,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from features.dataset import SequenceBatch, SequenceDataset
-from model.config import ModelConfig
-from model.encodings import SirenRope
-from model.inputs import Events, TimeInputs, batch_time, event_slots, local_time
-from model.ranker import Ranker
-from model.rotary import rotate_pairs
-from model.scoring import DEFAULT_MICRO_BATCH, candidate_logits
+from rotorec.features.dataset import SequenceBatch, SequenceDataset
+from rotorec.model.config import ModelConfig
+from rotorec.model.encodings import SirenRope
+from rotorec.model.inputs import Events, TimeInputs, batch_time, event_slots, local_time
+from rotorec.model.ranker import Ranker
+from rotorec.model.rotary import rotate_pairs
+from rotorec.model.scoring import DEFAULT_MICRO_BATCH, candidate_logits
 
 ENCODINGS = ["none", "rope", "to_rope", "siren_rope"]
 TOLERANCE = 1e-5
@@ -306,8 +306,8 @@ def test_one_matrix_label_safe_attention_equals_side_by_side_keys(slates: bool) 
     """The fast path (one [S, S] score matrix, the diagonal's action share removed afterwards)
     against the side-by-side reference on random inputs: forward and input gradients ≤ 1e-5 (fp32);
     with slates, slate-mates share a slot and never see each other."""
-    from model.attention import label_safe_attention
-    from model.inputs import event_slots
+    from rotorec.model.attention import label_safe_attention
+    from rotorec.model.inputs import event_slots
 
     generator = torch.Generator().manual_seed(3)
     batch, heads, length, width = 3, 2, 11, 8

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import run_rotorec
-from features.adapters.events import events_source
-from features.errors import FeaturesError, LogReadError
-from features.prepare import PrepareOptions, prepare
-from features.reader import LogFiles
-from features.schema import LogSchema
+from rotorec.features.adapters.events import events_source
+from rotorec.features.errors import FeaturesError, LogReadError
+from rotorec.features.prepare import PrepareOptions, prepare
+from rotorec.features.reader import LogFiles
+from rotorec.features.schema import LogSchema
 
 HEADER = "user_id,item_id,timestamp,click,genre\n"
 MALFORMED = HEADER + "\n".join([
@@ -203,9 +203,9 @@ def test_movielens_ratings_lines_with_the_wrong_field_count_are_quarantined(tmp_
 
 
 def test_a_file_of_malformed_lines_is_refused_in_one_line_before_memory_runs_out(tmp_path: Path, monkeypatch) -> None:
-    import features.textlog
+    from rotorec.features import textlog
 
-    monkeypatch.setattr(features.textlog, "MAX_MALFORMED_IN_A_ROW", 50)
+    monkeypatch.setattr(textlog, "MAX_MALFORMED_IN_A_ROW", 50)
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,timestamp\n" + "".join(f"u{k},i{k},{1_700_000_000 + k},\n" for k in range(200)))
     with pytest.raises(LogReadError, match="50 lines in a row do not have the header's 3 fields"):

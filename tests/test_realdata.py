@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_dataset
-from features.adapters import adapter
-from features.prepare import PrepareOptions, prepare
+from rotorec.features.adapters import adapter
+from rotorec.features.prepare import PrepareOptions, prepare
 
 pytestmark = pytest.mark.realdata
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import REPO, ranks_against, run_rotorec
-from features.dataset import SequenceDataset
-from model.inputs import batch_time
-from training.retrieval import FIRST_ITEM_ID, next_item_ranks
-from training.run import load_run
+from rotorec.features.dataset import SequenceDataset
+from rotorec.model.inputs import batch_time
+from rotorec.training.retrieval import FIRST_ITEM_ID, next_item_ranks
+from rotorec.training.run import load_run
 
 pytestmark = pytest.mark.slow  # every test uses a run trained by a `rotorec train` subprocess (module fixture)
 

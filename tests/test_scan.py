@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from model.kernels import TRITON_AVAILABLE, compiled, linear_scan, scan_reference
-from model.kernels.chunked import chunk_length, chunked_scan, chunked_scan_backward
+from rotorec.model.kernels import TRITON_AVAILABLE, compiled, linear_scan, scan_reference
+from rotorec.model.kernels.chunked import chunk_length, chunked_scan, chunked_scan_backward
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRITON_MARKS = [pytest.mark.skipif(not TRITON_AVAILABLE, reason="triton is not installed")]
@@ -115,7 +115,7 @@ def test_gates_exactly_zero_one_and_near_one(backend: str) -> None:
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 def test_wide_batches_take_the_sequential_cpu_path_and_match(complex_: bool) -> None:
     """From SEQUENTIAL_WIDTH lanes per step the CPU scan loops over time directly."""
-    from model.kernels.chunked import SEQUENTIAL_WIDTH
+    from rotorec.model.kernels.chunked import SEQUENTIAL_WIDTH
 
     a, b, h0 = random_inputs(2, 9, SEQUENTIAL_WIDTH // 2, complex_, seed=23)
     check_against_reference(a, b, h0, "chunked", FP32)
@@ -193,10 +193,12 @@ def test_bad_arguments_are_named() -> None:
 @pytest.mark.slow
 def test_without_a_working_compiler_the_cpu_scan_falls_back_to_chunked(tmp_path) -> None:
     """A broken or missing compiler costs speed, never correctness: `auto` picks the chunked scan."""
-    probe = ("import torch; from model.kernels import compiled, linear_scan; from model.kernels.scan import resolve_backend;"
+    probe = ("import torch; from rotorec.model.kernels import compiled, linear_scan;"
+             "from rotorec.model.kernels.scan import resolve_backend;"
              "a, b = torch.rand(2, 5, 3), torch.randn(2, 5, 3); h, _ = linear_scan(a, b);"
              "print(compiled.available(), resolve_backend('auto', a, b), bool(torch.isfinite(h).all()))")
     env = {**os.environ, "CXX": "/bin/false", "ROTOREC_KERNEL_CACHE": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=tmp_path)
     assert done.stdout.split() == ["False", "chunked", "True"], done.stderr[-2000:]
     assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))

@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.adapters.events import events_source
-from features.prepare import PrepareOptions, prepare
-from features.schema import LogSchema
-from features.splits import TEST, TRAIN, VALID, Ranges, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, temporal_phases
-from features.windows import plan_windows
+from rotorec.features.adapters.events import events_source
+from rotorec.features.prepare import PrepareOptions, prepare
+from rotorec.features.schema import LogSchema
+from rotorec.features.splits import (TEST, TRAIN, VALID, Ranges, TemporalCutoffs, impression_start_seconds, leave_last_out_phases,
+                                     temporal_phases)
+from rotorec.features.windows import plan_windows
 
 DAY = 86_400
 BASE = 1_704_067_200  # 2024-01-01 00:00 UTC

@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from conftest import ADMIN_AUTH, AUTH, Server
-from features.dataset import SequenceDataset
-from features.vocab import Vocabulary
-from model.inputs import batch_time
-from service.sample import iso_time
-from training.evaluate import predict
-from training.run import load_run
+from rotorec.features.dataset import SequenceDataset
+from rotorec.features.vocab import Vocabulary
+from rotorec.model.inputs import batch_time
+from rotorec.service.sample import iso_time
+from rotorec.training.evaluate import predict
+from rotorec.training.run import load_run
 
 pytestmark = pytest.mark.slow  # every test starts or uses a `rotorec serve` subprocess
 

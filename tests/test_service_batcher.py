@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.batcher import Batcher, Overloaded
-from service.metrics import ServiceMetrics
+from rotorec.service.batcher import Batcher, Overloaded
+from rotorec.service.metrics import ServiceMetrics
 
 
 class Snapshot:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.errors import error_response, json_bytes
-from service.settings import ServiceSettings
+from rotorec.service.app import create_app
+from rotorec.service.errors import error_response, json_bytes
+from rotorec.service.settings import ServiceSettings
 
 
 def test_an_unexpected_error_is_a_500_that_closes_the_connection() -> None:

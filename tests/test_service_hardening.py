@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import ADMIN_AUTH, AUTH, REPO, Server, run_rotorec
-from features.vocab import Vocabulary
-from service.schemas import RankRequest
-from service.scoring import ServedModel
+from rotorec.features.vocab import Vocabulary
+from rotorec.service.schemas import RankRequest
+from rotorec.service.scoring import ServedModel
 
 CLIENTS, REQUESTS_PER_CLIENT, RELOADS = 8, 300, 10
 REQUEST_TIME = 1_717_400_000
@@ -34,10 +34,10 @@ pytestmark = pytest.mark.slow  # every test uses a `rotorec serve` subprocess an
 def runs_root(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`a` (the suite's trained run) and `b`, trained on another synthetic feed: a smaller item
     vocabulary (ids valid in `a` are out of range in `b`) and another action order."""
-    from features.adapters.events import events_source
-    from features.prepare import PrepareOptions, prepare
-    from features.synth.config import SynthConfig
-    from features.synth.writer import write_feed
+    from rotorec.features.adapters.events import events_source
+    from rotorec.features.prepare import PrepareOptions, prepare
+    from rotorec.features.synth.config import SynthConfig
+    from rotorec.features.synth.writer import write_feed
 
     base = tmp_path_factory.mktemp("reload_race")
     write_feed(SynthConfig.from_preset("tiny", seed=11, items=150, users=30, days=3), base / "feed", progress=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import ServiceSettings
+from rotorec.service.app import create_app
+from rotorec.service.settings import ServiceSettings
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 SECRET = "do not read me\n" * 777  # 11,655 bytes

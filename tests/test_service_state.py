@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from conftest import AUTH, REPO, Server, run_rotorec
-from features.vocab import Vocabulary
+from rotorec.features.vocab import Vocabulary
 
 pytestmark = pytest.mark.slow  # every test uses a `rotorec serve` subprocess
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from features.synth.config import SynthConfig
-from features.synth.writer import simulate, write_feed
+from rotorec.features.synth.config import SynthConfig
+from rotorec.features.synth.writer import simulate, write_feed
 
 
 def test_same_seed_same_bytes_other_seed_other_feed(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.textframe import MAX_QUOTED_LINES
-from features.textlog import read_text_log
+from rotorec.features.textframe import MAX_QUOTED_LINES
+from rotorec.features.textlog import read_text_log
 
 HEADER = b"user_id,item_id,timestamp"
 COLUMNS = ["user_id", "item_id", "timestamp"]

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_rotorec
-from features.schema import LogSchema
-from features.timestamps import NO_OFFSET, TimestampParser, detect_unit
+from rotorec.features.schema import LogSchema
+from rotorec.features.timestamps import NO_OFFSET, TimestampParser, detect_unit
 
 PLAUSIBLE = st.integers(min_value=631_152_000, max_value=4_102_444_799)  # 1990 .. 2099
 OFFSETS = st.integers(min_value=-840, max_value=840)

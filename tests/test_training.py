@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, run_rotorec
-from training.config import ConfigError, load_run_config
+from rotorec.training.config import ConfigError, load_run_config
 
 TINY = REPO / "configs" / "tiny.yaml"
 FAST = ["--set", "model.d_model=32", "--set", "model.siren.hidden=16", "--set", "train.batch_size=16",
@@ -113,16 +113,16 @@ def test_resume_refuses_what_would_change_the_run_in_one_line(tmp_path: Path, ti
 
 
 def test_a_checkpoint_without_a_recorded_contract_is_not_resumed(tmp_path: Path) -> None:
-    from training.resume import check_resume
+    from rotorec.training.resume import check_resume
 
     with pytest.raises(ConfigError, match="records no settings or data fingerprint"):
         check_resume(None, {"settings": {}, "data": {}}, tmp_path / "run", tmp_path / "data")
 
 
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from model.config import ModelConfig
-    from model.ranker import Ranker
-    from training import checkpoint
+    from rotorec.model.config import ModelConfig
+    from rotorec.model.ranker import Ranker
+    from rotorec.training import checkpoint
 
     model = Ranker(ModelConfig(item_vocab_size=10, action_vocab_size=4, tasks=["click"], d_model=8, heads=2))
     optimizer = torch.optim.AdamW(model.parameters())
@@ -199,13 +199,13 @@ def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepare
 
 
 def test_cpu_bf16_is_used_only_where_asked_for_and_native(monkeypatch, caplog) -> None:
-    from training import trainer
+    from rotorec.training import trainer
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
     assert trainer.use_autocast(cpu, True, True) and not trainer.use_autocast(cpu, True, False)
     assert trainer.use_autocast(cuda, True, False) and not trainer.use_autocast(cuda, False, True)
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
-    with caplog.at_level("WARNING", logger="training.trainer"):
+    with caplog.at_level("WARNING", logger="rotorec.training.trainer"):
         assert not trainer.use_autocast(cpu, True, True)
     assert "no native bf16" in caplog.text
 
@@ -214,10 +214,10 @@ def test_cpu_bf16_loss_and_gradients_follow_fp32(tiny_prepared: Path) -> None:
     """The bf16 fast path against the fp32 reference on one batch of the next-item + task objective:
     loss within 1 %, every parameter's gradient with cosine ≥ 0.99 to the fp32 one (bf16 keeps 8
     bits of mantissa; the softmax and BCE run in fp32)."""
-    from features.artifacts import FeatureSchema
-    from features.dataset import SequenceDataset
-    from model.ranker import Ranker
-    from training.trainer import compute_loss, task_columns
+    from rotorec.features.artifacts import FeatureSchema
+    from rotorec.features.dataset import SequenceDataset
+    from rotorec.model.ranker import Ranker
+    from rotorec.training.trainer import compute_loss, task_columns
     schema = FeatureSchema.load(tiny_prepared)
     config = load_run_config(TINY, ["model.next_item={loss: full, similarity: dot}", "model.dropout=0.0"])
     model_config = config.model_config_for(schema)

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_rotorec
-from features.encoding import RunningIndex, canonical_keys
-from features.vocab import OOV, PAD, RESERVED, Vocabulary
+from rotorec.features.encoding import RunningIndex, canonical_keys
+from rotorec.features.vocab import OOV, PAD, RESERVED, Vocabulary
 
 
 def test_ids_follow_count_then_key_and_rare_keys_share_oov(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.dataset import SequenceBatch, SequenceDataset
-from model.losses import FIRST_ITEM_ID
-from training.metrics import group_sums
+from rotorec.features.dataset import SequenceBatch, SequenceDataset
+from rotorec.model.losses import FIRST_ITEM_ID
+from rotorec.training.metrics import group_sums
 
 
 class PopularityScorer:

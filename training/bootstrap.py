@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.metrics import ne_from_sums
+from rotorec.training.metrics import ne_from_sums
 
 BOOTSTRAP_RESAMPLES = 1_000
 

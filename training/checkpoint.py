@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from features.files import replace_folder
+from rotorec.features.files import replace_folder
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"

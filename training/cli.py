@@ -35,8 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from training.config import load_run_config
-    from training.trainer import train
+    from rotorec.training.config import load_run_config
+    from rotorec.training.trainer import train
 
     config = load_run_config(args.config, args.overrides)
     manifest = train(args.data, config, args.out, resume=args.resume, progress=not args.no_progress)
@@ -45,13 +45,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate
+    from rotorec.training.evaluate import evaluate
 
     if args.compare:
-        from training.compare import compare, summary
+        from rotorec.training.compare import compare, summary
 
         if len(args.compare) < 2:
-            from training.config import ConfigError
+            from rotorec.training.config import ConfigError
 
             raise ConfigError("--compare needs at least two runs")
         result = compare(args.compare, args.data, args.out, (args.split or ["test"])[0], seed=args.seed,

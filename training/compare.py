@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 
-from features.dataset import SequenceDataset
-from training.checkpoint import write_json_atomic
-from training.bootstrap import UnitStatistics, next_item_units, point_value, pooled_delta, shared_metrics
-from training.evaluate import predict
-from training.metrics import group_sums
-from training.retrieval import retrieval_report
-from training.run import LoadedRun, check_data_matches, load_run
+from rotorec.features.dataset import SequenceDataset
+from rotorec.training.checkpoint import write_json_atomic
+from rotorec.training.bootstrap import UnitStatistics, next_item_units, point_value, pooled_delta, shared_metrics
+from rotorec.training.evaluate import predict
+from rotorec.training.metrics import group_sums
+from rotorec.training.retrieval import retrieval_report
+from rotorec.training.run import LoadedRun, check_data_matches, load_run
 
 
 def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool = False) -> UnitStatistics:

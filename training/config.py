@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from features.strict import StrictModel, first_validation_error
-from model.config import ModelConfig
+from rotorec.features.strict import StrictModel, first_validation_error
+from rotorec.model.config import ModelConfig
 
 DATA_DERIVED = {"item_vocab_size", "action_vocab_size", "categorical"}
 

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from features.dataset import SequenceDataset
-from model.inputs import encode_batch
-from training.baselines import CountClickModel, PopularityScorer
-from training.bootstrap import UnitStatistics, bootstrap_weights, interval, next_item_units, pooled_delta
-from training.checkpoint import write_json_atomic
-from training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, group_sums,
+from rotorec.features.dataset import SequenceDataset
+from rotorec.model.inputs import encode_batch
+from rotorec.training.baselines import CountClickModel, PopularityScorer
+from rotorec.training.bootstrap import UnitStatistics, bootstrap_weights, interval, next_item_units, pooled_delta
+from rotorec.training.checkpoint import write_json_atomic
+from rotorec.training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, group_sums,
                               impression_ranking, ne_from_sums, reliability, uniform_ece)
-from training.retrieval import retrieval_report
-from training.trainer import task_columns
-from training.run import LoadedRun, check_data_matches, load_run, save_calibration
+from rotorec.training.retrieval import retrieval_report
+from rotorec.training.trainer import task_columns
+from rotorec.training.run import LoadedRun, check_data_matches, load_run, save_calibration
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from features.artifacts import SPLIT_FILES
-from features.files import file_digest
-from model.config import ModelConfig
-from training.config import ConfigError, RunConfig
+from rotorec.features.artifacts import SPLIT_FILES
+from rotorec.features.files import file_digest
+from rotorec.model.config import ModelConfig
+from rotorec.training.config import ConfigError, RunConfig
 
 RESUMABLE = {
     "train.max_steps": "where the run stops (a cosine decay is stretched to the new total from the step resumed at)",

@@ -17,11 +17,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from features.dataset import SequenceBatch, SequenceDataset
-from model.inputs import encode_batch
-from model.losses import FIRST_ITEM_ID
-from model.ranker import Ranker
-from training.metrics import next_item_metrics
+from rotorec.features.dataset import SequenceBatch, SequenceDataset
+from rotorec.model.inputs import encode_batch
+from rotorec.model.losses import FIRST_ITEM_ID
+from rotorec.model.ranker import Ranker
+from rotorec.training.metrics import next_item_metrics
 
 
 class NextItemScorer(Protocol):

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from features.artifacts import FeatureSchema
-from features.files import file_digest
-from model.config import ModelConfig
-from model.ranker import Ranker
-from training.checkpoint import stage_json
+from rotorec.features.artifacts import FeatureSchema
+from rotorec.features.files import file_digest
+from rotorec.model.config import ModelConfig
+from rotorec.model.ranker import Ranker
+from rotorec.training.checkpoint import stage_json
 
 SUPPORTED_ARTIFACT_FORMATS = (1,)
 MANIFEST_FILE = "manifest.json"

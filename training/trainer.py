@@ -30,20 +30,20 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from features.artifacts import FeatureSchema
-from features.dataset import SequenceBatch, SequenceDataset
-from features.files import file_digest
-from model.inputs import batch_inputs, encode_batch
-from model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
-from model.ranker import Ranker
+from rotorec.features.artifacts import FeatureSchema
+from rotorec.features.dataset import SequenceBatch, SequenceDataset
+from rotorec.features.files import file_digest
+from rotorec.model.inputs import batch_inputs, encode_batch
+from rotorec.model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
+from rotorec.model.ranker import Ranker
 from rotorec import __version__
-from training.checkpoint import (MODEL_FILE, STATE_FILE, load_checkpoint, read_state, replace_folder, save_checkpoint,
+from rotorec.training.checkpoint import (MODEL_FILE, STATE_FILE, load_checkpoint, read_state, replace_folder, save_checkpoint,
                                  write_json_atomic)
-from training.config import ConfigError, RunConfig
-from training.journal import TrainingJournal
-from training.metrics import CalibrationAccumulator
-from training.resume import CONTRACT_KEY, check_resume, run_contract
-from training.retrieval import retrieval_report
+from rotorec.training.config import ConfigError, RunConfig
+from rotorec.training.journal import TrainingJournal
+from rotorec.training.metrics import CalibrationAccumulator
+from rotorec.training.resume import CONTRACT_KEY, check_resume, run_contract
+from rotorec.training.retrieval import retrieval_report
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"

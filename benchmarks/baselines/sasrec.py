@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -31,13 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for a plain `python` call
-
-from features.dataset import SequenceBatch, SequenceDataset  # noqa: E402
-from model.losses import FIRST_ITEM_ID, full_softmax_loss  # noqa: E402
-from training.metrics import next_item_metrics  # noqa: E402
-from training.retrieval import next_item_ranks  # noqa: E402
-from training.trainer import batch_indices, use_autocast  # noqa: E402
+from rotorec.features.dataset import SequenceBatch, SequenceDataset
+from rotorec.model.losses import FIRST_ITEM_ID, full_softmax_loss
+from rotorec.training.metrics import next_item_metrics
+from rotorec.training.retrieval import next_item_ranks
+from rotorec.training.trainer import batch_indices, use_autocast
 
 
 class SASRecBlock(nn.Module):

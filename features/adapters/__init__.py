@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from features.source import LogSource
+from rotorec.features.source import LogSource
 
 ADAPTERS: dict[str, str] = {
-    "events": "features.adapters.events:events_source",
-    "movielens": "features.adapters.movielens:movielens_source",
-    "mind": "features.adapters.mind:mind_source",
-    "amazon-seq": "features.adapters.amazon:amazon_sequence_source",
+    "events": "rotorec.features.adapters.events:events_source",
+    "movielens": "rotorec.features.adapters.movielens:movielens_source",
+    "mind": "rotorec.features.adapters.mind:mind_source",
+    "amazon-seq": "rotorec.features.adapters.amazon:amazon_sequence_source",
 }
 
 

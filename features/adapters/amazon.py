@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from features.errors import LogReadError
-from features.reader import SourceBatch
-from features.schema import LogSchema
-from features.source import LogSource
+from rotorec.features.errors import LogReadError
+from rotorec.features.reader import SourceBatch
+from rotorec.features.schema import LogSchema
+from rotorec.features.source import LogSource
 
 SCHEMA = LogSchema(timestamp=None, categorical={"attribute": {"max_values": 8}})
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.reader import DEFAULT_BATCH_ROWS, LogFiles
-from features.schema import LogSchema
-from features.source import LogSource
+from rotorec.features.reader import DEFAULT_BATCH_ROWS, LogFiles
+from rotorec.features.schema import LogSchema
+from rotorec.features.source import LogSource
 
 SCHEMA_FILE = "schema.yaml"
 

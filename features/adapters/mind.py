@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.errors import LogReadError
-from features.reader import SourceBatch
-from features.schema import LogSchema
-from features.source import LogSource
+from rotorec.features.errors import LogReadError
+from rotorec.features.reader import SourceBatch
+from rotorec.features.schema import LogSchema
+from rotorec.features.source import LogSource
 
 BEHAVIOR_COLUMNS = ["impression_id", "user_id", "time", "history", "impressions"]
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from features.errors import LogReadError
-from features.reader import DEFAULT_BATCH_ROWS, LogFiles, SourceBatch
-from features.schema import LogSchema
-from features.source import LogSource
+from rotorec.features.errors import LogReadError
+from rotorec.features.reader import DEFAULT_BATCH_ROWS, LogFiles, SourceBatch
+from rotorec.features.schema import LogSchema
+from rotorec.features.source import LogSource
 
 NO_GENRE = "(no genres listed)"
 SCHEMA = LogSchema(

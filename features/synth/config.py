@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from features.strict import StrictModel
+from rotorec.features.strict import StrictModel
 
 GENERATOR_VERSION = "1.0"
 

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from features.localtime import SECONDS_PER_DAY
-from features.synth.world import PILOT_STREAM, USER_STREAM, World, local_hour_of_week, stream, taste_log
+from rotorec.features.localtime import SECONDS_PER_DAY
+from rotorec.features.synth.world import PILOT_STREAM, USER_STREAM, World, local_hour_of_week, stream, taste_log
 
 OFF_UTC_OFFSETS = np.array([-480, -420, -360, -300, -240, -180, 60, 120, 180, 330, 480, 540, 600], dtype=np.int16)
 _erfc = np.frompyfunc(math.erfc, 1, 1)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.localtime import EPOCH_WEEKDAY, SECONDS_PER_DAY, SECONDS_PER_WEEK
-from features.synth.config import SynthConfig
+from rotorec.features.localtime import EPOCH_WEEKDAY, SECONDS_PER_DAY, SECONDS_PER_WEEK
+from rotorec.features.synth.config import SynthConfig
 
 WORLD_STREAM, USER_STREAM, PILOT_STREAM = 0, 1, 2
 TASTE_LOG_RANGE = (-4.0, 3.0)

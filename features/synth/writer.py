@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from features.errors import FeaturesError
-from features.files import file_digest
-from features.schema import LabelSpec, LogSchema
-from features.splits import TemporalCutoffs
-from features.synth.config import GENERATOR_VERSION, SynthConfig
-from features.synth.oracle import calibration_summary, normalized_entropy
-from features.synth.simulate import calibrate_ctr, simulate_user
-from features.synth.world import World
+from rotorec.features.errors import FeaturesError
+from rotorec.features.files import file_digest
+from rotorec.features.schema import LabelSpec, LogSchema
+from rotorec.features.splits import TemporalCutoffs
+from rotorec.features.synth.config import GENERATOR_VERSION, SynthConfig
+from rotorec.features.synth.oracle import calibration_summary, normalized_entropy
+from rotorec.features.synth.simulate import calibrate_ctr, simulate_user
+from rotorec.features.synth.world import World
 
 TASKS = ("click", "like", "long_dwell")
 LOG_COLUMNS = ("user_id", "item_id", "timestamp", "impression_id", "tz_offset_minutes", "category",

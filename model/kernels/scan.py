@@ -17,8 +17,8 @@ from typing import Literal
 
 import torch
 
-from model.kernels import compiled
-from model.kernels.chunked import chunked_scan, chunked_scan_backward
+from rotorec.model.kernels import compiled
+from rotorec.model.kernels.chunked import chunked_scan, chunked_scan_backward
 
 Backend = Literal["auto", "triton", "compiled", "chunked"]
 
@@ -42,7 +42,7 @@ def resolve_backend(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> Liter
 
 def _forward(a, b, h0, backend):
     if backend == "triton":
-        from model.kernels.triton_scan import triton_scan_forward
+        from rotorec.model.kernels.triton_scan import triton_scan_forward
 
         return triton_scan_forward(a, b, h0)
     if backend == "compiled":
@@ -52,7 +52,7 @@ def _forward(a, b, h0, backend):
 
 def _backward(a, h, h0, dh, backend):
     if backend == "triton":
-        from model.kernels.triton_scan import triton_scan_backward
+        from rotorec.model.kernels.triton_scan import triton_scan_backward
 
         return triton_scan_backward(a, h, h0, dh)
     if backend == "compiled":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.dependencies import Principal, State
-from service.errors import declared
-from service.reloads import reload as reload_run
-from service.schemas import ReloadRequest
+from rotorec.service.dependencies import Principal, State
+from rotorec.service.errors import declared
+from rotorec.service.reloads import reload as reload_run
+from rotorec.service.schemas import ReloadRequest
 
 router = APIRouter(tags=["admin"])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.dependencies import Model, State
-from service.errors import ApiError, declared
-from service.schemas import EventsRequest
+from rotorec.service.dependencies import Model, State
+from rotorec.service.errors import ApiError, declared
+from rotorec.service.schemas import EventsRequest
 
 router = APIRouter(tags=["scoring"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.dependencies import State, model_snapshot
-from service.errors import ApiError, declared
+from rotorec.service.dependencies import State, model_snapshot
+from rotorec.service.errors import ApiError, declared
 
 router = APIRouter(tags=["health"])
 

@@ -7,13 +7,13 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from service.dependencies import Model, State
-from service.errors import declared
-from service.featurize import Feed
-from service.limits import at_most
-from service.metrics import ServiceMetrics
-from service.schemas import OovCounts, RankRequest, RankResponse
-from service.scoring import ServedModel
+from rotorec.service.dependencies import Model, State
+from rotorec.service.errors import declared
+from rotorec.service.featurize import Feed
+from rotorec.service.limits import at_most
+from rotorec.service.metrics import ServiceMetrics
+from rotorec.service.schemas import OovCounts, RankRequest, RankResponse
+from rotorec.service.scoring import ServedModel
 
 router = APIRouter(tags=["scoring"])
 

@@ -43,7 +43,7 @@ def random_batch(size: int, length: int, device: torch.device, seed: int = 0) ->
         tz_offset_minutes=offsets,
         second_of_day=torch.remainder(local, 86_400), day_of_week=torch.remainder(local.div(86_400, rounding_mode="floor") + 3, 7),
         impression=torch.zeros(size, length, dtype=torch.long), row=torch.zeros(size, length, dtype=torch.long),
-        target=torch.ones(size, length, dtype=torch.bool), mask=torch.ones(size, length, dtype=torch.bool),
+        target=torch.ones(size, length, dtype=torch.bool), valid=torch.ones(size, length, dtype=torch.bool),
         lengths=torch.full((size,), length), users=[str(i) for i in range(size)],
     )
     return SequenceBatch(**tensors).to(device)
@@ -61,7 +61,7 @@ def train_step(model: Ranker, optimizer: torch.optim.Optimizer, batch: SequenceB
     model.train()
     with torch.autocast(device_type=batch.item.device.type, dtype=torch.bfloat16, enabled=autocast):
         hidden = encode_batch(model, batch).hidden
-        loss, _ = task_loss(model.task_logits(hidden), batch.labels, batch.label_mask, batch.target & batch.mask)
+        loss, _ = task_loss(model.task_logits(hidden), batch.labels, batch.label_mask, batch.target & batch.valid)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

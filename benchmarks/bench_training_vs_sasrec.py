@@ -97,7 +97,7 @@ def main() -> None:
             step(batch)
             if repeat >= args.warmup:
                 times[name].append(time.perf_counter() - started)
-    tokens = int(batch.mask.sum())
+    tokens = int(batch.valid.sum())
     reference = statistics.median(times["sasrec"])
     rows = []
     print(f"{'model':>28} {'ms/step':>9} {'tokens/s':>10} {'× SASRec time':>14}  top operators (self ms)")

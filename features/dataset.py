@@ -2,7 +2,7 @@
 
 The split file's list columns are held as flat NumPy arrays plus offsets, and a batch is
 gathered with one fancy-index per column (`__getitems__`, which DataLoader calls with a whole
-batch of indices), so batching costs no per-sample Python. Sequences are right-padded; `mask`
+batch of indices), so batching costs no per-sample Python. Sequences are right-padded; `valid`
 marks real events and `target` the events this split predicts.
 """
 
@@ -39,7 +39,7 @@ class SequenceBatch:
     impression: torch.Tensor  # int64, 0 = none
     row: torch.Tensor  # int64 input row ordinal (provenance)
     target: torch.Tensor  # bool: predicted in this split
-    mask: torch.Tensor  # bool: a real event (not padding)
+    valid: torch.Tensor  # bool: a real event (not padding); the model's name for it too
     lengths: torch.Tensor  # int64 [B]
     users: list[str]
 
@@ -93,12 +93,12 @@ class SequenceDataset(Dataset):
         if len(lengths) and lengths.max() > width:
             raise ValueError(f"pad_to={pad_to} is shorter than a sequence of length {lengths.max()}")
         slots = np.arange(width)
-        mask = slots[None, :] < lengths[:, None]
-        gather = np.where(mask, self.starts[indices][:, None] + slots[None, :], 0)
+        real = slots[None, :] < lengths[:, None]
+        gather = np.where(real, self.starts[indices][:, None] + slots[None, :], 0)
 
         def take(name: str, fill: int | float = 0) -> np.ndarray:
             values = self.values[name][gather]
-            values[~mask] = fill
+            values[~real] = fill
             return values
 
         tasks, probs = self.schema.tasks, self.schema.probabilities
@@ -121,7 +121,7 @@ class SequenceDataset(Dataset):
             impression=as_long("impression"),
             row=as_long("row"),
             target=torch.from_numpy(take("target").astype(bool)),
-            mask=torch.from_numpy(mask),
+            valid=torch.from_numpy(real),
             lengths=torch.from_numpy(lengths),
             users=self.users[indices].tolist(),
         )

@@ -63,7 +63,7 @@ def encode_batch(model: Ranker, batch: SequenceBatch) -> History:
 
 def batch_inputs(batch: SequenceBatch) -> tuple:
     """(item, categorical, action, time, valid): what `Ranker.encode` and `Ranker.forward` take."""
-    return batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask
+    return batch.item, batch.categorical, batch.action, batch_time(batch), batch.valid
 
 
 def local_time(seconds: torch.Tensor, tz_offset_minutes: torch.Tensor, has_time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,7 @@ def sample_feed(run: Path, prepared: Path) -> dict:
     data = SequenceDataset(prepared, "test")
     batch = data.__getitems__([0])
     items = Vocabulary.load(run / "vocab", "item")
-    targets = torch.nonzero(batch.target[0] & batch.mask[0]).flatten().tolist()
+    targets = torch.nonzero(batch.target[0] & batch.valid[0]).flatten().tolist()
     first = targets[0]
     cut = int(batch_time(batch).slot[0, first])  # the history before the first target's slate
     fields = list(data.schema.categorical)

@@ -21,7 +21,7 @@ def test_batch_matches_stored_windows_and_pads_with_masks(tiny_prepared: Path) -
     assert batch.item.shape == (3, width) and batch.labels.shape == (3, width, 3)
     for b, i in enumerate(picks):
         n = stored[i]["length"]
-        assert batch.lengths[b] == n and batch.mask[b].sum() == n and batch.users[b] == stored[i]["user"]
+        assert batch.lengths[b] == n and batch.valid[b].sum() == n and batch.users[b] == stored[i]["user"]
         assert batch.item[b, :n].tolist() == stored[i]["item"] and (batch.item[b, n:] == 0).all()
         assert batch.timestamp[b, :n].tolist() == stored[i]["timestamp"]
         assert batch.target[b, :n].tolist() == stored[i]["target"] and not batch.target[b, n:].any()
@@ -36,8 +36,8 @@ def test_loader_yields_every_window_once(tiny_prepared: Path) -> None:
     dataset = SequenceDataset(tiny_prepared, "train")
     seen = []
     for batch in dataset.loader(batch_size=7, shuffle=True, seed=1):
-        seen += batch.row[batch.mask].tolist()
-        assert batch.item.dtype == torch.int64 and batch.mask.dtype == torch.bool
+        seen += batch.row[batch.valid].tolist()
+        assert batch.item.dtype == torch.int64 and batch.valid.dtype == torch.bool
     stored = pq.read_table(tiny_prepared / "train.parquet").column("row").combine_chunks().flatten().to_pylist()
     assert sorted(seen) == sorted(stored)
 

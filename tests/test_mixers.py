@@ -36,7 +36,7 @@ def _context(model: Ranker, batch, slots_by_position: bool = True) -> MixerConte
     time = batch_time(batch)
     if slots_by_position:
         time.slot = torch.arange(batch.item.shape[1]).expand_as(batch.item)
-    return model.context(time, batch.mask)
+    return model.context(time, batch.valid)
 
 
 def _slice(context: MixerContext, part: slice) -> MixerContext:
@@ -114,7 +114,7 @@ def test_orthogonal_basis_is_folded_into_b_and_c(batch) -> None:
         input_matrix, readout, _ = rotating.blocks[0].mixer.folded()
         plain.blocks[0].mixer.input_matrix.copy_(input_matrix.view_as(plain.blocks[0].mixer.input_matrix))
         plain.blocks[0].mixer.readout.copy_(readout)
-    encode = lambda m: m.encode(data.item, data.categorical, data.action, batch_time(data), data.mask).hidden  # noqa: E731
+    encode = lambda m: m.encode(data.item, data.categorical, data.action, batch_time(data), data.valid).hidden  # noqa: E731
     assert (encode(rotating) - encode(plain)).abs().max() <= 1e-5
 
 
@@ -193,7 +193,7 @@ def test_every_parameter_of_a_recurrent_stack_learns(batch, mixers: list[str]) -
     torch.manual_seed(5)
     model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True, "orthogonal": True},
                            fprnn={"time_conditioned": True})).train()
-    _, logits, _ = model(data.item, data.categorical, data.action, batch_time(data), data.mask)
+    _, logits, _ = model(data.item, data.categorical, data.action, batch_time(data), data.valid)
     logits.sum().backward()
     silent = [name for name, p in model.named_parameters()
               if (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
@@ -205,7 +205,7 @@ def _events(data, row: int, part: slice) -> Events:
     """Events `part` of one window as a serving history (no impressions: each its own slot)."""
     pick = lambda x: x[row:row + 1, part]  # noqa: E731
     return Events(item=pick(data.item), categorical={k: pick(v) for k, v in data.categorical.items()},
-                  valid=pick(data.mask), action=pick(data.action), timestamp=pick(data.timestamp),
+                  valid=pick(data.valid), action=pick(data.action), timestamp=pick(data.timestamp),
                   has_time=pick(data.has_time), tz_offset_minutes=pick(data.tz_offset_minutes))
 
 

@@ -43,7 +43,7 @@ def _model(schema, encoding: str = "siren_rope", seed: int = 0, stack: str = "at
 
 
 def _logits(model: Ranker, batch: SequenceBatch) -> torch.Tensor:
-    return model.task_logits(model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden)
+    return model.task_logits(model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.valid).hidden)
 
 
 def score_candidates(model: Ranker, history: Events, candidates: Events, request_time: torch.Tensor,
@@ -58,7 +58,7 @@ def _history(batch: SequenceBatch, row: int, stop: int) -> Events:
     """Events [0, stop) of one window as a serving history (batch of one)."""
     cut = slice(0, stop)
     return Events(item=batch.item[row:row + 1, cut], categorical={k: v[row:row + 1, cut] for k, v in batch.categorical.items()},
-                  valid=batch.mask[row:row + 1, cut], action=batch.action[row:row + 1, cut],
+                  valid=batch.valid[row:row + 1, cut], action=batch.action[row:row + 1, cut],
                   timestamp=batch.timestamp[row:row + 1, cut], has_time=batch.has_time[row:row + 1, cut],
                   tz_offset_minutes=batch.tz_offset_minutes[row:row + 1, cut], impression=batch.impression[row:row + 1, cut])
 
@@ -163,7 +163,7 @@ def test_slate_mates_never_see_each_other(data, stack: str) -> None:
     dataset, batch = data
     model = _model(dataset.schema, stack=stack)
     slot = batch_time(batch).slot
-    mates = torch.nonzero(slot < torch.arange(slot.shape[1]) & batch.mask)
+    mates = torch.nonzero(slot < torch.arange(slot.shape[1]) & batch.valid)
     assert len(mates) > 0, "the synthetic feed should have multi-event impressions"
     row, p = (int(v) for v in mates[0])
     first = int(slot[row, p])
@@ -220,9 +220,9 @@ def test_logits_ignore_a_constant_position_shift(data) -> None:
     dataset, batch = data
     model = _model(dataset.schema)
     time = batch_time(batch)
-    base = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
+    base = model.encode(batch.item, batch.categorical, batch.action, time, batch.valid).hidden
     time.slot = time.slot + 123_457
-    shifted = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
+    shifted = model.encode(batch.item, batch.categorical, batch.action, time, batch.valid).hidden
     assert (base - shifted).abs().max() <= TOLERANCE
 
 
@@ -243,15 +243,15 @@ def test_padding_never_changes_real_positions(data, stack: str) -> None:
     model = _model(dataset.schema, stack=stack)
     wide = dataset.__getitems__(list(range(len(batch.users))), pad_to=int(batch.lengths.max()) + 7)
     garbage = copy.copy(wide)
-    pad = ~wide.mask
+    pad = ~wide.valid
     generator = torch.Generator().manual_seed(5)
     garbage.item = torch.where(pad, torch.randint(2, dataset.schema.item_vocab_size, pad.shape, generator=generator), wide.item)
     garbage.action = torch.where(pad, torch.full_like(wide.action, 2), wide.action)
     garbage.timestamp = torch.where(pad, wide.timestamp + 999_999, wide.timestamp)
     garbage.has_time = wide.has_time | pad
     reference, noisy = _logits(model, wide), _logits(model, garbage)
-    assert torch.equal(reference[wide.mask], noisy[wide.mask])
-    assert (reference[:, : batch.item.shape[1]][batch.mask] - _logits(model, batch)[batch.mask]).abs().max() <= TOLERANCE
+    assert torch.equal(reference[wide.valid], noisy[wide.valid])
+    assert (reference[:, : batch.item.shape[1]][batch.valid] - _logits(model, batch)[batch.valid]).abs().max() <= TOLERANCE
 
 
 def test_gradients_reach_scale_ordinal_gate_and_both_branches(data) -> None:
@@ -286,7 +286,7 @@ def test_angles_and_rotation_stay_fp32_under_bf16_autocast(data) -> None:
     time = batch_time(batch)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         angles = model.encoding.angles(time)
-        hidden = model.encode(batch.item, batch.categorical, batch.action, time, batch.mask).hidden
+        hidden = model.encode(batch.item, batch.categorical, batch.action, time, batch.valid).hidden
     assert angles.dtype == torch.float32
     assert torch.equal(angles, model.encoding.angles(time))  # identical with and without autocast
     assert torch.isfinite(hidden.float()).all()

@@ -37,7 +37,7 @@ def test_ranks_match_a_direct_full_catalogue_computation(next_item_run) -> None:
     expected = []
     with torch.inference_mode():
         batch = dataset.__getitems__(np.arange(len(dataset)))
-        hidden = run.model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.mask).hidden
+        hidden = run.model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.valid).hidden
         catalogue = run.model.catalogue_embeddings()[FIRST_ITEM_ID:].numpy()
         for w in range(len(dataset)):
             for t in range(1, int(batch.lengths[w])):

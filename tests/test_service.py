@@ -39,7 +39,7 @@ def _requests_from_window(run_dir: Path, dataset: SequenceDataset, window: int) 
     actions = dataset.schema.actions
     slots = batch_time(batch).slot[0]
     bodies = []
-    for p in torch.nonzero(batch.target[0] & batch.mask[0]).flatten().tolist():
+    for p in torch.nonzero(batch.target[0] & batch.valid[0]).flatten().tolist():
         history = [{"item_id": str(items.key_of([int(batch.item[0, j])])[0]),
                     "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
                     "action": actions[int(batch.action[0, j]) - 2],
@@ -56,7 +56,7 @@ def test_api_scores_equal_offline_evaluation(server: Server, calibrated_run: Pat
     dataset = SequenceDataset(tiny_prepared, "test")
     run = load_run(calibrated_run)
     first = dataset.__getitems__([0])
-    targets = int((first.target & first.mask).sum())
+    targets = int((first.target & first.valid).sum())
     logits = predict(run, dataset).logits[:targets]
     offline = torch.sigmoid(torch.stack([run.calibrated(t, torch.from_numpy(logits[:, k]))
                                          for k, t in enumerate(run.model.config.tasks)], -1))

@@ -53,7 +53,7 @@ def predict(run: LoadedRun, dataset: SequenceDataset, batch_size: int = 512) -> 
     user_codes: dict[str, int] = {}
     for batch in dataset.in_order(batch_size, device):
         hidden = encode_batch(model, batch).hidden
-        chosen = (batch.target & batch.mask).cpu()
+        chosen = (batch.target & batch.valid).cpu()
         codes = torch.tensor([user_codes.setdefault(u, len(user_codes)) for u in batch.users])
         users.append(codes.unsqueeze(1).expand_as(chosen)[chosen].numpy())
         impressions.append(batch.impression.cpu()[chosen].numpy())

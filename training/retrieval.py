@@ -69,7 +69,7 @@ def next_item_ranks(scorer: Ranker | NextItemScorer, dataset: SequenceDataset, b
     device = getattr(scorer, "device", torch.device("cpu"))
     ranks, users = [], []
     for batch in dataset.in_order(batch_size, device):
-        rows = batch.target[:, 1:] & batch.mask[:, 1:]
+        rows = batch.target[:, 1:] & batch.valid[:, 1:]
         if not rows.any():
             continue
         scores = scorer.next_item_scores(batch, rows).float()
@@ -79,7 +79,7 @@ def next_item_ranks(scorer: Ranker | NextItemScorer, dataset: SequenceDataset, b
             history = batch.item[window] - FIRST_ITEM_ID
             before = torch.arange(history.shape[1], device=device)[None, :] <= position[:, None]
             seen = torch.zeros_like(scores, dtype=torch.bool)
-            seen.scatter_(1, history.clamp(min=0), before & batch.mask[window] & (history >= 0))
+            seen.scatter_(1, history.clamp(min=0), before & batch.valid[window] & (history >= 0))
             seen[torch.arange(len(targets)), targets.clamp(min=0)] = False
             scores = scores.masked_fill(seen, float("-inf"))
         ranks.append(target_ranks(scores, targets).cpu().numpy())

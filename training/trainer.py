@@ -146,7 +146,7 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
     _, logits, queries = network(*batch_inputs(batch))
     total = batch.labels.new_zeros(())
     parts: dict[str, float] = {}
-    weight = batch.target & batch.mask
+    weight = batch.target & batch.valid
     if logits is not None:
         labels, known = batch.labels[..., columns], batch.label_mask[..., columns]
         loss, per_task = task_loss(logits, labels, known, weight)
@@ -154,7 +154,7 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
         parts.update({f"bce_{t}": float(v) for t, v in zip(model.config.tasks, per_task.detach())})
     if queries is not None:
         # Position p predicts the item of event p + 1 when that event is a target of this split.
-        rows = weight[:, 1:] & batch.mask[:, :-1] & (batch.item[:, 1:] >= FIRST_ITEM_ID)
+        rows = weight[:, 1:] & batch.valid[:, :-1] & (batch.item[:, 1:] >= FIRST_ITEM_ID)
         query, positives = queries[:, :-1][rows], batch.item[:, 1:][rows]
         head = model.config.next_item
         if head.loss == "full":
@@ -204,7 +204,7 @@ def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device,
         logits = model.task_logits(hidden).float()
         for k, task in enumerate(model.config.tasks):
             column = int(columns[k])
-            chosen = batch.target & batch.mask & batch.label_mask[..., column]
+            chosen = batch.target & batch.valid & batch.label_mask[..., column]
             accumulators[task].update(logits[..., k][chosen].cpu().numpy(), batch.labels[..., column][chosen].cpu().numpy())
     result = {f"ne_{task}": acc.compute()["ne"] for task, acc in accumulators.items()}
     result["ne_mean"] = float(np.nanmean(list(result.values()))) if result else float("nan")
@@ -285,7 +285,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
             scheduler.step()
             step += 1
             window_examples += len(batch.users)
-            window_tokens += int(batch.mask.sum())
+            window_tokens += int(batch.valid.sum())
             bar.update(1)
             if step % loop.log_every == 0 or step == loop.max_steps:
                 elapsed = time.perf_counter() - window_start

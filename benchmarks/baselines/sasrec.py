@@ -95,7 +95,7 @@ class SASRec(nn.Module):
 
 
 def training_loss(model: SASRec, batch: SequenceBatch, loss: str, generator: torch.Generator) -> torch.Tensor:
-    rows = batch.target[:, 1:] & batch.mask[:, :-1] & (batch.item[:, 1:] >= FIRST_ITEM_ID)
+    rows = batch.target[:, 1:] & batch.valid[:, :-1] & (batch.item[:, 1:] >= FIRST_ITEM_ID)
     hidden = model(batch.item, batch.lengths)[:, :-1][rows]
     positives = batch.item[:, 1:][rows]
     table = model.item_embedding.weight
@@ -138,7 +138,7 @@ def fit(data: Path, *, loss: str = "full", width: int = 64, blocks: int = 2, hea
         value.backward()
         optimizer.step()
         step += 1
-        tokens += int(batch.mask.sum())
+        tokens += int(batch.valid.sum())
         bar.update(1)
         if step % eval_every == 0:
             score = validation_ndcg(model, valid)

@@ -40,24 +40,38 @@ def make_log(path: Path, events: int, seed: int = 0) -> None:
             low = start + span * first // events
             timestamp = np.sort(rng.integers(low, start + span * (first + n) // events, n))
             user = rng.integers(0, users, n)
-            writer.write_table(pa.table({
-                "user_id": user,
-                "item_id": rng.zipf(1.3, n) % items,
-                "timestamp": timestamp,
-                "impression_id": user * 100_000 + (timestamp - start) // 1800,
-                "tz_offset_minutes": ((user % 5) * 60 - 120).astype(np.int16),
-                "category": np.char.add("c", (rng.integers(0, 40, n)).astype(str)),
-                "click": (rng.random(n) < 0.05).astype(np.int8),
-                "like": (rng.random(n) < 0.02).astype(np.int8),
-            }, schema=_schema()))
+            writer.write_table(
+                pa.table(
+                    {
+                        "user_id": user,
+                        "item_id": rng.zipf(1.3, n) % items,
+                        "timestamp": timestamp,
+                        "impression_id": user * 100_000 + (timestamp - start) // 1800,
+                        "tz_offset_minutes": ((user % 5) * 60 - 120).astype(np.int16),
+                        "category": np.char.add("c", (rng.integers(0, 40, n)).astype(str)),
+                        "click": (rng.random(n) < 0.05).astype(np.int8),
+                        "like": (rng.random(n) < 0.02).astype(np.int8),
+                    },
+                    schema=_schema(),
+                )
+            )
 
 
 def _schema():
     import pyarrow as pa
 
-    return pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()),
-                      ("impression_id", pa.int64()), ("tz_offset_minutes", pa.int16()), ("category", pa.string()),
-                      ("click", pa.int8()), ("like", pa.int8())])
+    return pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("item_id", pa.int64()),
+            ("timestamp", pa.int64()),
+            ("impression_id", pa.int64()),
+            ("tz_offset_minutes", pa.int16()),
+            ("category", pa.string()),
+            ("click", pa.int8()),
+            ("like", pa.int8()),
+        ]
+    )
 
 
 def run_one(log_dir: Path, out_dir: Path) -> dict:
@@ -72,14 +86,24 @@ def run_one(log_dir: Path, out_dir: Path) -> dict:
     from rotorec.features.prepare import PrepareOptions, prepare
     from rotorec.features.schema import LogSchema
 
-    schema = LogSchema(impression_id="impression_id", tz_offset_minutes="tz_offset_minutes", timestamp_unit="auto",
-                       labels={"click": {}, "like": {}}, categorical={"category": {}})
+    schema = LogSchema(
+        impression_id="impression_id",
+        tz_offset_minutes="tz_offset_minutes",
+        timestamp_unit="auto",
+        labels={"click": {}, "like": {}},
+        categorical={"category": {}},
+    )
     started = time.perf_counter()
     stats = prepare(events_source(log_dir, schema), out_dir, PrepareOptions(max_len=200, progress=False))
     wall = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"events": stats["input_rows"], "wall_s": wall, "events_per_s": stats["input_rows"] / wall,
-            "peak_rss_mib": peak_kib / 1024, "peak_rss_bytes_per_event": peak_kib * 1024 / stats["input_rows"]}
+    return {
+        "events": stats["input_rows"],
+        "wall_s": wall,
+        "events_per_s": stats["input_rows"] / wall,
+        "peak_rss_mib": peak_kib / 1024,
+        "peak_rss_bytes_per_event": peak_kib * 1024 / stats["input_rows"],
+    }
 
 
 def _cpu_name() -> str:
@@ -111,9 +135,13 @@ def main() -> None:
             make_log(log_dir / "events.parquet", size)
             runs = []
             for repeat in range(args.repeats):
-                child = subprocess.run([sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")],
-                                       check=True, capture_output=True, text=True,
-                                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                child = subprocess.run(
+                    [sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                )
                 runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
             best = min(runs, key=lambda r: r["wall_s"])
             best["log_mib"] = (log_dir / "events.parquet").stat().st_size / 2**20
@@ -121,10 +149,19 @@ def main() -> None:
 
     print(f"{'events':>12} {'wall s':>8} {'events/s':>12} {'peak RSS MiB':>13} {'B/event':>8} {'log MiB':>8}")
     for r in rows:
-        print(f"{r['events']:>12,} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['peak_rss_mib']:>13.0f} "
-              f"{r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}")
-    report = {"benchmark": "features", "date": time.strftime("%Y-%m-%d"), "machine": _cpu_name(),
-              "cpu_count": os.cpu_count(), "python": platform.python_version(), "threads": 1, "results": rows}
+        print(
+            f"{r['events']:>12,} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['peak_rss_mib']:>13.0f} "
+            f"{r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}"
+        )
+    report = {
+        "benchmark": "features",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "threads": 1,
+        "results": rows,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -39,20 +39,35 @@ def random_batch(size: int, length: int, device: torch.device, seed: int = 0) ->
         label_mask=torch.ones(size, length, len(TASKS), dtype=torch.bool),
         probabilities=torch.zeros(size, length, 0, dtype=torch.float64),
         action=torch.randint(2, 8, (size, length), generator=g),
-        timestamp=timestamp, has_time=torch.ones(size, length, dtype=torch.bool),
+        timestamp=timestamp,
+        has_time=torch.ones(size, length, dtype=torch.bool),
         tz_offset_minutes=offsets,
-        second_of_day=torch.remainder(local, 86_400), day_of_week=torch.remainder(local.div(86_400, rounding_mode="floor") + 3, 7),
-        impression=torch.zeros(size, length, dtype=torch.long), row=torch.zeros(size, length, dtype=torch.long),
-        target=torch.ones(size, length, dtype=torch.bool), valid=torch.ones(size, length, dtype=torch.bool),
-        lengths=torch.full((size,), length), users=[str(i) for i in range(size)],
+        second_of_day=torch.remainder(local, 86_400),
+        day_of_week=torch.remainder(local.div(86_400, rounding_mode="floor") + 3, 7),
+        impression=torch.zeros(size, length, dtype=torch.long),
+        row=torch.zeros(size, length, dtype=torch.long),
+        target=torch.ones(size, length, dtype=torch.bool),
+        valid=torch.ones(size, length, dtype=torch.bool),
+        lengths=torch.full((size,), length),
+        users=[str(i) for i in range(size)],
     )
     return SequenceBatch(**tensors).to(device)
 
 
 def build(encoding: str, length: int, device: torch.device) -> tuple[Ranker, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    config = ModelConfig(item_vocab_size=ITEMS, action_vocab_size=8, categorical={"category": {"vocab_size": CATEGORIES}},
-                         tasks=TASKS, d_model=128, heads=4, layers=2, dropout=0.2, max_seq_len=length, encoding=encoding)
+    config = ModelConfig(
+        item_vocab_size=ITEMS,
+        action_vocab_size=8,
+        categorical={"category": {"vocab_size": CATEGORIES}},
+        tasks=TASKS,
+        d_model=128,
+        heads=4,
+        layers=2,
+        dropout=0.2,
+        max_seq_len=length,
+        encoding=encoding,
+    )
     model = Ranker(config).to(device)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
@@ -97,10 +112,18 @@ def compare(length: int, batch_size: int, device: torch.device, repeats: int, wa
                 if step >= warmup:
                     samples[name].append(elapsed)
         rope, siren = statistics.median(samples["rope"]), statistics.median(samples["siren_rope"])
-        rows.append({"length": length, "batch": batch_size, "phase": phase, "rope_ms": rope * 1e3,
-                     "siren_rope_ms": siren * 1e3, "overhead_pct": (siren / rope - 1) * 100,
-                     "params_rope": sum(p.numel() for p in models["rope"][0].parameters()),
-                     "params_siren_rope": sum(p.numel() for p in models["siren_rope"][0].parameters())})
+        rows.append(
+            {
+                "length": length,
+                "batch": batch_size,
+                "phase": phase,
+                "rope_ms": rope * 1e3,
+                "siren_rope_ms": siren * 1e3,
+                "overhead_pct": (siren / rope - 1) * 100,
+                "params_rope": sum(p.numel() for p in models["rope"][0].parameters()),
+                "params_siren_rope": sum(p.numel() for p in models["siren_rope"][0].parameters()),
+            }
+        )
     return rows
 
 

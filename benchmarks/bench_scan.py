@@ -66,8 +66,9 @@ def inputs(shape: tuple[int, int, int], kind: str, device: torch.device):
     batch, steps, channels = shape
     if gate_dtype.is_complex:  # equal bytes: half as many complex channels
         channels //= 2
-        a = torch.polar(torch.rand(batch, steps, channels, device=device) * 0.1 + 0.9,
-                        torch.rand(batch, steps, channels, device=device) * 6.28)
+        a = torch.polar(
+            torch.rand(batch, steps, channels, device=device) * 0.1 + 0.9, torch.rand(batch, steps, channels, device=device) * 6.28
+        )
         b = torch.randn(batch, steps, channels, device=device, dtype=torch.complex64)
     else:
         a = torch.rand(batch, steps, channels, device=device) * 0.1 + 0.9
@@ -117,11 +118,18 @@ def measure(shape_text: str, kind: str, device: torch.device, repeats: int, band
 
     both = median_time(forward_backward, device, repeats)
     backward = max(both - forward, 1e-12)
-    row = {"shape": shape_text, "kind": kind, "backend": resolve_backend("auto", a, b),
-           "forward_ms": forward * 1e3, "backward_ms": backward * 1e3, "backward_over_forward": backward / forward,
-           "forward_gbps": forward_bytes / forward / 1e9, "backward_gbps": backward_bytes / backward / 1e9,
-           "forward_pct_copy": 100 * forward_bytes / forward / bandwidth,
-           "backward_pct_copy": 100 * backward_bytes / backward / bandwidth}
+    row = {
+        "shape": shape_text,
+        "kind": kind,
+        "backend": resolve_backend("auto", a, b),
+        "forward_ms": forward * 1e3,
+        "backward_ms": backward * 1e3,
+        "backward_over_forward": backward / forward,
+        "forward_gbps": forward_bytes / forward / 1e9,
+        "backward_gbps": backward_bytes / backward / 1e9,
+        "forward_pct_copy": 100 * forward_bytes / forward / bandwidth,
+        "backward_pct_copy": 100 * backward_bytes / backward / bandwidth,
+    }
     if row["backend"] == "compiled":  # the PyTorch fallback it replaces, same inputs, same run
         chunked_forward = median_time(lambda: linear_scan(a, b, backend="chunked"), device, repeats)
 
@@ -130,8 +138,12 @@ def measure(shape_text: str, kind: str, device: torch.device, repeats: int, band
             torch.autograd.grad(h, (a_leaf, b_leaf), upstream)
 
         chunked_total = median_time(chunked_both, device, repeats)
-        row.update(chunked_forward_ms=chunked_forward * 1e3, chunked_fwd_bwd_ms=chunked_total * 1e3,
-                   speedup_vs_chunked_forward=chunked_forward / forward, speedup_vs_chunked_fwd_bwd=chunked_total / both)
+        row.update(
+            chunked_forward_ms=chunked_forward * 1e3,
+            chunked_fwd_bwd_ms=chunked_total * 1e3,
+            speedup_vs_chunked_forward=chunked_forward / forward,
+            speedup_vs_chunked_fwd_bwd=chunked_total / both,
+        )
     if eager:
         eager_forward = median_time(lambda: eager_scan(a, b), device, max(1, repeats // 3), warmup=1)
 
@@ -140,8 +152,12 @@ def measure(shape_text: str, kind: str, device: torch.device, repeats: int, band
             torch.autograd.grad(h, (a_leaf, b_leaf), upstream)
 
         eager_total = median_time(eager_both, device, max(1, repeats // 3), warmup=1)
-        row.update(eager_forward_ms=eager_forward * 1e3, eager_fwd_bwd_ms=eager_total * 1e3,
-                   speedup_forward=eager_forward / forward, speedup_fwd_bwd=eager_total / both)
+        row.update(
+            eager_forward_ms=eager_forward * 1e3,
+            eager_fwd_bwd_ms=eager_total * 1e3,
+            speedup_forward=eager_forward / forward,
+            speedup_fwd_bwd=eager_total / both,
+        )
     # The prototype compiles itself with inductor; on CPU that means a C++ toolchain and minutes
     # of compilation per shape, so it is only timed on CUDA.
     comparable = device.type == "cuda" and not a.is_complex() and b.dtype == torch.float32
@@ -171,17 +187,23 @@ def main() -> None:
     shapes = args.shapes or (GPU_SHAPES if device.type == "cuda" else CPU_SHAPES)
     bandwidth = copy_bandwidth(device, args.repeats)
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s", flush=True)
-    print(f"{'shape':>14} {'kind':>12} {'fwd ms':>8} {'bwd ms':>8} {'bwd/fwd':>7} {'fwd %copy':>9} {'bwd %copy':>9} "
-          f"{'vs eager fwd':>12} {'vs eager f+b':>12} {'vs chunked f+b':>14}", flush=True)
+    print(
+        f"{'shape':>14} {'kind':>12} {'fwd ms':>8} {'bwd ms':>8} {'bwd/fwd':>7} {'fwd %copy':>9} {'bwd %copy':>9} "
+        f"{'vs eager fwd':>12} {'vs eager f+b':>12} {'vs chunked f+b':>14}",
+        flush=True,
+    )
     rows = []
     for shape in shapes:
         for kind in args.kinds:
             r = measure(shape, kind, device, args.repeats, bandwidth, not args.no_eager)
             rows.append(r)
-            print(f"{r['shape']:>14} {r['kind']:>12} {r['forward_ms']:>8.2f} {r['backward_ms']:>8.2f} "
-                  f"{r['backward_over_forward']:>7.2f} {r['forward_pct_copy']:>8.1f}% {r['backward_pct_copy']:>8.1f}% "
-                  f"{ratio(r, 'speedup_forward'):>12} {ratio(r, 'speedup_fwd_bwd'):>12} "
-                  f"{ratio(r, 'speedup_vs_chunked_fwd_bwd'):>14}", flush=True)
+            print(
+                f"{r['shape']:>14} {r['kind']:>12} {r['forward_ms']:>8.2f} {r['backward_ms']:>8.2f} "
+                f"{r['backward_over_forward']:>7.2f} {r['forward_pct_copy']:>8.1f}% {r['backward_pct_copy']:>8.1f}% "
+                f"{ratio(r, 'speedup_forward'):>12} {ratio(r, 'speedup_fwd_bwd'):>12} "
+                f"{ratio(r, 'speedup_vs_chunked_fwd_bwd'):>14}",
+                flush=True,
+            )
     write_report("scan", device, rows, args.json, copy_gbps=bandwidth / 1e9)
 
 

@@ -40,9 +40,25 @@ def start_server(run: Path, batch_size: int, threads: int) -> tuple[subprocess.P
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "rotorec", "--log-level", "WARNING", "serve", "--run", str(run),
-                                "--port", str(port), "--max-batch-size", str(batch_size), "--threads", str(threads)],
-                               env={**os.environ, "ROTOREC_SCORING_TOKENS": ""})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotorec",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--run",
+            str(run),
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(batch_size),
+            "--threads",
+            str(threads),
+        ],
+        env={**os.environ, "ROTOREC_SCORING_TOKENS": ""},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, alive=lambda: process.poll() is None)
@@ -56,10 +72,12 @@ def feed(keys: np.ndarray, candidates: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     now = 1_717_400_000
     times = np.sort(rng.integers(now - 30 * 86_400, now, HISTORY))
-    return {"user_id": f"u{seed}", "request_time": now,
-            "history": [{"item_id": str(k), "timestamp": int(t), "action": "none"}
-                        for k, t in zip(rng.choice(keys, HISTORY), times)],
-            "candidates": [{"item_id": str(k)} for k in rng.choice(keys, candidates)]}
+    return {
+        "user_id": f"u{seed}",
+        "request_time": now,
+        "history": [{"item_id": str(k), "timestamp": int(t), "action": "none"} for k, t in zip(rng.choice(keys, HISTORY), times)],
+        "candidates": [{"item_id": str(k)} for k in rng.choice(keys, candidates)],
+    }
 
 
 def run_cell(url: str, bodies: list[dict], clients: int) -> dict:
@@ -85,8 +103,11 @@ def run_cell(url: str, bodies: list[dict], clients: int) -> dict:
         list(pool.map(one, encoded))
     elapsed = time.perf_counter() - start
     ordered = sorted(latencies)
-    return {"p50_ms": 1e3 * statistics.median(ordered), "p99_ms": 1e3 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-            "requests_per_s": len(bodies) / elapsed}
+    return {
+        "p50_ms": 1e3 * statistics.median(ordered),
+        "p99_ms": 1e3 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "requests_per_s": len(bodies) / elapsed,
+    }
 
 
 def main() -> None:
@@ -105,11 +126,19 @@ def main() -> None:
             for count in CANDIDATES:
                 bodies = [feed(keys, count, seed) for seed in range(args.requests)]
                 for clients in (1, args.clients):
-                    row = {"batching": batching, "candidates": count, "history": HISTORY, "clients": clients,
-                           **run_cell(url, bodies, clients)}
+                    row = {
+                        "batching": batching,
+                        "candidates": count,
+                        "history": HISTORY,
+                        "clients": clients,
+                        **run_cell(url, bodies, clients),
+                    }
                     rows.append(row)
-                    print(f"{batching:>15} C={count:>5} clients={clients:>2}  p50 {row['p50_ms']:7.1f} ms  "
-                          f"p99 {row['p99_ms']:7.1f} ms  {row['requests_per_s']:7.1f} req/s", flush=True)
+                    print(
+                        f"{batching:>15} C={count:>5} clients={clients:>2}  p50 {row['p50_ms']:7.1f} ms  "
+                        f"p99 {row['p99_ms']:7.1f} ms  {row['requests_per_s']:7.1f} req/s",
+                        flush=True,
+                    )
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)

@@ -54,20 +54,39 @@ def main() -> None:
     for name, (config, max_len, overrides) in SETTINGS.items():
         prepared = args.work / f"prepared-{max_len}"
         if not (prepared / "schema.json").is_file():
-            rotorec("prepare", "--input", str(log), "--out", str(prepared), "--max-len", str(max_len), "--windows", "all",
-                    "--no-progress")
+            rotorec("prepare", "--input", str(log), "--out", str(prepared), "--max-len", str(max_len), "--windows", "all", "--no-progress")
         run = args.work / f"run-{name}"
         shutil.rmtree(run, ignore_errors=True)
-        settings = [f"train.max_steps={args.steps}", f"train.log_every={args.log_every}", f"train.eval_every={args.steps}",
-                    f"train.checkpoint_every={args.steps}", "train.tensorboard=false", *overrides]
-        rotorec("train", "--data", str(prepared), "--config", str(REPO / "configs" / config), "--out", str(run),
-                "--no-progress", *[arg for setting in settings for arg in ("--set", setting)])
+        settings = [
+            f"train.max_steps={args.steps}",
+            f"train.log_every={args.log_every}",
+            f"train.eval_every={args.steps}",
+            f"train.checkpoint_every={args.steps}",
+            "train.tensorboard=false",
+            *overrides,
+        ]
+        rotorec(
+            "train",
+            "--data",
+            str(prepared),
+            "--config",
+            str(REPO / "configs" / config),
+            "--out",
+            str(run),
+            "--no-progress",
+            *[arg for setting in settings for arg in ("--set", setting)],
+        )
         windows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
         windows = [w for w in windows if "tokens_per_s" in w][1:]
-        row = {"setting": name, "config": config, "max_len": max_len, "steps": args.steps,
-               "tokens_per_s": statistics.median(w["tokens_per_s"] for w in windows),
-               "examples_per_s": statistics.median(w["examples_per_s"] for w in windows),
-               "bf16_autocast": device.type == "cuda"}
+        row = {
+            "setting": name,
+            "config": config,
+            "max_len": max_len,
+            "steps": args.steps,
+            "tokens_per_s": statistics.median(w["tokens_per_s"] for w in windows),
+            "examples_per_s": statistics.median(w["examples_per_s"] for w in windows),
+            "bf16_autocast": device.type == "cuda",
+        }
         rows.append(row)
         print(f"{name:>16} {row['tokens_per_s']:>12,.0f} {row['examples_per_s']:>11,.1f} {args.steps:>6}", flush=True)
     write_report("training", device, rows, args.json)

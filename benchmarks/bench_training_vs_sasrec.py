@@ -33,13 +33,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def rotorec_variants(width: int, layers: int, heads: int, length: int) -> dict[str, ModelConfig]:
-    base = {"item_vocab_size": ITEMS, "action_vocab_size": 8, "categorical": {"category": {"vocab_size": 18}},
-            "tasks": [], "d_model": width, "heads": heads, "layers": layers, "max_seq_len": length,
-            "next_item": {"loss": "full"}, "siren": {"branches": ["timestamp", "cyclic"], "hidden": 32}}
-    return {"rotorec siren_rope": ModelConfig.model_validate({**base, "encoding": "siren_rope"}),
-            "rotorec rope": ModelConfig.model_validate({**base, "encoding": "rope"}),
-            "rotorec none": ModelConfig.model_validate({**base, "encoding": "none"}),
-            "rotorec siren_rope, FFN 1×d": ModelConfig.model_validate({**base, "encoding": "siren_rope", "ffn_multiplier": 1})}
+    base = {
+        "item_vocab_size": ITEMS,
+        "action_vocab_size": 8,
+        "categorical": {"category": {"vocab_size": 18}},
+        "tasks": [],
+        "d_model": width,
+        "heads": heads,
+        "layers": layers,
+        "max_seq_len": length,
+        "next_item": {"loss": "full"},
+        "siren": {"branches": ["timestamp", "cyclic"], "hidden": 32},
+    }
+    return {
+        "rotorec siren_rope": ModelConfig.model_validate({**base, "encoding": "siren_rope"}),
+        "rotorec rope": ModelConfig.model_validate({**base, "encoding": "rope"}),
+        "rotorec none": ModelConfig.model_validate({**base, "encoding": "none"}),
+        "rotorec siren_rope, FFN 1×d": ModelConfig.model_validate({**base, "encoding": "siren_rope", "ffn_multiplier": 1}),
+    }
 
 
 def step_function(model: torch.nn.Module, bf16: bool = False):
@@ -56,6 +67,7 @@ def step_function(model: torch.nn.Module, bf16: bool = False):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -104,13 +116,26 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         operators = top_operators(steps[name], batch)
-        rows.append({"model": name, "ms_per_step": median * 1000, "tokens_per_s": tokens / median,
-                     "time_vs_sasrec": median / reference, "parameters": sum(p.numel() for p in models[name].parameters()),
-                     "top_operators": operators})
+        rows.append(
+            {
+                "model": name,
+                "ms_per_step": median * 1000,
+                "tokens_per_s": tokens / median,
+                "time_vs_sasrec": median / reference,
+                "parameters": sum(p.numel() for p in models[name].parameters()),
+                "top_operators": operators,
+            }
+        )
         ops = ", ".join(f"{o['op']} {o['self_ms']:.0f}" for o in operators[:4])
         print(f"{name:>28} {median * 1000:>9.1f} {tokens / median:>10,.0f} {median / reference:>14.2f}  {ops}")
-    write_report("training_vs_sasrec", torch.device("cpu"), rows, args.json,
-                 settings={k: v for k, v in vars(args).items() if k != "json"}, catalogue=ITEMS - 2)
+    write_report(
+        "training_vs_sasrec",
+        torch.device("cpu"),
+        rows,
+        args.json,
+        settings={k: v for k, v in vars(args).items() if k != "json"},
+        catalogue=ITEMS - 2,
+    )
 
 
 if __name__ == "__main__":

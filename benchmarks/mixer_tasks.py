@@ -89,19 +89,56 @@ class Scale:
 
 
 SCALES = {
-    "smoke": Scale(d_model=16, layers=1, heads=2, rotrnn_heads=2, rotrnn_state=4, fprnn_state=16, fprnn_iterations=4,
-                   lr=3e-3, eval_sequences=8, eval_batch=8, tracking_length=8, tracking_batch=8, tracking_steps=3,
-                   copy_length=64, copy_tokens=4, copy_vocab=4, copy_batch=4, copy_steps=2, copy_seeds=2,
-                   copy_models=("rotrnn", "attention")),
+    "smoke": Scale(
+        d_model=16,
+        layers=1,
+        heads=2,
+        rotrnn_heads=2,
+        rotrnn_state=4,
+        fprnn_state=16,
+        fprnn_iterations=4,
+        lr=3e-3,
+        eval_sequences=8,
+        eval_batch=8,
+        tracking_length=8,
+        tracking_batch=8,
+        tracking_steps=3,
+        copy_length=64,
+        copy_tokens=4,
+        copy_vocab=4,
+        copy_batch=4,
+        copy_steps=2,
+        copy_seeds=2,
+        copy_models=("rotrnn", "attention"),
+    ),
     # Widths chosen for parameter parity: RotRNN 16 heads × 8 (state 128), FP-RNN state 48.
-    "cpu": Scale(d_model=64, layers=2, heads=4, rotrnn_heads=16, rotrnn_state=8, fprnn_state=48, fprnn_iterations=16,
-                 lr=3e-3, eval_sequences=256, eval_batch=16, tracking_length=16, tracking_batch=64,
-                 tracking_steps=1500, copy_length=1024, copy_tokens=8, copy_vocab=8, copy_batch=8, copy_steps=100,
-                 copy_seeds=1, copy_models=("rotrnn", "attention")),
+    "cpu": Scale(
+        d_model=64,
+        layers=2,
+        heads=4,
+        rotrnn_heads=16,
+        rotrnn_state=8,
+        fprnn_state=48,
+        fprnn_iterations=16,
+        lr=3e-3,
+        eval_sequences=256,
+        eval_batch=16,
+        tracking_length=16,
+        tracking_batch=64,
+        tracking_steps=1500,
+        copy_length=1024,
+        copy_tokens=8,
+        copy_vocab=8,
+        copy_batch=8,
+        copy_steps=100,
+        copy_seeds=1,
+        copy_models=("rotrnn", "attention"),
+    ),
 }
 
 
 # -- state tracking in A5 ------------------------------------------------------------------------
+
 
 def parity(permutation: tuple[int, ...]) -> int:
     """0 for an even permutation, 1 for an odd one (inversions mod 2)."""
@@ -152,13 +189,14 @@ def state_tracking_sampler(table: torch.Tensor) -> Sampler:
     def sample(size: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = torch.randint(0, table.shape[0], (size, length), generator=generator)
         return tokens, running_products(tokens, table)
+
     return sample
 
 
 # -- selective copy ------------------------------------------------------------------------------
 
-def selective_copy_batch(size: int, length: int, count: int, vocab: int, generator: torch.Generator
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def selective_copy_batch(size: int, length: int, count: int, vocab: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` data tokens at random distinct positions among the first length − count, noise
     elsewhere, `count` markers at the end; the k-th marker's target is the k-th data token."""
     data = torch.randint(FIRST_DATA, FIRST_DATA + vocab, (size, count), generator=generator)
@@ -175,6 +213,7 @@ def selective_copy_sampler(count: int, vocab: int) -> Sampler:
 
 
 # -- the tasks as run ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Task:
@@ -194,28 +233,56 @@ def state_tracking_task(scale: Scale) -> Task:
     """Evaluated at the training length and at twice it (length generalisation)."""
     group = alternating_group()
     length = scale.tracking_length
-    return Task("state_tracking", state_tracking_sampler(multiplication_table(group)), permutation_features(group),
-                len(group), length, (length, 2 * length), scale.tracking_batch, scale.tracking_steps, None, MODELS)
+    return Task(
+        "state_tracking",
+        state_tracking_sampler(multiplication_table(group)),
+        permutation_features(group),
+        len(group),
+        length,
+        (length, 2 * length),
+        scale.tracking_batch,
+        scale.tracking_steps,
+        None,
+        MODELS,
+    )
 
 
 def selective_copy_task(scale: Scale) -> Task:
     vocab = FIRST_DATA + scale.copy_vocab
-    return Task("selective_copy", selective_copy_sampler(scale.copy_tokens, scale.copy_vocab), torch.eye(vocab), vocab,
-                scale.copy_length, (scale.copy_length,), scale.copy_batch, scale.copy_steps, scale.copy_seeds,
-                scale.copy_models)
+    return Task(
+        "selective_copy",
+        selective_copy_sampler(scale.copy_tokens, scale.copy_vocab),
+        torch.eye(vocab),
+        vocab,
+        scale.copy_length,
+        (scale.copy_length,),
+        scale.copy_batch,
+        scale.copy_steps,
+        scale.copy_seeds,
+        scale.copy_models,
+    )
 
 
 # -- the model -----------------------------------------------------------------------------------
 
+
 def model_config(kind: str, scale: Scale, max_length: int) -> ModelConfig:
     """One mixer kind in every layer; only attention reads the rotary angles (RotRNN does only
     when time-conditioned, which these tasks have no use for)."""
-    return ModelConfig(item_vocab_size=3, action_vocab_size=2, tasks=["label"], d_model=scale.d_model,
-                       heads=scale.heads, layers=scale.layers, dropout=0.0, max_seq_len=max_length,
-                       encoding="rope" if kind == "attention" else "none", mixers=[kind] * scale.layers,
-                       rotrnn={"heads": scale.rotrnn_heads, "state": scale.rotrnn_state},
-                       fprnn={"state": scale.fprnn_state, "max_iterations_train": scale.fprnn_iterations,
-                              "max_iterations_eval": scale.fprnn_iterations})
+    return ModelConfig(
+        item_vocab_size=3,
+        action_vocab_size=2,
+        tasks=["label"],
+        d_model=scale.d_model,
+        heads=scale.heads,
+        layers=scale.layers,
+        dropout=0.0,
+        max_seq_len=max_length,
+        encoding="rope" if kind == "attention" else "none",
+        mixers=[kind] * scale.layers,
+        rotrnn={"heads": scale.rotrnn_heads, "state": scale.rotrnn_state},
+        fprnn={"state": scale.fprnn_state, "max_iterations_train": scale.fprnn_iterations, "max_iterations_eval": scale.fprnn_iterations},
+    )
 
 
 class TaskModel(nn.Module):
@@ -235,14 +302,12 @@ class TaskModel(nn.Module):
         """Every token its own slot, no timestamps, ordinal angles where the encoding has them."""
         index = torch.arange(tokens.shape[1]).expand_as(tokens)
         zeros = torch.zeros_like(tokens)
-        time = TimeInputs(slot=index, seconds=zeros, has_time=zeros.bool(), second_of_day=zeros, day_of_week=zeros,
-                          categorical={})
+        time = TimeInputs(slot=index, seconds=zeros, has_time=zeros.bool(), second_of_day=zeros, day_of_week=zeros, categorical={})
         valid = torch.ones_like(tokens, dtype=torch.bool)
         angles = self.encoding.angles(time)
         if angles is None:
             return MixerContext(time=time, valid=valid, cos=None, sin=None)
-        return MixerContext(time=time, valid=valid, cos=torch.cos(angles).unsqueeze(1),
-                            sin=torch.sin(angles).unsqueeze(1))
+        return MixerContext(time=time, valid=valid, cos=torch.cos(angles).unsqueeze(1), sin=torch.sin(angles).unsqueeze(1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         context = self.context(tokens)
@@ -258,6 +323,7 @@ def parameter_count(model: nn.Module) -> int:
 
 
 # -- training and evaluation ---------------------------------------------------------------------
+
 
 def train(model: TaskModel, task: Task, lr: float, seed: int, desc: str) -> float:
     """Adam on a fresh batch every step; returns the last step's loss."""
@@ -290,8 +356,12 @@ def evaluate(model: TaskModel, sample: Sampler, sequences: int, chunk: int, leng
         scored = scored + counted.sum(0)
     per_position = (hits[scored > 0] / scored[scored > 0]).tolist()
     below = [accuracy < SOLVED for accuracy in per_position]
-    return {"accuracy": float(hits.sum() / scored.sum()), "last_accuracy": per_position[-1],
-            "solved": below.index(True) if any(below) else len(below), "per_position": per_position}
+    return {
+        "accuracy": float(hits.sum() / scored.sum()),
+        "last_accuracy": per_position[-1],
+        "solved": below.index(True) if any(below) else len(below),
+        "per_position": per_position,
+    }
 
 
 def run_one(task: Task, kind: str, seed: int, scale: Scale) -> dict:
@@ -300,9 +370,17 @@ def run_one(task: Task, kind: str, seed: int, scale: Scale) -> dict:
     model = TaskModel(model_config(kind, scale, max(task.eval_lengths)), task.features, task.classes)
     started = time.perf_counter()
     loss = train(model, task, scale.lr, seed, f"{task.name} {kind} seed {seed}")
-    row = {"task": task.name, "model": kind, "seed": seed, "params": parameter_count(model),
-           "train_length": task.length, "steps": task.steps, "batch": task.batch, "final_loss": loss,
-           "train_seconds": time.perf_counter() - started}
+    row = {
+        "task": task.name,
+        "model": kind,
+        "seed": seed,
+        "params": parameter_count(model),
+        "train_length": task.length,
+        "steps": task.steps,
+        "batch": task.batch,
+        "final_loss": loss,
+        "train_seconds": time.perf_counter() - started,
+    }
     for length in task.eval_lengths:
         scores = evaluate(model, task.sample, scale.eval_sequences, scale.eval_batch, length, seed)
         row.update({f"{name}@{length}": value for name, value in scores.items()})
@@ -311,7 +389,7 @@ def run_one(task: Task, kind: str, seed: int, scale: Scale) -> dict:
 
 def run(scale: Scale, seeds: list[int]) -> list[dict]:
     tasks = [state_tracking_task(scale), selective_copy_task(scale)]
-    return [run_one(task, kind, seed, scale) for task in tasks for kind in task.models for seed in seeds[:task.seeds]]
+    return [run_one(task, kind, seed, scale) for task in tasks for kind in task.models for seed in seeds[: task.seeds]]
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -325,12 +403,17 @@ def summarise(rows: list[dict]) -> list[dict]:
     summary = []
     for (task, kind), group in itertools.groupby(rows, key=lambda r: (r["task"], r["model"])):
         group = list(group)
-        entry = {"task": task, "model": kind, "params": group[0]["params"], "seeds": len(group),
-                 "train_seconds": statistics.mean(r["train_seconds"] for r in group), "scores": {}}
+        entry = {
+            "task": task,
+            "model": kind,
+            "params": group[0]["params"],
+            "seeds": len(group),
+            "train_seconds": statistics.mean(r["train_seconds"] for r in group),
+            "scores": {},
+        }
         for key in (k for k in group[0] if k.split("@")[0] in SCORES):
             values = [r[key] for r in group]
-            entry["scores"][key] = {"mean": statistics.mean(values),
-                                    "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            entry["scores"][key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
         summary.append(entry)
     return summary
 
@@ -341,15 +424,19 @@ def mean_sd(score: dict[str, float], digits: int) -> str:
 
 def table(summary: list[dict]) -> str:
     """Markdown, one line per task, model and evaluated length; mean ± sd over seeds."""
-    lines = ["| task | model | params | seeds | length | accuracy | last position | solved positions | train s/seed |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| task | model | params | seeds | length | accuracy | last position | solved positions | train s/seed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for entry in summary:
         scores = entry["scores"]
         for length in (key.split("@")[1] for key in scores if key.startswith("accuracy@")):
-            lines.append(f"| {entry['task']} | {entry['model']} | {entry['params']:,} | {entry['seeds']} | {length} "
-                         f"| {mean_sd(scores[f'accuracy@{length}'], 3)} "
-                         f"| {mean_sd(scores[f'last_accuracy@{length}'], 3)} "
-                         f"| {mean_sd(scores[f'solved@{length}'], 1)} | {entry['train_seconds']:.0f} |")
+            lines.append(
+                f"| {entry['task']} | {entry['model']} | {entry['params']:,} | {entry['seeds']} | {length} "
+                f"| {mean_sd(scores[f'accuracy@{length}'], 3)} "
+                f"| {mean_sd(scores[f'last_accuracy@{length}'], 3)} "
+                f"| {mean_sd(scores[f'solved@{length}'], 1)} | {entry['train_seconds']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -375,8 +462,17 @@ def main() -> None:
     rows = run(scale, args.seeds)
     summary = summarise(rows)
     print(table(summary))
-    write_report("mixer_tasks", torch.device("cpu"), rows, args.json, commit=commit, machine=machine(),
-                 scale=args.scale, settings=asdict(scale), summary=summary)
+    write_report(
+        "mixer_tasks",
+        torch.device("cpu"),
+        rows,
+        args.json,
+        commit=commit,
+        machine=machine(),
+        scale=args.scale,
+        settings=asdict(scale),
+        summary=summary,
+    )
 
 
 if __name__ == "__main__":

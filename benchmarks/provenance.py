@@ -22,16 +22,25 @@ def current_commit() -> str:
     if os.environ.get("ROTOREC_COMMIT"):
         return os.environ["ROTOREC_COMMIT"]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+        ).stdout.strip()
     except OSError:  # no git at all
         return ""
 
 
 def write_report(name: str, device: torch.device, rows: list[dict], path: Path, **extra: object) -> None:
     commit = current_commit()
-    report = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "device": device_name(device),
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": commit, **extra, "results": rows}
+    report = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d"),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "commit": commit,
+        **extra,
+        "results": rows,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")

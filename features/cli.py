@@ -23,8 +23,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _register_synth(commands: argparse._SubParsersAction) -> None:
     from rotorec.features.synth.config import PRESETS
 
-    p = commands.add_parser("synth", help="write the synthetic feed (the embedded default dataset)",
-                            description="Simulate a feed with known click/like/dwell probabilities (docs/synthetic_feed.md).")
+    p = commands.add_parser(
+        "synth",
+        help="write the synthetic feed (the embedded default dataset)",
+        description="Simulate a feed with known click/like/dwell probabilities (docs/synthetic_feed.md).",
+    )
     p.add_argument("--out", required=True, type=Path, help="folder for events.parquet, schema.yaml, manifest.json")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--users", type=int, help="override the preset's number of users")
@@ -49,8 +52,12 @@ def _run_synth(args: argparse.Namespace) -> int:
     from rotorec.features.synth.config import SynthConfig
     from rotorec.features.synth.writer import write_feed
 
-    config = _checked(lambda: SynthConfig.from_preset(args.preset, users=args.users, items=args.items, days=args.days,
-                                                      seed=args.seed, timeless=args.timeless), "synth")
+    config = _checked(
+        lambda: SynthConfig.from_preset(
+            args.preset, users=args.users, items=args.items, days=args.days, seed=args.seed, timeless=args.timeless
+        ),
+        "synth",
+    )
     manifest = write_feed(config, args.out, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "rows": manifest["rows"], "oracle_ne": manifest["oracle_ne"]}, indent=2))
     return 0
@@ -58,8 +65,11 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 def _register_prepare(commands: argparse._SubParsersAction) -> None:
     defaults = PrepareOptions()
-    p = commands.add_parser("prepare", help="validate a log and write split, featurized sequences",
-                            description="Event log -> validated, featurized, split user sequences.")
+    p = commands.add_parser(
+        "prepare",
+        help="validate a log and write split, featurized sequences",
+        description="Event log -> validated, featurized, split user sequences.",
+    )
     p.add_argument("--format", choices=sorted(ADAPTERS), default="events")
     p.add_argument("--input", required=True, type=Path, help="log file or folder")
     p.add_argument("--out", required=True, type=Path)
@@ -76,8 +86,12 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     schema.add_argument("--default-timezone", help="'UTC', '+05:30' or an IANA zone like 'Europe/Berlin'")
     seq = p.add_argument_group("sequences and splits")
     seq.add_argument("--max-len", type=int, default=defaults.max_len)
-    seq.add_argument("--split", choices=["auto", "loo", "temporal"], default=defaults.split,
-                     help="auto: temporal for impression logs, leave-last-out otherwise")
+    seq.add_argument(
+        "--split",
+        choices=["auto", "loo", "temporal"],
+        default=defaults.split,
+        help="auto: temporal for impression logs, leave-last-out otherwise",
+    )
     seq.add_argument("--holdout", type=int, default=defaults.holdout, help="leave-last-out: events per held-out split")
     seq.add_argument("--valid-days", type=int, default=defaults.valid_days)
     seq.add_argument("--test-days", type=int, default=defaults.test_days)
@@ -93,9 +107,13 @@ def _schema_from_args(args: argparse.Namespace) -> LogSchema | None:
     from rotorec.features.adapters.events import find_schema
 
     overrides = {
-        "user_id": args.user_column, "item_id": args.item_column, "timestamp": args.timestamp_column,
-        "impression_id": args.impression_column, "tz_offset_minutes": args.tz_offset_column,
-        "timestamp_unit": args.timestamp_unit, "default_timezone": args.default_timezone,
+        "user_id": args.user_column,
+        "item_id": args.item_column,
+        "timestamp": args.timestamp_column,
+        "impression_id": args.impression_column,
+        "tz_offset_minutes": args.tz_offset_column,
+        "timestamp_unit": args.timestamp_unit,
+        "default_timezone": args.default_timezone,
     }
     flags_given = bool(args.labels or args.categorical or any(v is not None for v in overrides.values()))
     schema_file = args.schema or (find_schema(args.input) if args.format == "events" and args.input.exists() else None)
@@ -112,10 +130,19 @@ def _schema_from_args(args: argparse.Namespace) -> LogSchema | None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    options = _checked(lambda: PrepareOptions(
-        max_len=args.max_len, split=args.split, holdout=args.holdout, valid_days=args.valid_days,
-        test_days=args.test_days, windows=args.windows, min_count=args.min_count, progress=not args.no_progress,
-    ), "prepare")
+    options = _checked(
+        lambda: PrepareOptions(
+            max_len=args.max_len,
+            split=args.split,
+            holdout=args.holdout,
+            valid_days=args.valid_days,
+            test_days=args.test_days,
+            windows=args.windows,
+            min_count=args.min_count,
+            progress=not args.no_progress,
+        ),
+        "prepare",
+    )
     schema = _schema_from_args(args)
     build = adapter(args.format)
     if args.format != "events" and schema is not None:

@@ -102,8 +102,9 @@ class SequenceDataset(Dataset):
             return values
 
         tasks, probs = self.schema.tasks, self.schema.probabilities
-        raw_labels = (np.stack([take(f"label_{t}", MISSING_LABEL) for t in tasks], axis=-1) if tasks
-                      else np.zeros((*gather.shape, 0), np.int8))
+        raw_labels = (
+            np.stack([take(f"label_{t}", MISSING_LABEL) for t in tasks], axis=-1) if tasks else np.zeros((*gather.shape, 0), np.int8)
+        )
         probabilities = np.stack([take(f"prob_{t}", np.nan) for t in probs], axis=-1) if probs else np.zeros((*gather.shape, 0))
         as_long = lambda name: torch.from_numpy(take(name).astype(np.int64))  # noqa: E731
         return SequenceBatch(
@@ -137,8 +138,9 @@ class SequenceDataset(Dataset):
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
         """A DataLoader whose batches are SequenceBatch objects (gathered in one step each)."""
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          drop_last=drop_last, collate_fn=_already_batched)
+        return DataLoader(
+            self, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, collate_fn=_already_batched
+        )
 
 
 def _already_batched(batch: SequenceBatch) -> SequenceBatch:

@@ -40,9 +40,7 @@ class EventColumns:
         return EventColumns(
             **{
                 f.name: (
-                    {k: v[index] for k, v in getattr(self, f.name).items()}
-                    if f.name == "categorical"
-                    else getattr(self, f.name)[index]
+                    {k: v[index] for k, v in getattr(self, f.name).items()} if f.name == "categorical" else getattr(self, f.name)[index]
                 )
                 for f in fields(self)
             }

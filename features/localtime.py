@@ -43,9 +43,7 @@ def resolve_offsets(
     return out
 
 
-def cyclic_features(
-    seconds: np.ndarray, offsets_minutes: np.ndarray, has_time: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def cyclic_features(seconds: np.ndarray, offsets_minutes: np.ndarray, has_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Seconds since local midnight and local weekday (Monday = 0), from integer seconds.
 
     Pure integer arithmetic (floor-mod), so shifting an instant by whole weeks leaves both

@@ -39,8 +39,7 @@ from rotorec.features.sequences import (
     window_table,
 )
 from rotorec.features.source import LogSource
-from rotorec.features.splits import (SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges,
-                             temporal_phases)
+from rotorec.features.splits import SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges, temporal_phases
 from rotorec.features.strict import StrictModel
 from rotorec.features.validate import BatchValidator, QuarantineWriter
 from rotorec.features.vocab import PAD, RESERVED, Vocabulary
@@ -113,8 +112,9 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     validator = BatchValidator(schema, quarantine)
     parts: list[EventColumns] = []
     try:
-        with tqdm(total=source.total_rows, unit="rows", unit_scale=True, desc="validate",
-                  disable=None if options.progress else True, leave=False) as bar:
+        with tqdm(
+            total=source.total_rows, unit="rows", unit_scale=True, desc="validate", disable=None if options.progress else True, leave=False
+        ) as bar:
             for batch in source.batches():
                 parts.append(validator.validate(batch))
                 bar.update(batch.batch.num_rows)
@@ -123,12 +123,21 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     catalogue_codes, catalogue_categories = _register_catalogue(source, validator)
     events = EventColumns.concat(parts) if parts else None
     if events is None or len(events) == 0:
-        _write_json(folder / "stats.json", {"source_format": source.format, "inputs": source.inputs,
-                                            "input_rows": validator.rows_read, "events": 0,
-                                            "quarantined": sum(validator.reasons.values()),
-                                            "quarantine_reasons": dict(sorted(validator.reasons.items()))})
-        raise NoValidEvents(f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
-                            f"({dict(sorted(validator.reasons.items()))}); every row is in quarantine.parquet")
+        _write_json(
+            folder / "stats.json",
+            {
+                "source_format": source.format,
+                "inputs": source.inputs,
+                "input_rows": validator.rows_read,
+                "events": 0,
+                "quarantined": sum(validator.reasons.values()),
+                "quarantine_reasons": dict(sorted(validator.reasons.items())),
+            },
+        )
+        raise NoValidEvents(
+            f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
+            f"({dict(sorted(validator.reasons.items()))}); every row is in quarantine.parquet"
+        )
 
     clock.lap("read_validate_s")
     vocab_dir = folder / "vocab"
@@ -150,9 +159,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     mask_counts_all = np.bincount(masks)
     mask_values = np.flatnonzero(mask_counts_all)
     mask_counts = mask_counts_all[mask_values]
-    actions, action_map = Vocabulary.build(
-        "action", np.array([action_name(int(m), schema.tasks) for m in mask_values]), mask_counts
-    )
+    actions, action_map = Vocabulary.build("action", np.array([action_name(int(m), schema.tasks) for m in mask_values]), mask_counts)
     actions.save(vocab_dir)
     action_ids = action_map[np.searchsorted(mask_values, masks)]
     categorical_ids = {name: _map_codes(events.categorical[name], category_maps[name]) for name in schema.categorical}
@@ -200,8 +207,9 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     )
     feature_schema.save(folder)
     impressions = int(columns["impression"].max()) if len(events) else 0
-    stats = _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info,
-                     catalogue_codes, impressions)
+    stats = _summary(
+        source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes, impressions
+    )
     clock.lap("items_schema_stats_s")
     stats["timings"] = clock.timings
     return stats
@@ -252,8 +260,9 @@ def _split_stats(windows, events: EventColumns, targets: np.ndarray, tasks: list
     }
 
 
-def _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories,
-                      category_maps) -> None:
+def _write_item_table(
+    folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps
+) -> None:
     """items.parquet: one row per item id (0 = PAD, 1 = OOV included) with item-level categories.
 
     A catalogue's categories win; otherwise an item carries the values of its latest event."""
@@ -282,8 +291,9 @@ def _write_item_table(folder, items, item_map, events, categorical_ids, schema, 
     pq.write_table(pa.table(data), folder / "items.parquet")
 
 
-def _summary(source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info,
-             catalogue_codes, impressions) -> dict:
+def _summary(
+    source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes, impressions
+) -> dict:
     positives_scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
     positives, observed = positives_and_counts(events.labels[positives_scope])
     timed = events.seconds[events.has_time]

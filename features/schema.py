@@ -51,9 +51,7 @@ class LabelSpec(StrictModel):
 
     column: str | None = Field(None, description="source column; defaults to the label's name")
     threshold: float | None = Field(None, description="label = 1[value >= threshold]")
-    domain: tuple[float, float] | None = Field(
-        None, description="inclusive range of valid raw values for a thresholded label"
-    )
+    domain: tuple[float, float] | None = Field(None, description="inclusive range of valid raw values for a thresholded label")
 
     @model_validator(mode="after")
     def _domain_needs_threshold(self) -> LabelSpec:
@@ -69,9 +67,7 @@ class CategoricalSpec(StrictModel):
     """A categorical field. Multi-valued fields (genres, attributes) keep up to `max_values`."""
 
     column: str | None = Field(None, description="source column; defaults to the field's name")
-    separator: str | None = Field(
-        None, description="splits a string cell into several values (max_values then defaults to 8)"
-    )
+    separator: str | None = Field(None, description="splits a string cell into several values (max_values then defaults to 8)")
     max_values: int = Field(1, ge=1, le=64, description="values kept per event, in cell order")
     level: CategoricalLevel = Field(
         "item",
@@ -100,12 +96,8 @@ class LogSchema(StrictModel):
         description="local time for events without a per-event offset: 'UTC', '+05:30' or an "
         "IANA zone such as 'Europe/Berlin' (daylight saving time is then applied per event)",
     )
-    timestamp_min: int = Field(
-        _epoch_seconds("1990-01-01"), description="earliest plausible event time (Unix s)"
-    )
-    timestamp_max: int = Field(
-        _epoch_seconds("2100-01-01"), description="latest plausible event time (Unix s)"
-    )
+    timestamp_min: int = Field(_epoch_seconds("1990-01-01"), description="earliest plausible event time (Unix s)")
+    timestamp_max: int = Field(_epoch_seconds("2100-01-01"), description="latest plausible event time (Unix s)")
     labels: dict[str, LabelSpec] = Field(default_factory=dict)
     categorical: dict[str, CategoricalSpec] = Field(default_factory=dict)
     probabilities: dict[str, str] = Field(
@@ -218,7 +210,5 @@ class LogSchema(StrictModel):
                     raise SchemaError(f"--labels: {match.group('threshold')!r} in {token!r} is not a number") from exc
                 spec = {"column": match.group("column").strip(), "threshold": threshold}
             raw["labels"][match.group("name")] = spec
-        raw["categorical"] = {
-            name: {} for name in filter(None, (t.strip() for t in (categorical or "").split(",")))
-        }
+        raw["categorical"] = {name: {} for name in filter(None, (t.strip() for t in (categorical or "").split(",")))}
         return cls.from_mapping(raw, origin="command line")

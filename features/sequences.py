@@ -91,7 +91,8 @@ def number_impressions(user: np.ndarray, key: np.ndarray, has: np.ndarray) -> np
     order = np.lexsort((np.arange(len(first_rows)), key[first_rows], user[first_rows]))
     same_as_prior = np.zeros(len(order), dtype=bool)
     same_as_prior[1:] = (user[first_rows][order][1:] == user[first_rows][order][:-1]) & (
-        key[first_rows][order][1:] == key[first_rows][order][:-1])
+        key[first_rows][order][1:] == key[first_rows][order][:-1]
+    )
     group_start = order[np.maximum.accumulate(np.where(~same_as_prior, np.arange(len(order)), 0))]
     canonical = np.empty(len(order), dtype=np.int64)
     canonical[order] = group_start
@@ -101,7 +102,7 @@ def number_impressions(user: np.ndarray, key: np.ndarray, has: np.ndarray) -> np
 
 def action_masks(labels: np.ndarray) -> np.ndarray:
     """An event's action as a bit mask of its positive labels (bit k = task k is 1)."""
-    weights = (1 << np.arange(labels.shape[1], dtype=np.int64))
+    weights = 1 << np.arange(labels.shape[1], dtype=np.int64)
     return ((labels == 1).astype(np.int64) * weights).sum(axis=1)
 
 
@@ -157,9 +158,7 @@ def window_table(windows: Windows, columns: dict[str, np.ndarray], user_keys: np
     for name, values in columns.items():
         picked = values[index]
         width = picked.shape[1] if picked.ndim == 2 else 1
-        data[name] = make_list.from_arrays(
-            pa.array(offsets * width, list_offsets.type), pa.array(picked.reshape(-1))
-        )
+        data[name] = make_list.from_arrays(pa.array(offsets * width, list_offsets.type), pa.array(picked.reshape(-1)))
     data["target"] = make_list.from_arrays(list_offsets, pa.array(target))
     return pa.table(data)
 

@@ -139,11 +139,11 @@ class Lines:
         return len(self.nexts)
 
     def body(self, index: int) -> bytes:
-        return self.data[self.starts[index]:self.ends[index]]
+        return self.data[self.starts[index] : self.ends[index]]
 
     def raw(self, first: int, end: int) -> bytes:
         """Lines first..end-1 with their line breaks."""
-        return self.data[self.starts[first]:self.nexts[end - 1]]
+        return self.data[self.starts[first] : self.nexts[end - 1]]
 
     def line_of(self, positions: np.ndarray) -> np.ndarray:
         """Index of the line that holds each byte position."""
@@ -235,6 +235,6 @@ def _quoted_row_end(lines: Lines, start: int, quoting: Quoting, expected: int, u
         if index in undecodable:
             return None
         if quoting.closes(lines.body(index)):
-            row = lines.data[lines.starts[start]:lines.ends[index]]
+            row = lines.data[lines.starts[start] : lines.ends[index]]
             return index + 1 if quoting.fields(row) == expected else None
     return None if last <= len(lines) else STILL_OPEN

@@ -75,8 +75,11 @@ def _parse_header(path: Path, line: bytes) -> list[str]:
     line = line.removeprefix(codecs.BOM_UTF8)
     try:
         line.decode()
-        names = pacsv.read_csv(io.BytesIO(line + b"\n"), parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
-                               read_options=pacsv.ReadOptions(use_threads=False)).schema.names
+        names = pacsv.read_csv(
+            io.BytesIO(line + b"\n"),
+            parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
+            read_options=pacsv.ReadOptions(use_threads=False),
+        ).schema.names
     except (pa.ArrowException, UnicodeDecodeError) as exc:
         raise LogReadError(path, f"not a readable CSV/TSV log (header: {first_line(exc)})") from exc
     if not names or any("\x00" in n for n in names):
@@ -104,8 +107,8 @@ class _LineBlocks:
             if not chunk:
                 break
             self._rest += chunk
-        line = self._rest if found is None else self._rest[:found.start()]
-        self._rest = b"" if found is None else self._rest[found.end():]
+        line = self._rest if found is None else self._rest[: found.start()]
+        self._rest = b"" if found is None else self._rest[found.end() :]
         return line
 
     def give_back(self, carry: bytes) -> None:
@@ -151,8 +154,10 @@ class _MalformedRecords:
         self._run = self._run + 1 if row.number == self._previous + 1 else 1
         self._previous = row.number
         if self._run >= MAX_MALFORMED_IN_A_ROW:
-            self.problem = (f"{MAX_MALFORMED_IN_A_ROW:,} lines in a row do not have the header's "
-                            f"{row.expected_columns} fields (wrong delimiter or header?)")
+            self.problem = (
+                f"{MAX_MALFORMED_IN_A_ROW:,} lines in a row do not have the header's "
+                f"{row.expected_columns} fields (wrong delimiter or header?)"
+            )
             return "error"
         self.found.append((row.number, row.text, row.actual_columns))
         return "skip"
@@ -188,11 +193,12 @@ class _BlockParser:
                 continue
             start = 0
             for piece in table.to_batches(max_chunksize=batch_rows):
-                yield TextBatch(piece, rows[start:start + piece.num_rows], set_aside if start == 0 else ())
+                yield TextBatch(piece, rows[start : start + piece.num_rows], set_aside if start == 0 else ())
                 start += piece.num_rows
 
-    def _block(self, data: bytes, first_row: int, blocks: _LineBlocks, at_end: bool
-               ) -> tuple[pa.Table, np.ndarray, tuple[MalformedLine, ...], int]:
+    def _block(
+        self, data: bytes, first_row: int, blocks: _LineBlocks, at_end: bool
+    ) -> tuple[pa.Table, np.ndarray, tuple[MalformedLine, ...], int]:
         """(table, data-row number of each of its rows, lines set aside, lines used) of one
         block: Arrow's reading where it agrees with the lines, else that of the re-framed block."""
         if _is_utf8(data) and not self._ends_in_quotes(data):
@@ -216,7 +222,7 @@ class _BlockParser:
         """Whether the block's last line leaves a quoted value open: Arrow would close it at the
         end of the block, where the line count cannot tell."""
         text = data.rstrip(b"\r\n")
-        last = text[max(text.rfind(b"\n"), text.rfind(b"\r")) + 1:]
+        last = text[max(text.rfind(b"\n"), text.rfind(b"\r")) + 1 :]
         return b'"' in last and not self.quoting.closed(last)
 
     def _arrow(self, data: bytes, first_row: int) -> pa.Table:
@@ -226,21 +232,23 @@ class _BlockParser:
             return self._schema.empty_table()
         read = pacsv.ReadOptions(column_names=self._names, use_threads=False, block_size=len(data) + 1)
         try:
-            return pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=self._parse,
-                                  convert_options=self._convert)
+            return pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=self._parse, convert_options=self._convert)
         except pa.ArrowInvalid as exc:
             problem = self.malformed.problem or first_line(exc)
             raise LogReadError(self.path, f"unreadable CSV/TSV data after data row {first_row} ({problem})") from exc
 
-    def _kept(self, table: pa.Table, records: np.ndarray, set_aside: tuple[MalformedLine, ...], lines: int
-              ) -> tuple[pa.Table, np.ndarray, tuple[MalformedLine, ...], int]:
+    def _kept(
+        self, table: pa.Table, records: np.ndarray, set_aside: tuple[MalformedLine, ...], lines: int
+    ) -> tuple[pa.Table, np.ndarray, tuple[MalformedLine, ...], int]:
         """Splits the block's records (their data-row numbers) into the table's rows and the
         records Arrow found malformed, which join the lines set aside."""
         found = self.malformed.found
         self.malformed.finish(len(records))
         picked = np.array([number - 1 for number, _, _ in found], dtype=np.int64)
-        malformed = tuple(MalformedLine("malformed_row", f"{fields} of {self.expected} fields", text, int(records[k]))
-                          for k, (_, text, fields) in zip(picked, found))
+        malformed = tuple(
+            MalformedLine("malformed_row", f"{fields} of {self.expected} fields", text, int(records[k]))
+            for k, (_, text, fields) in zip(picked, found)
+        )
         every = tuple(sorted(set_aside + malformed, key=lambda line: line.row))
         return table, np.delete(records, picked), every, lines
 

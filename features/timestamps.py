@@ -141,9 +141,7 @@ class TimestampParser:
 
     # -- text --------------------------------------------------------------------------------
 
-    def _text(
-        self, text: pa.Array, present: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray
-    ) -> None:
+    def _text(self, text: pa.Array, present: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray) -> None:
         """Fills `seconds`, `valid` and `offsets` in place, and clears `present` for blank cells."""
         is_integer = mask_of(pc.match_substring_regex(text, _INTEGER_TEXT))
         is_number = mask_of(pc.match_substring_regex(text, NUMBER_TEXT))
@@ -169,9 +167,7 @@ class TimestampParser:
         if iso_rows.any():
             self._iso(text.filter(pa.array(iso_rows)), np.flatnonzero(iso_rows), seconds, valid, offsets)
 
-    def _iso(
-        self, text: pa.Array, rows: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray
-    ) -> None:
+    def _iso(self, text: pa.Array, rows: np.ndarray, seconds: np.ndarray, valid: np.ndarray, offsets: np.ndarray) -> None:
         """ISO-8601 strings: explicit offsets are honoured and remembered for local time;
         naive wall-clock strings are read in the schema's default zone."""
         zone = pc.extract_regex(text, _ISO_OFFSET)

@@ -268,8 +268,7 @@ class BatchValidator:
             labels=labels[valid_rows],
             probabilities=probabilities[valid_rows],
             categorical={
-                name: self.encode_categorical(batch.column(schema.categorical_column(name)).take(keep), name)
-                for name in schema.categorical
+                name: self.encode_categorical(batch.column(schema.categorical_column(name)).take(keep), name) for name in schema.categorical
             },
         )
         unique = self.dedupe.first_seen(self._event_hashes(events))
@@ -346,8 +345,17 @@ class BatchValidator:
 
     @staticmethod
     def _event_hashes(events: EventColumns) -> np.ndarray:
-        columns = [events.user, events.item, events.seconds, events.has_time.astype(np.int64), events.offset_minutes,
-                   events.impression, events.has_impression, events.labels, events.probabilities]
+        columns = [
+            events.user,
+            events.item,
+            events.seconds,
+            events.has_time.astype(np.int64),
+            events.offset_minutes,
+            events.impression,
+            events.has_impression,
+            events.labels,
+            events.probabilities,
+        ]
         columns += [events.categorical[name] for name in sorted(events.categorical)]
         return row_hashes(columns)
 

@@ -41,8 +41,7 @@ class Vocabulary:
     def lookup(self, keys: np.ndarray | list) -> np.ndarray:
         """Ids for raw keys (compared as strings); unknown keys -> OOV."""
         ids = self._ids
-        return np.fromiter((ids.get(key, OOV) for key in np.asarray(keys).astype(str).tolist()), dtype=np.int64,
-                           count=len(keys))
+        return np.fromiter((ids.get(key, OOV) for key in np.asarray(keys).astype(str).tolist()), dtype=np.int64, count=len(keys))
 
     def key_of(self, ids: np.ndarray) -> np.ndarray:
         """Raw keys for ids; PAD and OOV come back as '<pad>' and '<oov>'."""

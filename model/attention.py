@@ -22,8 +22,14 @@ from rotorec.model.context import MixerContext
 from rotorec.model.rotary import rotate_pairs
 
 
-def label_safe_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, action_values: torch.Tensor,
-                         earlier: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+def label_safe_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    action_values: torch.Tensor,
+    earlier: torch.Tensor,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
     """query/keys/values/action_values [B, H, S, d_k]; earlier bool [B, 1, S, S] marks the keys in
     earlier slots (padding excluded). Query p reads those with their actions (V_j + A_j) and
     itself without (V_p).
@@ -44,8 +50,14 @@ def label_safe_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.
     return weights.masked_fill(own, 0.0) @ (values + action_values) + own_weight * values
 
 
-def attend_history_and_self(query: torch.Tensor, history_keys: torch.Tensor, history_values: torch.Tensor,
-                            self_keys: torch.Tensor, self_values: torch.Tensor, history_valid: torch.Tensor) -> torch.Tensor:
+def attend_history_and_self(
+    query: torch.Tensor,
+    history_keys: torch.Tensor,
+    history_values: torch.Tensor,
+    self_keys: torch.Tensor,
+    self_values: torch.Tensor,
+    history_valid: torch.Tensor,
+) -> torch.Tensor:
     """The same attention as `label_safe_attention` for queries that share one history: each
     query's own key is one extra score instead of a masked [Q, Q] block, so C candidates cost
     C × (L + 1) scores, not C × (L + C). query/self_* [B, H, C, d_k]; history_* [B, H, L, d_k]."""
@@ -84,8 +96,9 @@ class LabelSafeAttention(nn.Module):
         batch, heads, length, head_dim = attended.shape
         return self.output_dropout(self.output(attended.transpose(1, 2).reshape(batch, length, heads * head_dim)))
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Causal pass over a sequence; also returns (keys, values) that later queries read.
         Attention cannot continue a history from a cache (`cache` must be None): it rereads it."""
         if cache is not None:
@@ -94,12 +107,12 @@ class LabelSafeAttention(nn.Module):
         action_values = self._split_heads(self.action_values(action))
         earlier = context.slot[:, None, :] < context.slot[:, :, None]
         history_mask = (earlier & context.valid[:, None, :]).unsqueeze(1)
-        attended = label_safe_attention(query, key, value, action_values, history_mask,
-                                        self.dropout if self.training else 0.0)
+        attended = label_safe_attention(query, key, value, action_values, history_mask, self.dropout if self.training else 0.0)
         return self.merge(attended), (key, value + action_values)
 
-    def attend_history(self, z: torch.Tensor, context: MixerContext, history: tuple[torch.Tensor, torch.Tensor],
-                       history_valid: torch.Tensor) -> torch.Tensor:
+    def attend_history(
+        self, z: torch.Tensor, context: MixerContext, history: tuple[torch.Tensor, torch.Tensor], history_valid: torch.Tensor
+    ) -> torch.Tensor:
         """Queries that read a finished history and themselves only (serving candidates)."""
         query, key, value = self.project(z, context)
         return self.merge(attend_history_and_self(query, history[0], history[1], key, value, history_valid))

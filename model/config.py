@@ -111,7 +111,8 @@ class ModelConfig(StrictModel):
     dropout: float = Field(0.2, ge=0, lt=1)
     max_seq_len: int = Field(200, ge=1)
     positions: Literal["none", "learned"] = Field(
-        "none", description="learned absolute slot embeddings added to the tokens (SASRec's), beside any rotation")
+        "none", description="learned absolute slot embeddings added to the tokens (SASRec's), beside any rotation"
+    )
     embedding_scale: bool = Field(False, description="multiply content embeddings by √d (SASRec's)")
     encoding: Encoding = "siren_rope"
     rope_base: float = Field(100_000.0, gt=1)
@@ -153,8 +154,9 @@ class ModelConfig(StrictModel):
         values: dict = {
             "item_vocab_size": schema.item_vocab_size,
             "action_vocab_size": schema.action_vocab_size,
-            "categorical": {name: {"vocab_size": info.vocab_size, "max_values": info.max_values}
-                            for name, info in schema.categorical.items()},
+            "categorical": {
+                name: {"vocab_size": info.vocab_size, "max_values": info.max_values} for name, info in schema.categorical.items()
+            },
             "tasks": list(schema.tasks),
             "max_seq_len": schema.max_len,
         }

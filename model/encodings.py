@@ -135,13 +135,11 @@ class SirenRope(AngleEncoding):
         self.reference_time = siren.reference_time
         self.use_ordinal = siren.ordinal
         n_features = 4 * ("cyclic" in self.branches) + ("timestamp" in self.branches)
-        self.sine = sine_network(n_features, siren.hidden, siren.depth, pairs, siren.omega0) \
-            if n_features and siren.sine_branch else None
+        self.sine = sine_network(n_features, siren.hidden, siren.depth, pairs, siren.omega0) if n_features and siren.sine_branch else None
         self.mlp = relu_network(n_features, siren.hidden, siren.depth, pairs) if n_features and siren.mlp_branch else None
-        self.category_tables = nn.ModuleDict({
-            name: nn.Embedding(config.categorical[name].vocab_size, pairs, padding_idx=0)
-            for name in config.angle_fields()
-        })
+        self.category_tables = nn.ModuleDict(
+            {name: nn.Embedding(config.categorical[name].vocab_size, pairs, padding_idx=0) for name in config.angle_fields()}
+        )
         for table in self.category_tables.values():
             nn.init.zeros_(table.weight)  # switching the branch on starts from the time-only model
         self.omega = nn.Parameter(torch.full((pairs,), siren.omega_init))

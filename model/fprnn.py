@@ -28,8 +28,7 @@ from torch import nn
 from rotorec.model.config import ModelConfig
 from rotorec.model.context import MixerContext
 from rotorec.model.kernels import linear_scan
-from rotorec.model.recurrent import (RecurrentCache, before_slot, decay_init, elapsed_exponent, last_valid, shifted,
-                             state_dtype)
+from rotorec.model.recurrent import RecurrentCache, before_slot, decay_init, elapsed_exponent, last_valid, shifted, state_dtype
 
 RESIDUAL_FLOOR = 1e-30
 
@@ -74,8 +73,13 @@ class FixedPointRNN(nn.Module):
         n, r = self.width, self.reflections
         raw = self.shifted_gates(torch.cat([z, previous_output], dim=-1))
         beta, c, keys, alpha = raw.split([n, n, r * n, r], dim=-1)
-        return Gates(decay=torch.exp(log_decay), input_gate=torch.sigmoid(beta), output_gate=torch.sigmoid(c),
-                     keys=F.normalize(keys.unflatten(-1, (r, n)), dim=-1), scales=torch.sigmoid(alpha))
+        return Gates(
+            decay=torch.exp(log_decay),
+            input_gate=torch.sigmoid(beta),
+            output_gate=torch.sigmoid(c),
+            keys=F.normalize(keys.unflatten(-1, (r, n)), dim=-1),
+            scales=torch.sigmoid(alpha),
+        )
 
     def log_decay(self, z: torch.Tensor, context: MixerContext, earlier_seconds, earlier_has_time) -> torch.Tensor:
         rate = -torch.exp(self.log_rate(z))
@@ -83,8 +87,9 @@ class FixedPointRNN(nn.Module):
         if not s.time_conditioned:
             return rate
         time = context.time
-        return rate * elapsed_exponent(time.seconds, time.has_time, earlier_seconds, earlier_has_time, s.kappa,
-                                       s.time_unit, s.max_elapsed).unsqueeze(-1).to(rate.dtype)
+        return rate * elapsed_exponent(
+            time.seconds, time.has_time, earlier_seconds, earlier_has_time, s.kappa, s.time_unit, s.max_elapsed
+        ).unsqueeze(-1).to(rate.dtype)
 
     def iterate(self, z, value, log_decay, state, output, cache, lengths) -> tuple[torch.Tensor, torch.Tensor]:
         """One map (h^{ℓ−1}, y^{ℓ−1}) → (h^ℓ, y^ℓ): a single diagonal scan."""
@@ -107,8 +112,9 @@ class FixedPointRNN(nn.Module):
         zeros = torch.zeros(batch, self.width, dtype=real, device=device)
         return RecurrentCache.empty(zeros, output=zeros)
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext,
-                cache: RecurrentCache | None = None) -> tuple[torch.Tensor, RecurrentCache]:
+    def forward(
+        self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: RecurrentCache | None = None
+    ) -> tuple[torch.Tensor, RecurrentCache]:
         real = state_dtype(z)
         batch, length = z.shape[:2]
         with torch.autocast(device_type=z.device.type, enabled=False):
@@ -117,8 +123,7 @@ class FixedPointRNN(nn.Module):
                 cache = self.empty_cache(batch, z.device, real)
             time, lengths, slot = context.time, context.valid.sum(dim=1), cache.relative_slots(context.slot)
             value = self.value(z) + self.action_values(action).to(real)
-            log_decay = self.log_decay(z, context, shifted(time.seconds, cache.seconds),
-                                       shifted(time.has_time, cache.has_time))
+            log_decay = self.log_decay(z, context, shifted(time.seconds, cache.seconds), shifted(time.has_time, cache.has_time))
             state = torch.zeros(batch, length, self.width, dtype=real, device=z.device)
             output = torch.zeros_like(state)
             with torch.no_grad():
@@ -132,19 +137,17 @@ class FixedPointRNN(nn.Module):
             state, output = self.iterate(z, value, log_decay, state.detach(), output.detach(), cache, lengths)
             before_state = before_slot(state, cache.state, slot)
             before_output = before_slot(output, cache.output, slot)
-            read_decay = self.log_decay(z, context, before_slot(time.seconds, cache.seconds, slot),
-                                        before_slot(time.has_time, cache.has_time, slot))
+            read_decay = self.log_decay(
+                z, context, before_slot(time.seconds, cache.seconds, slot), before_slot(time.has_time, cache.has_time, slot)
+            )
             y = self.read(z, before_state, before_output, read_decay)
-        return y, cache.after(last_valid(state, lengths, cache.state), context, lengths,
-                              output=last_valid(output, lengths, cache.output))
+        return y, cache.after(last_valid(state, lengths, cache.state), context, lengths, output=last_valid(output, lengths, cache.output))
 
-    def read(self, z: torch.Tensor, before_state: torch.Tensor, before_output: torch.Tensor,
-             log_decay: torch.Tensor) -> torch.Tensor:
+    def read(self, z: torch.Tensor, before_state: torch.Tensor, before_output: torch.Tensor, log_decay: torch.Tensor) -> torch.Tensor:
         gates = self.gates(z, before_output, log_decay)
         return self.output_dropout(self.output(gates.output_gate * gates.decay * before_state) + self.skip * z)
 
-    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: RecurrentCache,
-                       history_valid: torch.Tensor) -> torch.Tensor:
+    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: RecurrentCache, history_valid: torch.Tensor) -> torch.Tensor:
         """Candidates read Λ_c h_last with their own gates: no iteration, no state update."""
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.to(state_dtype(z))

@@ -51,8 +51,14 @@ def event_slots(impression: torch.Tensor | None, shape: torch.Size, device: torc
 def batch_time(batch: SequenceBatch) -> TimeInputs:
     """Per-event time inputs of a training batch; the index is the event's slot in the window."""
     index = event_slots(batch.impression, batch.item.shape, batch.item.device)
-    return TimeInputs(slot=index, seconds=batch.timestamp, has_time=batch.has_time, second_of_day=batch.second_of_day,
-                      day_of_week=batch.day_of_week, categorical=batch.categorical)
+    return TimeInputs(
+        slot=index,
+        seconds=batch.timestamp,
+        has_time=batch.has_time,
+        second_of_day=batch.second_of_day,
+        day_of_week=batch.day_of_week,
+        categorical=batch.categorical,
+    )
 
 
 def encode_batch(model: Ranker, batch: SequenceBatch) -> History:
@@ -95,5 +101,11 @@ class Events:
         if first_slot is not None:
             index = index + first_slot.unsqueeze(1)
         second_of_day, day_of_week = local_time(self.timestamp, self.tz_offset_minutes, self.has_time)
-        return TimeInputs(slot=index, seconds=self.timestamp, has_time=self.has_time, second_of_day=second_of_day,
-                          day_of_week=day_of_week, categorical=self.categorical)
+        return TimeInputs(
+            slot=index,
+            seconds=self.timestamp,
+            has_time=self.has_time,
+            second_of_day=second_of_day,
+            day_of_week=day_of_week,
+            categorical=self.categorical,
+        )

@@ -23,8 +23,9 @@ FIRST_ITEM_ID = RESERVED
 """Ids 0 and 1 are PAD and OOV: never a target of the softmax, never a negative."""
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor,
-              weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def task_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean BCE over (position, task) entries that are known and selected; also per task.
 
     logits/labels/label_mask [B, S, T]; weight bool [B, S] (targets of this split, not padding)."""
@@ -64,9 +65,15 @@ def full_softmax_loss(logits: torch.Tensor, positive_items: torch.Tensor) -> tor
     return F.cross_entropy(logits.float(), positive_items - FIRST_ITEM_ID)
 
 
-def sampled_softmax_loss(query: torch.Tensor, positive_items: torch.Tensor, item_table: torch.Tensor,
-                         config: NextItemConfig, scale: float, sampler: NegativeSampler | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def sampled_softmax_loss(
+    query: torch.Tensor,
+    positive_items: torch.Tensor,
+    item_table: torch.Tensor,
+    config: NextItemConfig,
+    scale: float,
+    sampler: NegativeSampler | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Softmax of the true next item against sampled negatives.
 
     query [N, d] and item_table [V, d] are already in the model's similarity space (normalised for
@@ -79,8 +86,7 @@ def sampled_softmax_loss(query: torch.Tensor, positive_items: torch.Tensor, item
     positive_logit = (query * positives).sum(-1, keepdim=True) * scale
     if config.negatives == "in_batch":
         negative_ids = positive_items
-        log_q = torch.log(torch.bincount(positive_items, minlength=item_table.shape[0]).float()[negative_ids]
-                          / len(positive_items))
+        log_q = torch.log(torch.bincount(positive_items, minlength=item_table.shape[0]).float()[negative_ids] / len(positive_items))
         pool = len(positive_items)
     else:
         if sampler is None:

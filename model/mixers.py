@@ -26,15 +26,14 @@ from rotorec.model.context import MixerContext
 from rotorec.model.fprnn import FixedPointRNN
 from rotorec.model.rotrnn import RotRNN
 
+
 class Mixer(Protocol):
     """What every mixer provides (see the module docstring); `cache` is the mixer's own type:
     (keys, values) for attention, a RecurrentCache for the recurrent mixers."""
 
-    def __call__(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: Any = None
-                 ) -> tuple[torch.Tensor, Any]: ...
+    def __call__(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: Any = None) -> tuple[torch.Tensor, Any]: ...
 
-    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: Any, history_valid: torch.Tensor
-                       ) -> torch.Tensor: ...
+    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: Any, history_valid: torch.Tensor) -> torch.Tensor: ...
 
 
 MIXERS: dict[str, type[nn.Module]] = {"attention": LabelSafeAttention, "rotrnn": RotRNN, "fprnn": FixedPointRNN}

@@ -34,8 +34,7 @@ class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         width = config.ffn_multiplier * config.d_model
-        self.net = nn.Sequential(nn.Linear(config.d_model, width), nn.GELU(), nn.Linear(width, config.d_model),
-                                 nn.Dropout(config.dropout))
+        self.net = nn.Sequential(nn.Linear(config.d_model, width), nn.GELU(), nn.Linear(width, config.d_model), nn.Dropout(config.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -51,15 +50,13 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.d_model)
         self.ffn = FeedForward(config)
 
-    def forward(self, hidden: torch.Tensor, action: torch.Tensor, context: MixerContext, cache=None
-                ) -> tuple[torch.Tensor, object]:
+    def forward(self, hidden: torch.Tensor, action: torch.Tensor, context: MixerContext, cache=None) -> tuple[torch.Tensor, object]:
         """A sequence through the layer; also what later queries of this history read."""
         mixed, cache = self.mixer(self.mixer_norm(hidden), action, context, cache)
         hidden = hidden + mixed
         return hidden + self.ffn(self.ffn_norm(hidden)), cache
 
-    def attend_history(self, hidden: torch.Tensor, context: MixerContext, cache, history_valid: torch.Tensor
-                       ) -> torch.Tensor:
+    def attend_history(self, hidden: torch.Tensor, context: MixerContext, cache, history_valid: torch.Tensor) -> torch.Tensor:
         """Candidates through the layer: each reads the history's cache and itself only."""
         hidden = hidden + self.mixer.attend_history(self.mixer_norm(hidden), context, cache, history_valid)
         return hidden + self.ffn(self.ffn_norm(hidden))
@@ -71,9 +68,9 @@ class Ranker(nn.Module):
         self.config = config
         d = config.d_model
         self.item_embedding = nn.Embedding(config.item_vocab_size, d, padding_idx=0)
-        self.categorical_embeddings = nn.ModuleDict({
-            name: nn.Embedding(field.vocab_size, d, padding_idx=0) for name, field in config.categorical.items()
-        })
+        self.categorical_embeddings = nn.ModuleDict(
+            {name: nn.Embedding(field.vocab_size, d, padding_idx=0) for name, field in config.categorical.items()}
+        )
         self.position_embedding = nn.Embedding(config.max_seq_len + 1, d) if config.positions == "learned" else None
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoding = build_encoding(config)
@@ -81,7 +78,7 @@ class Ranker(nn.Module):
         self.final_norm = nn.LayerNorm(d)
         self.task_head = nn.Linear(d, len(config.tasks)) if config.tasks else None
         self.next_item_query = nn.Linear(d, d) if config.next_item is not None and config.next_item.query_projection else None
-        nn.init.normal_(self.item_embedding.weight, std=d ** -0.5)
+        nn.init.normal_(self.item_embedding.weight, std=d**-0.5)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
@@ -97,7 +94,7 @@ class Ranker(nn.Module):
             present = (ids > 0).unsqueeze(-1).to(tokens.dtype)
             tokens = tokens + (table(ids) * present).sum(-2) / present.sum(-2).clamp(min=1)
         if self.config.embedding_scale:
-            tokens = tokens * self.config.d_model ** 0.5
+            tokens = tokens * self.config.d_model**0.5
         if self.position_embedding is not None:
             tokens = tokens + self.position_embedding(slot.clamp(max=self.config.max_seq_len))
         return self.embedding_dropout(tokens)
@@ -116,8 +113,7 @@ class Ranker(nn.Module):
         """True when every layer is recurrent, so a history can be continued from its caches."""
         return all(kind != "attention" for kind in self.config.mixers)
 
-    def encode(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor, caches: list | None = None
-               ) -> History:
+    def encode(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor, caches: list | None = None) -> History:
         """Causal pass over event sequences [B, S]; returns hidden states and per-layer caches.
 
         With `caches` (recurrent models only) the events continue a history already read: their

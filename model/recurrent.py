@@ -30,32 +30,42 @@ class RecurrentCache:
         zeros = torch.zeros(batch, dtype=torch.long, device=state.device)
         return cls(state=state, seconds=zeros, has_time=zeros.bool(), count=zeros, output=output)
 
-    def after(self, state: torch.Tensor, context, lengths: torch.Tensor, output: torch.Tensor | None = None
-              ) -> RecurrentCache:
+    def after(self, state: torch.Tensor, context, lengths: torch.Tensor, output: torch.Tensor | None = None) -> RecurrentCache:
         """The cache once a chunk of `lengths` valid events has been read."""
         time = context.time
-        return RecurrentCache(state=state, seconds=last_valid(time.seconds, lengths, self.seconds),
-                              has_time=last_valid(time.has_time, lengths, self.has_time), count=self.count + lengths,
-                              output=output)
+        return RecurrentCache(
+            state=state,
+            seconds=last_valid(time.seconds, lengths, self.seconds),
+            has_time=last_valid(time.has_time, lengths, self.has_time),
+            count=self.count + lengths,
+            output=output,
+        )
 
     @classmethod
     def stack(cls, caches: list[RecurrentCache]) -> RecurrentCache:
         """One cache for a batch from per-user caches (each of batch size 1)."""
+
         def cat(name):
             parts = [getattr(c, name) for c in caches]
             return None if parts[0] is None else torch.cat(parts)
-        return cls(state=cat("state"), seconds=cat("seconds"), has_time=cat("has_time"), count=cat("count"),
-                   output=cat("output"))
+
+        return cls(state=cat("state"), seconds=cat("seconds"), has_time=cat("has_time"), count=cat("count"), output=cat("output"))
 
     def row(self, index: int) -> RecurrentCache:
-        pick = lambda x: None if x is None else x[index:index + 1].clone()  # noqa: E731
-        return RecurrentCache(state=pick(self.state), seconds=pick(self.seconds), has_time=pick(self.has_time),
-                              count=pick(self.count), output=pick(self.output))
+        pick = lambda x: None if x is None else x[index : index + 1].clone()  # noqa: E731
+        return RecurrentCache(
+            state=pick(self.state),
+            seconds=pick(self.seconds),
+            has_time=pick(self.has_time),
+            count=pick(self.count),
+            output=pick(self.output),
+        )
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.state, self.seconds, self.has_time, self.count, self.output)
-                   if t is not None)
+        return sum(
+            t.numel() * t.element_size() for t in (self.state, self.seconds, self.has_time, self.count, self.output) if t is not None
+        )
 
     def relative_slots(self, slot: torch.Tensor) -> torch.Tensor:
         """A chunk's slots counted from this cache's state (0 = the cached state itself)."""
@@ -73,8 +83,15 @@ def decay_init(size: int, gamma_min: float, gamma_max: float) -> torch.Tensor:
     return torch.empty(size).uniform_(math.log(-math.log(gamma_max)), math.log(-math.log(gamma_min)))
 
 
-def elapsed_exponent(seconds: torch.Tensor, has_time: torch.Tensor, earlier_seconds: torch.Tensor,
-                     earlier_has_time: torch.Tensor, kappa: float, unit: int, max_elapsed: int) -> torch.Tensor:
+def elapsed_exponent(
+    seconds: torch.Tensor,
+    has_time: torch.Tensor,
+    earlier_seconds: torch.Tensor,
+    earlier_has_time: torch.Tensor,
+    kappa: float,
+    unit: int,
+    max_elapsed: int,
+) -> torch.Tensor:
     """κ + clip(t − t_earlier, 0, Δt_max)/τ in fp32, from an int64 difference; 0 elapsed when
     either event has no timestamp (docs/mixers.md, "Time-conditioned RotRNN")."""
     known = has_time & earlier_has_time
@@ -84,7 +101,7 @@ def elapsed_exponent(seconds: torch.Tensor, has_time: torch.Tensor, earlier_seco
 
 def shifted(sequence: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
     """[B, S, ...] → the value before each step: initial at t = 0, sequence[t − 1] after."""
-    return torch.cat([initial.unsqueeze(1), sequence], dim=1)[:, :sequence.shape[1]]
+    return torch.cat([initial.unsqueeze(1), sequence], dim=1)[:, : sequence.shape[1]]
 
 
 def before_slot(sequence: torch.Tensor, initial: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:

@@ -74,8 +74,7 @@ class RotRNN(nn.Module):
         if not self.settings.time_conditioned:
             return torch.ones(time.seconds.shape, device=time.seconds.device)
         s = self.settings
-        return elapsed_exponent(time.seconds, time.has_time, earlier_seconds, earlier_has_time, s.kappa, s.time_unit,
-                                s.max_elapsed)
+        return elapsed_exponent(time.seconds, time.has_time, earlier_seconds, earlier_has_time, s.kappa, s.time_unit, s.max_elapsed)
 
     def phase(self, context: MixerContext) -> torch.Tensor | None:
         """e^{iΦ} [B, S, S/2]: the encoding's angles tiled over the state pairs (time-conditioned)."""
@@ -84,8 +83,9 @@ class RotRNN(nn.Module):
         lanes = torch.arange(self.width // 2, device=context.cos.device) % self.encoding_pairs
         return torch.complex(context.cos.squeeze(1)[..., lanes], context.sin.squeeze(1)[..., lanes])
 
-    def recurrence(self, value: torch.Tensor, exponent: torch.Tensor, phase: torch.Tensor | None,
-                   input_matrix: torch.Tensor, trace: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def recurrence(
+        self, value: torch.Tensor, exponent: torch.Tensor, phase: torch.Tensor | None, input_matrix: torch.Tensor, trace: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex scan coefficients [B, S, S/2]: a = ρ e^{iθ}, b = e^{−iΦ} ξ B′v."""
         rho, xi = self.decay(exponent, trace)
         inputs = (value @ input_matrix.T).unflatten(-1, (self.heads, self.head_size)) * xi.unsqueeze(-1)
@@ -97,8 +97,9 @@ class RotRNN(nn.Module):
     def rotation(self) -> torch.Tensor:
         return torch.polar(torch.ones_like(self.theta), self.theta).flatten()
 
-    def read(self, before: torch.Tensor, rho: torch.Tensor, phase: torch.Tensor | None, readout: torch.Tensor,
-             z: torch.Tensor) -> torch.Tensor:
+    def read(
+        self, before: torch.Tensor, rho: torch.Tensor, phase: torch.Tensor | None, readout: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
         """y = C′·(a·h_before) + D ⊙ z, with a = ρ e^{iθ} (e^{iΦ} for the shortcut basis)."""
         advanced = before * self.per_pair(rho) * self.rotation()
         if phase is not None:
@@ -111,8 +112,9 @@ class RotRNN(nn.Module):
     def empty_cache(self, batch: int, device: torch.device, real: torch.dtype = torch.float32) -> RecurrentCache:
         return RecurrentCache.empty(torch.zeros(batch, self.width // 2, dtype=real.to_complex(), device=device))
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor, context: MixerContext,
-                cache: RecurrentCache | None = None) -> tuple[torch.Tensor, RecurrentCache]:
+    def forward(
+        self, z: torch.Tensor, action: torch.Tensor, context: MixerContext, cache: RecurrentCache | None = None
+    ) -> tuple[torch.Tensor, RecurrentCache]:
         """Causal pass over [B, S] events (right-padded), continuing from `cache` if given."""
         batch, real = z.shape[0], state_dtype(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
@@ -128,19 +130,21 @@ class RotRNN(nn.Module):
             lengths = context.valid.sum(dim=1)
             states, last = linear_scan(gate, inputs, cache.state, lengths)
             slot = cache.relative_slots(context.slot)
-            read_rho, _ = self.decay(self.exponent(context, before_slot(time.seconds, cache.seconds, slot),
-                                                   before_slot(time.has_time, cache.has_time, slot)), trace)
+            read_rho, _ = self.decay(
+                self.exponent(context, before_slot(time.seconds, cache.seconds, slot), before_slot(time.has_time, cache.has_time, slot)),
+                trace,
+            )
             y = self.read(before_slot(states, cache.state, slot), read_rho, phase, readout, z)
         return y, cache.after(last, context, lengths)
 
-    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: RecurrentCache,
-                       history_valid: torch.Tensor) -> torch.Tensor:
+    def attend_history(self, z: torch.Tensor, context: MixerContext, cache: RecurrentCache, history_valid: torch.Tensor) -> torch.Tensor:
         """Candidates [B, C] read the history's final state; no state update, O(S) each."""
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.to(state_dtype(z))
             _, readout, trace = self.folded()
             count = z.shape[1]
-            rho, _ = self.decay(self.exponent(context, cache.seconds.unsqueeze(1).expand(-1, count),
-                                              cache.has_time.unsqueeze(1).expand(-1, count)), trace)
+            rho, _ = self.decay(
+                self.exponent(context, cache.seconds.unsqueeze(1).expand(-1, count), cache.has_time.unsqueeze(1).expand(-1, count)), trace
+            )
             before = cache.state.unsqueeze(1).expand(-1, count, -1)
             return self.read(before, rho, self.phase(context), readout, z)

@@ -27,8 +27,9 @@ def encode_history(model: Ranker, history: Events, caches: list | None = None) -
     return model.encode(history.item, history.categorical, history.action, time, history.valid, caches)
 
 
-def candidate_time(history: Events, candidates: Events, request_time: torch.Tensor, tz_offset_minutes: torch.Tensor,
-                   first_slot: torch.Tensor | None = None) -> TimeInputs:
+def candidate_time(
+    history: Events, candidates: Events, request_time: torch.Tensor, tz_offset_minutes: torch.Tensor, first_slot: torch.Tensor | None = None
+) -> TimeInputs:
     """Candidates share the request time (user's zone) and the slot after the newest event,
     which is after every history slot, so they read the whole history and not each other."""
     size, count = candidates.item.shape
@@ -40,8 +41,14 @@ def candidate_time(history: Events, candidates: Events, request_time: torch.Tens
     if first_slot is not None:
         next_slot = next_slot + first_slot.unsqueeze(1)
     next_slot = next_slot.expand(size, count)
-    return TimeInputs(slot=next_slot, seconds=seconds, has_time=has_time, second_of_day=second_of_day,
-                      day_of_week=day_of_week, categorical=candidates.categorical)
+    return TimeInputs(
+        slot=next_slot,
+        seconds=seconds,
+        has_time=has_time,
+        second_of_day=second_of_day,
+        day_of_week=day_of_week,
+        categorical=candidates.categorical,
+    )
 
 
 @torch.inference_mode()
@@ -64,11 +71,15 @@ def candidate_logits(
     for start in range(0, candidates.item.shape[1], micro_batch):
         part = slice(start, start + micro_batch)
         piece_time = TimeInputs(
-            slot=time.slot[:, part], seconds=time.seconds[:, part], has_time=time.has_time[:, part],
-            second_of_day=time.second_of_day[:, part], day_of_week=time.day_of_week[:, part],
+            slot=time.slot[:, part],
+            seconds=time.seconds[:, part],
+            has_time=time.has_time[:, part],
+            second_of_day=time.second_of_day[:, part],
+            day_of_week=time.day_of_week[:, part],
             categorical={k: v[:, part] for k, v in time.categorical.items()},
         )
-        hidden = model.candidate_hidden(encoded, candidates.item[:, part],
-                                        {k: v[:, part] for k, v in candidates.categorical.items()}, piece_time)
+        hidden = model.candidate_hidden(
+            encoded, candidates.item[:, part], {k: v[:, part] for k, v in candidates.categorical.items()}, piece_time
+        )
         pieces.append(model.task_logits(hidden))
     return torch.cat(pieces, dim=1), encoded

@@ -30,9 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="rotorec", description="Sequence ranking for recommender feeds.")
     parser.add_argument("--version", action="version", version=f"rotorec {__version__}")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        help="structured log level (JSON lines on stderr)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="structured log level (JSON lines on stderr)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMAND_PACKAGES:
         importlib.import_module(module).register(commands)

@@ -36,8 +36,13 @@ ROUTERS = (health.router, rank.router, events.router, admin.router, inference_pr
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     state = ServiceState(settings)
-    app = FastAPI(title="rotorec", version=__version__, lifespan=_lifespan, exception_handlers=HANDLERS,
-                  description="Sequence ranking for recommender feeds: calibrated per-task probabilities and a ranking.")
+    app = FastAPI(
+        title="rotorec",
+        version=__version__,
+        lifespan=_lifespan,
+        exception_handlers=HANDLERS,
+        description="Sequence ranking for recommender feeds: calibrated per-task probabilities and a ranking.",
+    )
     app.state.service = state
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuth, scoring_tokens=settings.scoring_tokens, admin_tokens=settings.admin_tokens)
@@ -53,9 +58,14 @@ async def _lifespan(app: FastAPI):
     settings = state.settings
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    state.batcher = Batcher(state.metrics, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
-                            max_batch_candidates=settings.max_batch_candidates, max_queue=settings.max_queue,
-                            micro_batch=settings.micro_batch)
+    state.batcher = Batcher(
+        state.metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_batch_candidates=settings.max_batch_candidates,
+        max_queue=settings.max_queue,
+        micro_batch=settings.micro_batch,
+    )
     state.batcher.start()
     try:
         state.install(await state.batcher.run_in_inference_thread(load_and_warm, settings.run, state.device()))

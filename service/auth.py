@@ -50,8 +50,10 @@ class BearerAuth:
             except ApiError as refused:
                 if role == "admin":  # part of the reload audit trail: who was turned away
                     host, port = scope.get("client") or ("unknown", 0)
-                    log.warning("admin request refused", extra={"path": scope["path"], "client": f"{host}:{port}",
-                                                                "status": refused.status, "detail": refused.message})
+                    log.warning(
+                        "admin request refused",
+                        extra={"path": scope["path"], "client": f"{host}:{port}", "status": refused.status, "detail": refused.message},
+                    )
                 return await error_response(refused.status, refused.message, refused.headers)(scope, receive, send)
             scope.setdefault("state", {})[PRINCIPAL] = principal
         await self.app(scope, receive, send)

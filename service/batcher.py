@@ -43,8 +43,16 @@ class Pending:
 
 
 class Batcher:
-    def __init__(self, metrics: ServiceMetrics, *, max_batch_size: int, max_wait_ms: float, max_batch_candidates: int,
-                 max_queue: int, micro_batch: int) -> None:
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_batch_candidates: int,
+        max_queue: int,
+        micro_batch: int,
+    ) -> None:
         self.metrics = metrics
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
         self.max_batch_candidates, self.micro_batch = max_batch_candidates, micro_batch
@@ -115,13 +123,12 @@ class Batcher:
             self.metrics.batch_size.observe(len(batch))
             model = batch[0].model
             try:
-                results = await self.run_in_inference_thread(model.score, [f for p in batch for f in p.feeds],
-                                                             self.micro_batch)
+                results = await self.run_in_inference_thread(model.score, [f for p in batch for f in p.feeds], self.micro_batch)
                 self.metrics.inference_seconds.observe(time.monotonic() - started)
                 start = 0
                 for pending in batch:
                     if not pending.future.done():
-                        pending.future.set_result(results[start: start + len(pending.feeds)])
+                        pending.future.set_result(results[start : start + len(pending.feeds)])
                     start += len(pending.feeds)
             except Exception as error:  # the requests fail; the worker must survive to serve the next batch
                 self.metrics.inference_errors.labels(reason=type(error).__name__).inc()

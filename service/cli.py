@@ -30,17 +30,25 @@ FLAGS = {  # flag -> (setting, argparse options besides the help)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("serve", help="serve a trained run over HTTP (FastAPI)",
-                            description="Score feeds with a run folder: /v1/rank, Open Inference Protocol v2, /metrics, /docs. "
-                                        "Every setting can also come from ROTOREC_<SETTING> or a file named by "
-                                        "ROTOREC_<SETTING>_FILE (bearer tokens: ROTOREC_SCORING_TOKENS, "
-                                        "ROTOREC_ADMIN_TOKENS); a flag wins.")
+    p = commands.add_parser(
+        "serve",
+        help="serve a trained run over HTTP (FastAPI)",
+        description="Score feeds with a run folder: /v1/rank, Open Inference Protocol v2, /metrics, /docs. "
+        "Every setting can also come from ROTOREC_<SETTING> or a file named by "
+        "ROTOREC_<SETTING>_FILE (bearer tokens: ROTOREC_SCORING_TOKENS, "
+        "ROTOREC_ADMIN_TOKENS); a flag wins.",
+    )
     for flag, (name, options) in FLAGS.items():
         p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=_help(name), **options)
-    p.add_argument("--secrets-dir", type=Path,
-                   help="a folder of secret files, each named like the variable it stands for (rotorec_admin_tokens)")
-    p.add_argument("--sample-feed", type=Path, metavar="PREPARED",
-                   help="start, score the first test feed of a prepared folder, print the ranking, and exit")
+    p.add_argument(
+        "--secrets-dir", type=Path, help="a folder of secret files, each named like the variable it stands for (rotorec_admin_tokens)"
+    )
+    p.add_argument(
+        "--sample-feed",
+        type=Path,
+        metavar="PREPARED",
+        help="start, score the first test feed of a prepared folder, print the ranking, and exit",
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -68,7 +76,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
         return serve_sample(settings, args.sample_feed)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 5)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 5
+    )
     DrainingServer(config, app.state.service).run()
     return 0

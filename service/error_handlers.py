@@ -30,13 +30,11 @@ async def http_error(request: Request, error: HTTPException) -> Response:
 
 
 async def invalid(request: Request, error: RequestValidationError) -> Response:
-    return _unprocessable(request, [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")}
-                                    for e in error.errors()])
+    return _unprocessable(request, [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")} for e in error.errors()])
 
 
 async def unreadable(request: Request, error: FeedError) -> Response:
-    return _unprocessable(request, [{"type": "value_error", "loc": list(error.loc), "msg": error.message,
-                                     "input": error.value}])
+    return _unprocessable(request, [{"type": "value_error", "loc": list(error.loc), "msg": error.message, "input": error.value}])
 
 
 async def bug(request: Request, error: Exception) -> Response:
@@ -47,8 +45,7 @@ async def bug(request: Request, error: Exception) -> Response:
     return error_response(500, f"internal error (request id {request_id})", {"Connection": "close"})
 
 
-HANDLERS = {ApiError: api_error, HTTPException: http_error, RequestValidationError: invalid, FeedError: unreadable,
-            Exception: bug}
+HANDLERS = {ApiError: api_error, HTTPException: http_error, RequestValidationError: invalid, FeedError: unreadable, Exception: bug}
 
 
 def _unprocessable(request: Request, details: list[dict]) -> Response:

@@ -53,8 +53,14 @@ class Feed:
         identifies events [0, k]; `previous` continues the chain of events already cached."""
         out = []
         for k in range(len(self.history_items)):
-            parts = [self.history_items[k], self.history_actions[k], self.history_seconds[k], self.history_offsets[k],
-                     self.history_impressions[k], *(v[k].tolist() for v in self.history_categorical.values())]
+            parts = [
+                self.history_items[k],
+                self.history_actions[k],
+                self.history_seconds[k],
+                self.history_offsets[k],
+                self.history_impressions[k],
+                *(v[k].tolist() for v in self.history_categorical.values()),
+            ]
             previous = hashlib.blake2b(f"{previous}|{parts!r}".encode(), digest_size=16).hexdigest()
             out.append(previous)
         return out
@@ -62,10 +68,15 @@ class Feed:
     def history_after(self, start: int) -> Feed:
         """The same feed without its first `start` history events (they are in a cached state)."""
         cut = lambda x: x[start:]  # noqa: E731
-        return replace(self, history_items=cut(self.history_items), history_actions=cut(self.history_actions),
-                       history_seconds=cut(self.history_seconds), history_offsets=cut(self.history_offsets),
-                       history_impressions=cut(self.history_impressions),
-                       history_categorical={k: cut(v) for k, v in self.history_categorical.items()})
+        return replace(
+            self,
+            history_items=cut(self.history_items),
+            history_actions=cut(self.history_actions),
+            history_seconds=cut(self.history_seconds),
+            history_offsets=cut(self.history_offsets),
+            history_impressions=cut(self.history_impressions),
+            history_categorical={k: cut(v) for k, v in self.history_categorical.items()},
+        )
 
 
 class Featurizer:
@@ -123,27 +134,43 @@ class Featurizer:
         items = self._ids(self.items, [e.item_id for e in events], oov, "history_items")
         candidate_items = self._ids(self.items, [c.item_id for c in request.candidates], oov, "candidate_items")
         return Feed(
-            history_items=items, history_actions=self._actions(events, order),
-            history_seconds=seconds, history_offsets=offsets, history_impressions=_impressions(events),
+            history_items=items,
+            history_actions=self._actions(events, order),
+            history_seconds=seconds,
+            history_offsets=offsets,
+            history_impressions=_impressions(events),
             history_categorical=self._categorical(events, items, ("body", "history"), order, oov),
             candidate_items=candidate_items,
-            candidate_categorical=self._categorical(request.candidates, candidate_items, ("body", "candidates"),
-                                                    list(range(len(request.candidates))), oov),
-            request_time=request_time, tz_offset_minutes=zone, oov=oov, history_truncated=truncated)
+            candidate_categorical=self._categorical(
+                request.candidates, candidate_items, ("body", "candidates"), list(range(len(request.candidates))), oov
+            ),
+            request_time=request_time,
+            tz_offset_minutes=zone,
+            oov=oov,
+            history_truncated=truncated,
+        )
 
     def events_feed(self, events: list[HistoryEvent], max_history: int) -> Feed:
         """New events of one user (`/v1/events`) as a feed with no candidates."""
         last = max(parse_time(event.timestamp)[0] for event in events)
-        request = RankRequest.model_construct(user_id="-", request_time=last, tz_offset_minutes=None, history=events,
-                                              candidates=[], tasks=None, top_k=None, blend=None)
+        request = RankRequest.model_construct(
+            user_id="-", request_time=last, tz_offset_minutes=None, history=events, candidates=[], tasks=None, top_k=None, blend=None
+        )
         try:
             return self.feed(request, max_history)
         except FeedError as error:  # the events sit under "events" in that body, not "history"
             raise FeedError(("body", "events", *error.loc[2:]), error.message, error.value) from None
 
-    def feed_from_ids(self, history_items: np.ndarray, history_actions: np.ndarray, history_seconds: np.ndarray,
-                      history_categorical: dict[str, np.ndarray], candidate_items: np.ndarray,
-                      candidate_categorical: dict[str, np.ndarray], request_time: int) -> Feed:
+    def feed_from_ids(
+        self,
+        history_items: np.ndarray,
+        history_actions: np.ndarray,
+        history_seconds: np.ndarray,
+        history_categorical: dict[str, np.ndarray],
+        candidate_items: np.ndarray,
+        candidate_categorical: dict[str, np.ndarray],
+        request_time: int,
+    ) -> Feed:
         """A feed from vocabulary ids (the inference protocol); times in the model's default zone."""
         order = np.argsort(history_seconds, kind="stable")
         truncated = self._excess(len(order))
@@ -154,23 +181,29 @@ class Featurizer:
         def categories(given: dict[str, np.ndarray], ids: np.ndarray, rows: np.ndarray | None) -> dict[str, np.ndarray]:
             out = {}
             for name in self.categories:
-                values = (self.item_level[name][ids] if name in self.item_level
-                          else np.zeros((len(ids), self.max_values[name]), dtype=np.int64)).copy()
+                values = (
+                    self.item_level[name][ids] if name in self.item_level else np.zeros((len(ids), self.max_values[name]), dtype=np.int64)
+                ).copy()
                 if name in given:
                     values[:] = PAD
                     values[:, 0] = given[name] if rows is None else given[name][rows]
                 out[name] = values
             return out
 
-        return Feed(history_items=items, history_actions=history_actions[order], history_seconds=history_seconds[order],
-                    history_offsets=np.full(len(order), zone, dtype=np.int16),
-                    history_impressions=np.zeros(len(order), dtype=np.int64),
-                    history_categorical=categories(history_categorical, items, order),
-                    candidate_items=candidate_items, candidate_categorical=categories(candidate_categorical, candidate_items, None),
-                    request_time=int(request_time), tz_offset_minutes=zone,
-                    oov={"history_items": int((items == OOV).sum()), "candidate_items": int((candidate_items == OOV).sum()),
-                         "feature_values": 0},
-                    history_truncated=truncated)
+        return Feed(
+            history_items=items,
+            history_actions=history_actions[order],
+            history_seconds=history_seconds[order],
+            history_offsets=np.full(len(order), zone, dtype=np.int16),
+            history_impressions=np.zeros(len(order), dtype=np.int64),
+            history_categorical=categories(history_categorical, items, order),
+            candidate_items=candidate_items,
+            candidate_categorical=categories(candidate_categorical, candidate_items, None),
+            request_time=int(request_time),
+            tz_offset_minutes=zone,
+            oov={"history_items": int((items == OOV).sum()), "candidate_items": int((candidate_items == OOV).sum()), "feature_values": 0},
+            history_truncated=truncated,
+        )
 
     def _excess(self, events: int) -> int:
         """History events beyond the model's length are cut, except for recurrent models, whose
@@ -183,8 +216,9 @@ class Featurizer:
             return explicit
         if iso is not None:
             return iso
-        default = resolve_offsets(np.array([request_time]), np.array([True]), np.array([NO_OFFSET], dtype=np.int16),
-                                  self.fixed_offset, self.default_zone)
+        default = resolve_offsets(
+            np.array([request_time]), np.array([True]), np.array([NO_OFFSET], dtype=np.int16), self.fixed_offset, self.default_zone
+        )
         return int(default[0])
 
     @staticmethod
@@ -198,8 +232,11 @@ class Featurizer:
         for position, (event, original) in enumerate(zip(events, order)):
             if event.action is not None:
                 if event.action not in self.actions:
-                    raise FeedError(("body", "history", original, "action"),
-                                    f"unknown action {event.action!r} (model actions: {sorted(self.actions)})", event.action)
+                    raise FeedError(
+                        ("body", "history", original, "action"),
+                        f"unknown action {event.action!r} (model actions: {sorted(self.actions)})",
+                        event.action,
+                    )
                 ids[position] = self.actions[event.action]
                 continue
             unknown = set(event.labels) - set(self.tasks)
@@ -209,13 +246,13 @@ class Featurizer:
             ids[position] = self.actions.get(action_name(mask, self.tasks), OOV)
         return ids
 
-    def _categorical(self, rows: list[CandidateItem], items: np.ndarray, where: tuple, original: list[int],
-                     oov: dict[str, int]) -> dict[str, np.ndarray]:
+    def _categorical(
+        self, rows: list[CandidateItem], items: np.ndarray, where: tuple, original: list[int], oov: dict[str, int]
+    ) -> dict[str, np.ndarray]:
         out = {}
         for name, vocabulary in self.categories.items():
             width = self.max_values[name]
-            values = (self.item_level[name][items] if name in self.item_level
-                      else np.zeros((len(rows), width), dtype=np.int64)).copy()
+            values = (self.item_level[name][items] if name in self.item_level else np.zeros((len(rows), width), dtype=np.int64)).copy()
             for position, row in enumerate(rows):
                 given = row.features.get(name)
                 if given is None:
@@ -230,8 +267,11 @@ class Featurizer:
             undeclared = set(row.features) - set(self.categories)
             if undeclared:
                 name = sorted(undeclared)[0]
-                raise FeedError((*where, original[position], "features", name),
-                                f"feature {name!r} is not declared by the model (declared: {sorted(self.categories)})", name)
+                raise FeedError(
+                    (*where, original[position], "features", name),
+                    f"feature {name!r} is not declared by the model (declared: {sorted(self.categories)})",
+                    name,
+                )
         return out
 
 

@@ -28,8 +28,15 @@ from rotorec.service.schemas import FUTURE_SLACK_SECONDS, LATEST_SECOND, Int64, 
 from rotorec.service.scoring import ServedModel
 
 MAX_DIMENSION = 2**31 - 1  # far beyond what a body under the size cap can fill; numpy refuses empty shapes near 2**63
-REQUIRED = ("history_item_ids", "history_timestamps", "history_actions", "history_lengths", "candidate_item_ids",
-            "candidate_lengths", "request_time")
+REQUIRED = (
+    "history_item_ids",
+    "history_timestamps",
+    "history_actions",
+    "history_lengths",
+    "candidate_item_ids",
+    "candidate_lengths",
+    "request_time",
+)
 
 
 class InferTensor(Strict):
@@ -48,14 +55,22 @@ class InferRequest(Strict):
 
 def _metadata(model: ServedModel) -> dict:
     dims = {"history": [-1, -1], "candidate": [-1, -1], "row": [-1]}
-    inputs = [{"name": n, "datatype": "INT64", "shape": dims["row" if n.endswith(("lengths", "time")) else n.split("_")[0]]}
-              for n in REQUIRED]
+    inputs = [
+        {"name": n, "datatype": "INT64", "shape": dims["row" if n.endswith(("lengths", "time")) else n.split("_")[0]]} for n in REQUIRED
+    ]
     for field in model.categories:
-        inputs += [{"name": f"history_cat_{field}", "datatype": "INT64", "shape": [-1, -1], "optional": True},
-                   {"name": f"candidate_cat_{field}", "datatype": "INT64", "shape": [-1, -1], "optional": True}]
-    return {"name": model.name, "versions": [model.version], "platform": "pytorch", "inputs": inputs,
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, -1, len(model.tasks)]}],
-            "parameters": {"tasks": model.tasks}}
+        inputs += [
+            {"name": f"history_cat_{field}", "datatype": "INT64", "shape": [-1, -1], "optional": True},
+            {"name": f"candidate_cat_{field}", "datatype": "INT64", "shape": [-1, -1], "optional": True},
+        ]
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "pytorch",
+        "inputs": inputs,
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, -1, len(model.tasks)]}],
+        "parameters": {"tasks": model.tasks},
+    }
 
 
 def _tensors(body: InferRequest, model: ServedModel) -> dict[str, np.ndarray]:
@@ -85,19 +100,33 @@ def _feeds(tensors: dict[str, np.ndarray], model: ServedModel, max_history: int,
     for b in range(rows):
         length, count, when = int(lengths[b]), int(counts[b]), int(times[b])
         seconds = tensors["history_timestamps"][b, :length]
-        _within(seconds, 0, min(latest_history_second(when), LATEST_SECOND - 1), "history_timestamps", b,
-                message=f"must be Unix seconds before 2100 and at most {FUTURE_SLACK_SECONDS} s after the row's "
-                        "request_time")
-        feeds.append(model.feed_from_ids(
-            history_items=_ids(tensors["history_item_ids"][b, :length], model.items.size),
-            history_actions=_ids(tensors["history_actions"][b, :length], model.action_vocab_size),
-            history_seconds=seconds,
-            history_categorical={f: _ids(tensors[f"history_cat_{f}"][b, :length], model.categories[f].size)
-                                 for f in model.categories if f"history_cat_{f}" in tensors},
-            candidate_items=_ids(tensors["candidate_item_ids"][b, :count], model.items.size),
-            candidate_categorical={f: _ids(tensors[f"candidate_cat_{f}"][b, :count], model.categories[f].size)
-                                   for f in model.categories if f"candidate_cat_{f}" in tensors},
-            request_time=when))
+        _within(
+            seconds,
+            0,
+            min(latest_history_second(when), LATEST_SECOND - 1),
+            "history_timestamps",
+            b,
+            message=f"must be Unix seconds before 2100 and at most {FUTURE_SLACK_SECONDS} s after the row's request_time",
+        )
+        feeds.append(
+            model.feed_from_ids(
+                history_items=_ids(tensors["history_item_ids"][b, :length], model.items.size),
+                history_actions=_ids(tensors["history_actions"][b, :length], model.action_vocab_size),
+                history_seconds=seconds,
+                history_categorical={
+                    f: _ids(tensors[f"history_cat_{f}"][b, :length], model.categories[f].size)
+                    for f in model.categories
+                    if f"history_cat_{f}" in tensors
+                },
+                candidate_items=_ids(tensors["candidate_item_ids"][b, :count], model.items.size),
+                candidate_categorical={
+                    f: _ids(tensors[f"candidate_cat_{f}"][b, :count], model.categories[f].size)
+                    for f in model.categories
+                    if f"candidate_cat_{f}" in tensors
+                },
+                request_time=when,
+            )
+        )
     return feeds
 
 
@@ -163,6 +192,9 @@ async def infer(body: InferRequest, state: State, model: Named) -> dict:
     out = np.zeros((len(feeds), max(len(f.candidate_items) for f in feeds), len(model.tasks)), dtype=np.float32)
     for row, scored in enumerate(results):
         out[row, : len(scored.probabilities)] = scored.probabilities
-    return {"id": body.id, "model_name": model.name, "model_version": model.version,
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape),
-                         "data": out.ravel().tolist()}]}
+    return {
+        "id": body.id,
+        "model_name": model.name,
+        "model_version": model.version,
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape), "data": out.ravel().tolist()}],
+    }

@@ -22,17 +22,16 @@ class ServiceMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("ranker_requests_total", "HTTP requests", ["route", "status"], registry=r)
-        self.request_seconds = Histogram("ranker_request_duration_seconds", "Request latency", ["route"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("ranker_inference_duration_seconds", "One forward pass",
-                                           buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram("ranker_queue_wait_seconds", "Time queued before a batch", buckets=LATENCY_BUCKETS,
-                                    registry=r)
+        self.request_seconds = Histogram(
+            "ranker_request_duration_seconds", "Request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram("ranker_inference_duration_seconds", "One forward pass", buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("ranker_queue_wait_seconds", "Time queued before a batch", buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("ranker_batch_size", "Requests per forward pass", buckets=COUNT_BUCKETS, registry=r)
-        self.candidates = Histogram("ranker_candidates_per_request", "Candidates per request", buckets=COUNT_BUCKETS,
-                                    registry=r)
-        self.history_events = Histogram("ranker_history_events_per_request", "History events per request",
-                                        buckets=COUNT_BUCKETS, registry=r)
+        self.candidates = Histogram("ranker_candidates_per_request", "Candidates per request", buckets=COUNT_BUCKETS, registry=r)
+        self.history_events = Histogram(
+            "ranker_history_events_per_request", "History events per request", buckets=COUNT_BUCKETS, registry=r
+        )
         self.predicted = ProbabilityHistogram()
         r.register(self.predicted)
         self.oov = Counter("ranker_oov_total", "Unknown ids mapped to OOV", ["field"], registry=r)

@@ -83,8 +83,7 @@ async def reload(state: ServiceState, body: ReloadRequest, who: str, client: str
     state.metrics.reloads.labels(result="ok").inc()
     before = None if previous is None else {"name": previous.name, "version": previous.version}
     after = {"name": current.name, "version": current.version}
-    log.info("reload", extra={**attempt, "outcome": "ok", "folder": str(current.run.folder), "previous": before,
-                              "current": after})
+    log.info("reload", extra={**attempt, "outcome": "ok", "folder": str(current.run.folder), "previous": before, "current": after})
     return {"previous": before, "current": after}
 
 
@@ -104,10 +103,8 @@ async def _swap(state: ServiceState, body: ReloadRequest):
             raise ReloadFailed(409, "refused", f"refused {body.run}: {error}") from None
         previous = state.model
         if body.expect_version is not None and candidate.version != body.expect_version:
-            raise ReloadFailed(409, "refused", f"refused {body.run}: version {candidate.version} is not the expected "
-                                               f"{body.expect_version}")
+            raise ReloadFailed(409, "refused", f"refused {body.run}: version {candidate.version} is not the expected {body.expect_version}")
         if previous is not None and candidate.tasks != previous.tasks:
-            raise ReloadFailed(409, "refused", f"refused {body.run}: tasks {candidate.tasks} differ from the served "
-                                               f"{previous.tasks}")
+            raise ReloadFailed(409, "refused", f"refused {body.run}: tasks {candidate.tasks} differ from the served {previous.tasks}")
         state.install(candidate)
         return previous, candidate

@@ -42,15 +42,23 @@ def sample_feed(run: Path, prepared: Path) -> dict:
     tables = {f: Vocabulary.load(run / "vocab", f) for f in fields}
 
     def event(j: int) -> dict:
-        return {"item_id": str(items.key_of([int(batch.item[0, j])])[0]),
-                "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
-                "action": data.schema.actions[int(batch.action[0, j]) - RESERVED],
-                "features": {f: str(tables[f].key_of([int(batch.categorical[f][0, j, 0])])[0]) for f in fields
-                             if int(batch.categorical[f][0, j, 0]) >= RESERVED}}
+        return {
+            "item_id": str(items.key_of([int(batch.item[0, j])])[0]),
+            "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
+            "action": data.schema.actions[int(batch.action[0, j]) - RESERVED],
+            "features": {
+                f: str(tables[f].key_of([int(batch.categorical[f][0, j, 0])])[0])
+                for f in fields
+                if int(batch.categorical[f][0, j, 0]) >= RESERVED
+            },
+        }
 
-    return {"user_id": batch.users[0], "request_time": iso_time(int(batch.timestamp[0, first]), int(batch.tz_offset_minutes[0, first])),
-            "history": [event(j) for j in range(cut)],
-            "candidates": [{"item_id": str(items.key_of([int(batch.item[0, j])])[0])} for j in targets[:MAX_CANDIDATES]]}
+    return {
+        "user_id": batch.users[0],
+        "request_time": iso_time(int(batch.timestamp[0, first]), int(batch.tz_offset_minutes[0, first])),
+        "history": [event(j) for j in range(cut)],
+        "candidates": [{"item_id": str(items.key_of([int(batch.item[0, j])])[0])} for j in targets[:MAX_CANDIDATES]],
+    }
 
 
 def wait_until_ready(url: str, timeout_s: float = 120.0, alive=lambda: True) -> None:
@@ -84,14 +92,19 @@ def serve_sample(settings: ServiceSettings, prepared: Path) -> int:
         response = httpx.post(f"{url}/v1/rank", json=feed, headers=headers, timeout=60)
         response.raise_for_status()
         ranked = response.json()
-        print(f"served by {ranked['model']['name']} {ranked['model']['version']} at {url}: user {feed['user_id']}, "
-              f"{len(feed['history'])} history events, {len(feed['candidates'])} candidates")
+        print(
+            f"served by {ranked['model']['name']} {ranked['model']['version']} at {url}: user {feed['user_id']}, "
+            f"{len(feed['history'])} history events, {len(feed['candidates'])} candidates"
+        )
         tasks = list(ranked["scores"][0]["probabilities"])
         print(f"{'rank':>4}  {'item':>10}  " + "  ".join(f"{t:>10}" for t in tasks) + f"  {'score':>8}")
         for position, index in enumerate(ranked["ranking"], start=1):
             entry = ranked["scores"][index]
-            print(f"{position:>4}  {entry['item_id']:>10}  " + "  ".join(f"{entry['probabilities'][t]:>10.4f}" for t in tasks)
-                  + f"  {entry['score']:>8.4f}")
+            print(
+                f"{position:>4}  {entry['item_id']:>10}  "
+                + "  ".join(f"{entry['probabilities'][t]:>10.4f}" for t in tasks)
+                + f"  {entry['score']:>8.4f}"
+            )
         return 0
     finally:
         server.should_exit = True

@@ -60,8 +60,9 @@ def latest_history_second(request_second: int) -> int:
     return request_second + FUTURE_SLACK_SECONDS
 
 
-TimeValue = Annotated[StrictInt | StrictFloat | Text, AfterValidator(_checked_time),
-                      Field(description="Unix seconds or ISO-8601 with an offset")]
+TimeValue = Annotated[
+    StrictInt | StrictFloat | Text, AfterValidator(_checked_time), Field(description="Unix seconds or ISO-8601 with an offset")
+]
 
 
 class CandidateItem(Strict):
@@ -132,7 +133,8 @@ class RankResponse(Strict):
 
 class ReloadRequest(Strict):
     run: Annotated[StrictStr, StringConstraints(min_length=1, max_length=4096)] = Field(
-        description="a run folder inside the server's runs root (absolute, or relative to the root)")
+        description="a run folder inside the server's runs root (absolute, or relative to the root)"
+    )
     expect_version: Text | None = Field(None, description="refuse the run unless its manifest has this version")
 
 

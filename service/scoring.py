@@ -66,8 +66,10 @@ class ServedModel(Featurizer):
             logits = logits.float()
             calibrated = torch.stack([self.run.calibrated(task, logits[..., k]) for k, task in enumerate(self.tasks)], -1)
             probabilities = torch.sigmoid(calibrated).cpu().numpy()
-        return [Scored(probabilities[row, : len(feed.candidate_items)], self._state_after(feed, encoded, row, caches))
-                for row, feed in enumerate(feeds)]
+        return [
+            Scored(probabilities[row, : len(feed.candidate_items)], self._state_after(feed, encoded, row, caches))
+            for row, feed in enumerate(feeds)
+        ]
 
     def advance(self, state: UserState | None, feed: Feed) -> UserState:
         """Read a user's new events into their state: one recurrent step per event and layer."""
@@ -78,22 +80,24 @@ class ServedModel(Featurizer):
             encoded = encode_history(self.model, history, caches)
         return self._state_after(feed, encoded, 0, caches)
 
-    def _continue_from_states(self, feeds: list[Feed], new_events_only: bool = False
-                              ) -> tuple[list[Feed], list[RecurrentCache] | None]:
+    def _continue_from_states(self, feeds: list[Feed], new_events_only: bool = False) -> tuple[list[Feed], list[RecurrentCache] | None]:
         """Per-layer caches for a batch of feeds; a feed whose whole history was sent keeps only
         the events after its cached state (`new_events_only`: the feed holds just those)."""
         if not self.streams:
             return feeds, None
         usable = [f.cached is not None and f.cached.version == self.version for f in feeds]
-        feeds = [(f if new_events_only else f.history_after(f.cached.events)) if ok else replace(f, cached=None)
-                 for f, ok in zip(feeds, usable)]
-        caches = [RecurrentCache.stack([f.cached.caches[layer] if f.cached is not None
-                                        else block.mixer.empty_cache(1, self.device) for f in feeds])
-                  for layer, block in enumerate(self.model.blocks)]
+        feeds = [
+            (f if new_events_only else f.history_after(f.cached.events)) if ok else replace(f, cached=None) for f, ok in zip(feeds, usable)
+        ]
+        caches = [
+            RecurrentCache.stack(
+                [f.cached.caches[layer] if f.cached is not None else block.mixer.empty_cache(1, self.device) for f in feeds]
+            )
+            for layer, block in enumerate(self.model.blocks)
+        ]
         return feeds, caches
 
-    def _state_after(self, feed: Feed, encoded: History, row: int,
-                     caches: list[RecurrentCache] | None) -> UserState | None:
+    def _state_after(self, feed: Feed, encoded: History, row: int, caches: list[RecurrentCache] | None) -> UserState | None:
         if caches is None:
             return None
         before = feed.cached
@@ -101,8 +105,13 @@ class ServedModel(Featurizer):
         digests = feed.fingerprints(before.fingerprint if before else "")
         fingerprint = digests[-1] if digests else (before.fingerprint if before else "")
         last = int(feed.history_seconds[-1]) if len(feed.history_seconds) else (before.last_seconds if before else 0)
-        return UserState(version=self.version, caches=[layer.row(row) for layer in encoded.layers], events=events,
-                         last_seconds=last, fingerprint=fingerprint)
+        return UserState(
+            version=self.version,
+            caches=[layer.row(row) for layer in encoded.layers],
+            events=events,
+            last_seconds=last,
+            fingerprint=fingerprint,
+        )
 
     def _pad(self, feeds: list[Feed], history: bool) -> Events:
         lengths = [len(f.history_items if history else f.candidate_items) for f in feeds]
@@ -117,13 +126,18 @@ class ServedModel(Featurizer):
 
         valid = torch.tensor([[k < n for k in range(width)] for n in lengths], device=self.device)
         if not history:
-            return Events(item=stack(lambda f: f.candidate_items), valid=valid,
-                          categorical={n: stack(lambda f, n=n: f.candidate_categorical[n], trailing=(self.max_values[n],))
-                                       for n in self.categories})
+            return Events(
+                item=stack(lambda f: f.candidate_items),
+                valid=valid,
+                categorical={n: stack(lambda f, n=n: f.candidate_categorical[n], trailing=(self.max_values[n],)) for n in self.categories},
+            )
         return Events(
-            item=stack(lambda f: f.history_items), valid=valid,
-            categorical={n: stack(lambda f, n=n: f.history_categorical[n], trailing=(self.max_values[n],))
-                         for n in self.categories},
-            action=stack(lambda f: f.history_actions), timestamp=stack(lambda f: f.history_seconds),
-            has_time=valid.clone(), tz_offset_minutes=stack(lambda f: f.history_offsets),
-            impression=stack(lambda f: f.history_impressions))
+            item=stack(lambda f: f.history_items),
+            valid=valid,
+            categorical={n: stack(lambda f, n=n: f.history_categorical[n], trailing=(self.max_values[n],)) for n in self.categories},
+            action=stack(lambda f: f.history_actions),
+            timestamp=stack(lambda f: f.history_seconds),
+            has_time=valid.clone(),
+            tz_offset_minutes=stack(lambda f: f.history_offsets),
+            impression=stack(lambda f: f.history_impressions),
+        )

@@ -24,8 +24,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROTOREC_", extra="forbid")
 
     run: Path = Field(description="run folder written by `rotorec train`")
-    runs_root: Path | None = Field(None, description="POST /admin/reload loads only run folders inside this one "
-                                                     "(default: the parent of the run)")
+    runs_root: Path | None = Field(
+        None, description="POST /admin/reload loads only run folders inside this one (default: the parent of the run)"
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, description="port to listen on")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
@@ -42,8 +43,7 @@ class ServiceSettings(BaseSettings):
     state_cache_entries: int = Field(10_000, ge=0, description="users with a cached state (recurrent models)")
     state_cache_bytes: int = Field(256 * 1024 * 1024, ge=0)
     state_cache_ttl_s: float = Field(3600.0, gt=0)
-    drain_s: float = Field(5.0, ge=0, description="seconds between SIGTERM and shutdown: readiness is 503, "
-                                                  "requests are still served")
+    drain_s: float = Field(5.0, ge=0, description="seconds between SIGTERM and shutdown: readiness is 503, requests are still served")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="seconds to finish queued work on shutdown")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads for the inference thread")
     fail_fast: bool = Field(False, description="exit if the model cannot be loaded")
@@ -60,9 +60,14 @@ class ServiceSettings(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, FileNamedByEnv(settings_cls), env_settings, file_secret_settings
 
 

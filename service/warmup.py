@@ -21,8 +21,9 @@ def warm_up(model: ServedModel) -> None:
     known = [str(k) for k in model.items.keys[:2]] or ["warm-up"]
     action = next(iter(model.actions), None)
     history = [{"item_id": known[0], "timestamp": WARMUP_TIME - 60, "action": action}] if action else []
-    request = RankRequest.model_validate({"user_id": "warm-up", "request_time": WARMUP_TIME, "history": history,
-                                          "candidates": [{"item_id": k} for k in known]})
+    request = RankRequest.model_validate(
+        {"user_id": "warm-up", "request_time": WARMUP_TIME, "history": history, "candidates": [{"item_id": k} for k in known]}
+    )
     (scored,) = model.score([model.feed(request, max_history=len(history))])
     probabilities = scored.probabilities
     if not (np.isfinite(probabilities).all() and (probabilities >= 0).all() and (probabilities <= 1).all()):

@@ -44,8 +44,9 @@ def run_rotorec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess, as a user would."""
     # One thread per job: the suite already runs one worker per core (pytest -n 2).
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "rotorec", "--log-level", "WARNING", *args],
-                            capture_output=True, text=True, cwd=REPO, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "rotorec", "--log-level", "WARNING", *args], capture_output=True, text=True, cwd=REPO, env=env
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"rotorec {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -75,9 +76,24 @@ def tiny_prepared(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A briefly trained run on the tiny feed (a real `rotorec train`, not a fixture model)."""
     out = tmp_path_factory.mktemp("run") / "run"
-    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(out),
-                "--no-progress", "--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "model.d_model=32",
-                "--set", "train.batch_size=16")
+    run_rotorec(
+        "train",
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "train.max_steps=30",
+        "--set",
+        "train.eval_every=15",
+        "--set",
+        "model.d_model=32",
+        "--set",
+        "train.batch_size=16",
+    )
     return out
 
 
@@ -105,9 +121,29 @@ class Server:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "ROTOREC_SCORING_TOKENS": SCORING, "ROTOREC_ADMIN_TOKENS": ADMIN}
         self.output = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "serve", "--run", str(run), "--port", str(self.port),
-             "--threads", "1", "--drain", str(drain), *extra], cwd=REPO, env=env, stdout=self.output, stderr=subprocess.STDOUT,
-            text=True)
+            [
+                sys.executable,
+                "-m",
+                "rotorec",
+                "--log-level",
+                "WARNING",
+                "serve",
+                "--run",
+                str(run),
+                "--port",
+                str(self.port),
+                "--threads",
+                "1",
+                "--drain",
+                str(drain),
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             wait_until_ready(self.url, 90, alive=lambda: self.process.poll() is None)
         except RuntimeError:

@@ -23,12 +23,15 @@ def _targets(out: Path, split: str) -> list[dict]:
 
 
 def test_movielens_1m_dat_files(tmp_path: Path) -> None:
-    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n1::914::4::978301968\n"
-                                          "2::1193::4::978298413\n2::1194::four::978298414\n")
-    (tmp_path / "movies.dat").write_bytes("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
-                                          "661::James and the Giant Peach: The Movie (1996)::Animation|Children's|Musical\n"
-                                          "914::My Fair Lady (1964)::Musical|Romance\n"
-                                          "3000::Am\xe9lie (2001)::Comedy|Romance\n".encode("latin-1"))
+    (tmp_path / "ratings.dat").write_text(
+        "1::1193::5::978300760\n1::661::3::978302109\n1::914::4::978301968\n2::1193::4::978298413\n2::1194::four::978298414\n"
+    )
+    (tmp_path / "movies.dat").write_bytes(
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James and the Giant Peach: The Movie (1996)::Animation|Children's|Musical\n"
+        "914::My Fair Lady (1964)::Musical|Romance\n"
+        "3000::Am\xe9lie (2001)::Comedy|Romance\n".encode("latin-1")
+    )
     stats = prepare(adapter("movielens")(tmp_path), tmp_path / "out", OPTIONS)
     assert (stats["users"], stats["events"], stats["catalogue_items"]) == (2, 4, 4)
     assert stats["quarantine_reasons"] == {"bad_label": 1}
@@ -46,20 +49,23 @@ def test_movielens_1m_dat_files(tmp_path: Path) -> None:
 
 
 def test_movielens_csv_files(tmp_path: Path) -> None:
-    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n"
-                                          "1,6,9.0,964982224\n")
-    (tmp_path / "movies.csv").write_text('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n'
-                                         '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n6,Heat (1995),(no genres listed)\n')
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n1,6,9.0,964982224\n")
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n"
+        '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n6,Heat (1995),(no genres listed)\n'
+    )
     stats = prepare(adapter("movielens")(tmp_path), tmp_path / "out", OPTIONS)
     assert stats["events"] == 2 and stats["quarantine_reasons"] == {"bad_label": 1}  # 9.0 is outside 0.5..5
     assert stats["positives"]["like"] == 1  # 3.5 is negative (docs/evaluation_details.md, "MovieLens like label")
 
 
 def test_mind_behaviors_and_news(tmp_path: Path) -> None:
-    behaviors = ("1\tU1\t11/11/2019 9:05:58 AM\tN1 N2\tN3-1 N4-0\n"
-                 "2\tU2\t11/12/2019 2:14:46 PM\t\tN3-0 N5-1 N6-0\n"
-                 "3\tU1\t11/13/2019 11:00:00 PM\tN1 N2\tN7-0 N8-1\n"
-                 "4\tU3\tnot a time\tN9\tN3-1\n")
+    behaviors = (
+        "1\tU1\t11/11/2019 9:05:58 AM\tN1 N2\tN3-1 N4-0\n"
+        "2\tU2\t11/12/2019 2:14:46 PM\t\tN3-0 N5-1 N6-0\n"
+        "3\tU1\t11/13/2019 11:00:00 PM\tN1 N2\tN7-0 N8-1\n"
+        "4\tU3\tnot a time\tN9\tN3-1\n"
+    )
     (tmp_path / "behaviors.tsv").write_text(behaviors)
     with gzip.open(tmp_path / "news.tsv.gz", "wt") as handle:
         handle.write("N3\tsports\tsoccer\tTitle\tAbstract\turl\t[]\t[]\nN5\tnews\tnewsus\tT\tA\tu\t[]\t[]\n")
@@ -93,7 +99,8 @@ def test_kuairand_log_through_the_shipped_schema(tmp_path: Path) -> None:
         "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,long_view,tab\n"
         "0,100,20220408,1600,1649404800000,1,0,0,1,1\n"
         "0,101,20220408,1601,1649404860000,0,0,0,0,1\n"
-        "0,102,20220409,900,1649466000000,1,1,0,0,2\n")
+        "0,102,20220409,900,1649466000000,1,1,0,0,2\n"
+    )
     schema = LogSchema.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "schemas" / "kuairand.yaml")
     stats = prepare(events_source(tmp_path / "log_standard_pure.csv", schema), tmp_path / "out", OPTIONS)
     assert stats["timestamp_unit"] == "ms" and stats["first_timestamp"] == 1_649_404_800

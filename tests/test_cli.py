@@ -14,8 +14,9 @@ from conftest import run_rotorec
 @pytest.mark.slow
 def test_synth_then_prepare_needs_no_flags(tmp_path: Path) -> None:
     run_rotorec("synth", "--out", str(tmp_path / "feed"), "--preset", "tiny", "--users", "20", "--no-progress")
-    result = run_rotorec("prepare", "--format", "events", "--input", str(tmp_path / "feed"), "--out", str(tmp_path / "data"),
-                         "--no-progress")
+    result = run_rotorec(
+        "prepare", "--format", "events", "--input", str(tmp_path / "feed"), "--out", str(tmp_path / "data"), "--no-progress"
+    )
     summary = json.loads(result.stdout)
     stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     assert summary["events"] == stats["events"] == json.loads((tmp_path / "feed" / "manifest.json").read_text())["rows"]
@@ -26,10 +27,21 @@ def test_synth_then_prepare_needs_no_flags(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_label_threshold_flag(tmp_path: Path) -> None:
-    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating,genre\nu,a,1700000000,4.5,x\nu,b,1700000100,2,y\n"
-                                      "u,c,1700000200,4,x\n")
-    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "out"),
-                "--labels", "like=rating>=4", "--categorical", "genre", "--no-progress")
+    (tmp_path / "log.csv").write_text(
+        "user_id,item_id,timestamp,rating,genre\nu,a,1700000000,4.5,x\nu,b,1700000100,2,y\nu,c,1700000200,4,x\n"
+    )
+    run_rotorec(
+        "prepare",
+        "--input",
+        str(tmp_path / "log.csv"),
+        "--out",
+        str(tmp_path / "out"),
+        "--labels",
+        "like=rating>=4",
+        "--categorical",
+        "genre",
+        "--no-progress",
+    )
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["positives"] == {"like": 2}
 
@@ -38,8 +50,16 @@ def test_label_threshold_flag(tmp_path: Path) -> None:
 def test_unknown_schema_key_is_named(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu,a,1700000000\n")
     (tmp_path / "schema.yaml").write_text("labels:\n  click: {colum: clicked}\n")
-    result = run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "out"),
-                         "--schema", str(tmp_path / "schema.yaml"), check=False)
+    result = run_rotorec(
+        "prepare",
+        "--input",
+        str(tmp_path / "log.csv"),
+        "--out",
+        str(tmp_path / "out"),
+        "--schema",
+        str(tmp_path / "schema.yaml"),
+        check=False,
+    )
     assert result.returncode == 2 and "labels.click.colum" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -69,8 +89,9 @@ def test_bad_option_values_and_misplaced_flags_are_one_line_errors(tmp_path: Pat
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu,a,1700000000\n")
     bad_len = run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--max-len", "0", check=False)
     assert bad_len.returncode == 2 and "--max-len" in bad_len.stderr and "Traceback" not in bad_len.stderr
-    misplaced = run_rotorec("prepare", "--format", "movielens", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
-                            "--labels", "click", check=False)
+    misplaced = run_rotorec(
+        "prepare", "--format", "movielens", "--input", str(tmp_path), "--out", str(tmp_path / "o"), "--labels", "click", check=False
+    )
     assert misplaced.returncode == 2 and "schema flags apply to --format events" in misplaced.stderr
     bad_users = run_rotorec("synth", "--out", str(tmp_path / "s"), "--users", "0", check=False)
     assert bad_users.returncode == 2 and "--users" in bad_users.stderr and "Traceback" not in bad_users.stderr
@@ -78,30 +99,39 @@ def test_bad_option_values_and_misplaced_flags_are_one_line_errors(tmp_path: Pat
 
 @pytest.mark.slow
 def test_flags_refine_the_schema_file_instead_of_replacing_it(tmp_path: Path, tiny_feed: Path) -> None:
-    run_rotorec("prepare", "--input", str(tiny_feed), "--out", str(tmp_path / "o"), "--default-timezone", "Europe/Berlin",
-                "--no-progress")
+    run_rotorec("prepare", "--input", str(tiny_feed), "--out", str(tmp_path / "o"), "--default-timezone", "Europe/Berlin", "--no-progress")
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert set(stats["positives"]) == {"click", "like", "long_dwell"} and stats["split"]["protocol"] == "temporal"
     assert json.loads((tmp_path / "o" / "schema.json").read_text())["default_timezone"] == "Europe/Berlin"
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click,rating\nu,a,1700000000,1,5\nu,b,1700000100,0,2\n")
     (tmp_path / "s.yaml").write_text("labels:\n  click: {}\n")
-    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "p"), "--schema",
-                str(tmp_path / "s.yaml"), "--labels", "like=rating>=4", "--no-progress")
+    run_rotorec(
+        "prepare",
+        "--input",
+        str(tmp_path / "log.csv"),
+        "--out",
+        str(tmp_path / "p"),
+        "--schema",
+        str(tmp_path / "s.yaml"),
+        "--labels",
+        "like=rating>=4",
+        "--no-progress",
+    )
     assert json.loads((tmp_path / "p" / "stats.json").read_text())["positives"] == {"click": 1, "like": 1}
 
 
 @pytest.mark.slow
 def test_bad_threshold_and_log_level_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating\nu,a,1700000000,4\n")
-    bad = run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"),
-                      "--labels", "like=rating>=4.0.1", check=False)
+    bad = run_rotorec(
+        "prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--labels", "like=rating>=4.0.1", check=False
+    )
     assert bad.returncode == 2 and "not a number" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow
 def test_an_empty_simulation_and_a_file_as_out_folder_are_one_line_errors(tmp_path: Path) -> None:
-    empty = run_rotorec("synth", "--out", str(tmp_path / "s"), "--users", "1", "--days", "1", "--no-progress",
-                        check=False)
+    empty = run_rotorec("synth", "--out", str(tmp_path / "s"), "--users", "1", "--days", "1", "--no-progress", check=False)
     assert empty.returncode == 2 and "no events" in empty.stderr and "Traceback" not in empty.stderr
     assert not (tmp_path / "s").exists()
     (tmp_path / "taken").write_text("not a folder")

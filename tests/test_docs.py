@@ -39,8 +39,13 @@ def test_no_file_cites_a_document_outside_the_repository() -> None:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             for name in MARKDOWN_NAME.findall(line):
                 beside = (path.parent / name).resolve()
-                if (name in held or name in WRITTEN_BY_ROTOREC or name == TEAM_DATA_README
-                        or any(h.endswith(f"/{name}") for h in held) or (beside.is_file() and beside.is_relative_to(REPO))):
+                if (
+                    name in held
+                    or name in WRITTEN_BY_ROTOREC
+                    or name == TEAM_DATA_README
+                    or any(h.endswith(f"/{name}") for h in held)
+                    or (beside.is_file() and beside.is_relative_to(REPO))
+                ):
                     continue
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {name}")
     assert not offenders, "\n".join(offenders)
@@ -53,7 +58,7 @@ def test_every_cited_docs_section_exists() -> None:
         text = " ".join(path.read_text(encoding="utf-8").split())  # citations may wrap across lines
         for doc, heading in CITATION.findall(text):
             if heading not in known.get(doc, set()):
-                missing.append(f"{path.relative_to(REPO)} cites docs/{doc}, \"{heading}\"")
+                missing.append(f'{path.relative_to(REPO)} cites docs/{doc}, "{heading}"')
     assert not missing, "\n".join(sorted(set(missing)))
 
 

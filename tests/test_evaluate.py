@@ -30,8 +30,19 @@ def _record_in_manifest(run: Path, name: str) -> None:
 
 @pytest.mark.slow
 def test_evaluate_writes_metrics_report_and_plots(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
-    result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tiny_prepared), "--out", str(tmp_path / "r"),
-                         "--split", "valid", "--split", "test")
+    result = run_rotorec(
+        "evaluate",
+        "--run",
+        str(trained_run),
+        "--data",
+        str(tiny_prepared),
+        "--out",
+        str(tmp_path / "r"),
+        "--split",
+        "valid",
+        "--split",
+        "test",
+    )
     assert json.loads(result.stdout)["report"].endswith("report.md")
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert set(metrics) == {"valid", "test"}
@@ -70,16 +81,23 @@ def test_tampered_weights_and_foreign_data_are_refused(trained_run: Path, tmp_pa
         load_run(copy)
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click\nu,a,1700000000,1\nu,b,1700000100,0\nu,c,1700000200,1\n")
     run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "other"), "--labels", "click", "--no-progress")
-    result = run_rotorec("evaluate", "--run", str(trained_run), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "r"),
-                         check=False)
+    result = run_rotorec(
+        "evaluate", "--run", str(trained_run), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "r"), check=False
+    )
     assert result.returncode == 2 and "prepared differently" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text,complaint", [("{not json", "unreadable"), ("[1, 2]", "expected an object"),
-                                             ('{"nope": {"scale": 1, "bias": 0}}', "not a task"),
-                                             ('{"click": {"scale": "x", "bias": 0}}', "finite"),
-                                             ('{"click": {"scale": 1}}', "finite")])
+@pytest.mark.parametrize(
+    "text,complaint",
+    [
+        ("{not json", "unreadable"),
+        ("[1, 2]", "expected an object"),
+        ('{"nope": {"scale": 1, "bias": 0}}', "not a task"),
+        ('{"click": {"scale": "x", "bias": 0}}', "finite"),
+        ('{"click": {"scale": 1}}', "finite"),
+    ],
+)
 def test_damaged_calibration_is_refused_not_applied(trained_run: Path, tmp_path: Path, text: str, complaint: str) -> None:
     """Even a calibration whose checksum the manifest holds is checked before it is applied."""
     copy = _copy_run(trained_run, tmp_path)
@@ -91,7 +109,8 @@ def test_damaged_calibration_is_refused_not_applied(trained_run: Path, tmp_path:
 
 @pytest.mark.slow
 def test_a_calibration_the_manifest_does_not_vouch_for_is_refused_until_evaluate_refits_it(
-        trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
+    trained_run: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
     """The issue's probe: a crafted, well-formed calibration.json flipped every probability."""
     copy = _copy_run(trained_run, tmp_path)
     save_calibration(copy, {"click": {"scale": 1.0, "bias": 0.0}})
@@ -115,11 +134,37 @@ def test_a_calibration_the_manifest_does_not_vouch_for_is_refused_until_evaluate
 @pytest.mark.slow
 def test_compare_gives_paired_deltas_with_intervals(trained_run: Path, tiny_prepared: Path, tmp_path: Path) -> None:
     other = tmp_path / "other_run"
-    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(other),
-                "--no-progress", "--set", "train.max_steps=10", "--set", "model.d_model=32", "--set", "train.batch_size=16",
-                "--set", "model.encoding=rope", "--set", "train.seed=5")
-    run_rotorec("evaluate", "--compare", str(trained_run), str(trained_run), str(other), "--data", str(tiny_prepared),
-                "--out", str(tmp_path / "cmp"))
+    run_rotorec(
+        "train",
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--out",
+        str(other),
+        "--no-progress",
+        "--set",
+        "train.max_steps=10",
+        "--set",
+        "model.d_model=32",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "model.encoding=rope",
+        "--set",
+        "train.seed=5",
+    )
+    run_rotorec(
+        "evaluate",
+        "--compare",
+        str(trained_run),
+        str(trained_run),
+        str(other),
+        "--data",
+        str(tiny_prepared),
+        "--out",
+        str(tmp_path / "cmp"),
+    )
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     for task, entry in result["tasks"].items():
         same = entry["delta_ne"][str(trained_run)]
@@ -156,8 +201,11 @@ def test_pooled_delta_averages_seeds_and_pairs_units() -> None:
     logits, labels = rng.normal(size=300), rng.integers(0, 2, 300).astype(np.float64)
     users = rng.integers(0, 40, 300)
     _, inverse = np.unique(users, return_inverse=True)
-    sums = (np.bincount(inverse).astype(np.float64), np.bincount(inverse, labels),
-            np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits))
+    sums = (
+        np.bincount(inverse).astype(np.float64),
+        np.bincount(inverse, labels),
+        np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits),
+    )
     rate = labels.mean()
     expected = np.mean(np.logaddexp(0.0, logits) - labels * logits) / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
     assert point_value(UnitStatistics({"click": sums}, {}), ("ne", "click")) == pytest.approx(expected, rel=1e-12)

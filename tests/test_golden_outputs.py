@@ -25,8 +25,7 @@ TOLERANCE = 1e-6  # absolute; the same arithmetic in the same order repeats to t
 STACKS = {
     "attention": {"mixers": ["attention", "attention"], "encoding": "siren_rope"},
     "rope": {"mixers": ["attention", "attention"], "encoding": "rope"},
-    "rotrnn": {"mixers": ["rotrnn", "attention"], "encoding": "siren_rope",
-               "rotrnn": {"heads": 4, "state": 4, "time_conditioned": True}},
+    "rotrnn": {"mixers": ["rotrnn", "attention"], "encoding": "siren_rope", "rotrnn": {"heads": 4, "state": 4, "time_conditioned": True}},
     "fprnn": {"mixers": ["fprnn", "attention"], "encoding": "none", "fprnn": {"max_iterations_eval": 4}},
 }
 BATCH, LENGTH, CANDIDATES, ITEMS, CATEGORIES = 3, 12, 5, 40, 6
@@ -35,19 +34,33 @@ BATCH, LENGTH, CANDIDATES, ITEMS, CATEGORIES = 3, 12, 5, 40, 6
 def _time(generator: torch.Generator, index: torch.Tensor, start: int) -> TimeInputs:
     shape = index.shape
     seconds = start + torch.cumsum(torch.randint(0, 7_200, shape, generator=generator), dim=1)
-    return TimeInputs(slot=index, seconds=seconds, has_time=torch.rand(shape, generator=generator) > 0.1,
-                      second_of_day=torch.remainder(seconds, 86_400), day_of_week=torch.remainder(seconds // 86_400, 7),
-                      categorical={"category": torch.randint(1, CATEGORIES, (*shape, 1), generator=generator)})
+    return TimeInputs(
+        slot=index,
+        seconds=seconds,
+        has_time=torch.rand(shape, generator=generator) > 0.1,
+        second_of_day=torch.remainder(seconds, 86_400),
+        day_of_week=torch.remainder(seconds // 86_400, 7),
+        categorical={"category": torch.randint(1, CATEGORIES, (*shape, 1), generator=generator)},
+    )
 
 
 def golden_outputs() -> dict[str, torch.Tensor]:
     outputs = {}
     for name, stack in STACKS.items():
         torch.manual_seed(0)
-        config = ModelConfig(item_vocab_size=ITEMS, action_vocab_size=4, tasks=["click", "like"],
-                             categorical={"category": {"vocab_size": CATEGORIES}}, d_model=16, heads=2, layers=2,
-                             dropout=0.0, siren={"branches": ["timestamp", "cyclic", "categorical"], "hidden": 8},
-                             next_item={"loss": "full"}, **stack)
+        config = ModelConfig(
+            item_vocab_size=ITEMS,
+            action_vocab_size=4,
+            tasks=["click", "like"],
+            categorical={"category": {"vocab_size": CATEGORIES}},
+            d_model=16,
+            heads=2,
+            layers=2,
+            dropout=0.0,
+            siren={"branches": ["timestamp", "cyclic", "categorical"], "hidden": 8},
+            next_item={"loss": "full"},
+            **stack,
+        )
         model = Ranker(config).eval()
         generator = torch.Generator().manual_seed(1)
         item = torch.randint(2, ITEMS, (BATCH, LENGTH), generator=generator)
@@ -61,8 +74,7 @@ def golden_outputs() -> dict[str, torch.Tensor]:
             hidden, logits, queries = model(item * valid, time.categorical, action, time, valid)
             history = model.encode(item * valid, time.categorical, action, time, valid)
             scored = model.candidate_hidden(history, candidates, candidate_time.categorical, candidate_time)
-        outputs.update({f"{name}.hidden": hidden, f"{name}.logits": logits, f"{name}.queries": queries,
-                        f"{name}.candidates": scored})
+        outputs.update({f"{name}.hidden": hidden, f"{name}.logits": logits, f"{name}.queries": queries, f"{name}.candidates": scored})
     return outputs
 
 

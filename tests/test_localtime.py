@@ -34,8 +34,9 @@ def test_whole_week_shifts_leave_cyclic_features_unchanged(second: int, offset: 
     assert base[0][0] == shifted[0][0] and base[1][0] == shifted[1][0]
 
 
-@given(st.lists(SECONDS, min_size=1, max_size=40),
-       st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata"]))
+@given(
+    st.lists(SECONDS, min_size=1, max_size=40), st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata"])
+)
 def test_iana_offsets_follow_daylight_saving(seconds: list[int], zone: str) -> None:
     got = zone_offsets_minutes(np.array(seconds, dtype=np.int64), zone)
     expected = [dt.datetime.fromtimestamp(s, ZoneInfo(zone)).utcoffset() // dt.timedelta(minutes=1) for s in seconds]

@@ -44,8 +44,7 @@ def test_uniform_negatives_never_sample_pad_or_oov_and_learn() -> None:
     query = torch.nn.Parameter(F.normalize(torch.randn(6, 8), dim=-1))
     config = NextItemConfig(loss="sampled", num_negatives=500)
     sampler = NegativeSampler(torch.ones(50, dtype=torch.long), config)
-    loss = sampled_softmax_loss(query, torch.tensor([2, 3, 4, 5, 6, 7]), table, config, 20.0, sampler,
-                                torch.Generator().manual_seed(0))
+    loss = sampled_softmax_loss(query, torch.tensor([2, 3, 4, 5, 6, 7]), table, config, 20.0, sampler, torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and query.grad.abs().sum() > 0
     assert table.grad[:2].abs().sum() == 0  # PAD and OOV rows were never drawn
@@ -60,8 +59,7 @@ def test_full_softmax_is_cross_entropy_over_every_catalogue_item() -> None:
 
 def test_popularity_sampler_follows_counts_and_skips_reserved_ids() -> None:
     counts = torch.tensor([50, 50, 0, 9, 99])  # PAD/OOV counts must be ignored
-    sampler = NegativeSampler(counts, NextItemConfig(loss="sampled", negatives="popularity", popularity_alpha=1.0,
-                                                     num_negatives=20_000))
+    sampler = NegativeSampler(counts, NextItemConfig(loss="sampled", negatives="popularity", popularity_alpha=1.0, num_negatives=20_000))
     expected = torch.tensor([0.0, 0.0, 1.0, 10.0, 100.0]) / 111.0
     assert torch.allclose(sampler.probabilities, expected, atol=1e-6)
     drawn = torch.bincount(sampler.draw(torch.Generator().manual_seed(0)), minlength=5).float() / 20_000
@@ -89,11 +87,15 @@ def test_log_q_corrected_sampled_softmax_follows_the_full_softmax_gradient() -> 
     full = gradient(lambda q: full_softmax_loss(q @ table[2:].T, positives))
 
     def agreement(correct: bool) -> float:
-        config = NextItemConfig(loss="sampled", negatives="popularity", popularity_alpha=1.0, num_negatives=4000,
-                                log_q_correction=correct)
+        config = NextItemConfig(loss="sampled", negatives="popularity", popularity_alpha=1.0, num_negatives=4000, log_q_correction=correct)
         sampler = NegativeSampler(counts, config)
-        mean = sum(gradient(lambda q: sampled_softmax_loss(q, positives, table, config, 1.0, sampler,
-                                                           torch.Generator().manual_seed(s))) for s in range(5)) / 5
+        mean = (
+            sum(
+                gradient(lambda q: sampled_softmax_loss(q, positives, table, config, 1.0, sampler, torch.Generator().manual_seed(s)))
+                for s in range(5)
+            )
+            / 5
+        )
         return float(F.cosine_similarity(mean, full, dim=0))
 
     corrected, uncorrected = agreement(True), agreement(False)

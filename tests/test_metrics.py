@@ -11,8 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ranks_against
-from rotorec.training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, impression_ranking,
-                              next_item_metrics, reliability, uniform_ece)
+from rotorec.training.metrics import (
+    CalibrationAccumulator,
+    adaptive_ece,
+    auc,
+    group_auc,
+    impression_ranking,
+    next_item_metrics,
+    reliability,
+    uniform_ece,
+)
 from rotorec.training.retrieval import target_ranks
 
 

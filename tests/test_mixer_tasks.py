@@ -74,7 +74,7 @@ def test_state_tracking_labels_are_the_running_products() -> None:
     tokens, labels = sample(6, 20, torch.Generator().manual_seed(0))
     for row, label_row in zip(tokens.tolist(), labels.tolist()):
         elements = [group[i] for i in row]
-        assert label_row == [group.index(_product(elements[:t + 1])) for t in range(len(row))]
+        assert label_row == [group.index(_product(elements[: t + 1])) for t in range(len(row))]
 
 
 def test_selective_copy_targets_are_the_data_tokens_in_order() -> None:
@@ -109,16 +109,21 @@ def test_the_output_at_p_reads_token_p_and_nothing_after_it(kind: str) -> None:
 @pytest.mark.slow
 def test_smoke_scale_runs_every_model_and_writes_its_report(tmp_path: Path) -> None:
     report = tmp_path / "mixer_tasks.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mixer_tasks.py"), "--scale", "smoke",
-                           "--seeds", "0", "1", "--json", str(report)],
-                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "mixer_tasks.py"), "--scale", "smoke", "--seeds", "0", "1", "--json", str(report)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| state_tracking | fprnn |" in done.stdout and "| selective_copy | rotrnn |" in done.stdout
     written = json.loads(report.read_text())
     assert written["scale"] == "smoke" and written["threads"] == 1 and written["date"] and "commit" in written
     assert written["machine"].endswith(f"{os.cpu_count()} cores")
-    plan = {("state_tracking", kind) for kind in mixer_tasks.MODELS} | \
-        {("selective_copy", kind) for kind in mixer_tasks.SCALES["smoke"].copy_models}
+    plan = {("state_tracking", kind) for kind in mixer_tasks.MODELS} | {
+        ("selective_copy", kind) for kind in mixer_tasks.SCALES["smoke"].copy_models
+    }
     assert {(r["task"], r["model"]) for r in written["results"]} == plan
     assert len(written["results"]) == 2 * len(plan)
     for row in written["results"]:

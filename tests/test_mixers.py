@@ -27,8 +27,9 @@ def batch(tiny_prepared: Path):
 
 
 def _config(schema, **overrides) -> ModelConfig:
-    return ModelConfig.from_feature_schema(schema, d_model=32, heads=2, dropout=0.0,
-                                           siren={"branches": ["timestamp", "cyclic"], "hidden": 16}, **overrides)
+    return ModelConfig.from_feature_schema(
+        schema, d_model=32, heads=2, dropout=0.0, siren={"branches": ["timestamp", "cyclic"], "hidden": 16}, **overrides
+    )
 
 
 def _context(model: Ranker, batch, slots_by_position: bool = True) -> MixerContext:
@@ -43,9 +44,14 @@ def _slice(context: MixerContext, part: slice) -> MixerContext:
     """Events `part` of a context, as a continuation chunk (slots stay absolute)."""
     t = context.time
     cut = lambda x: x[:, part]  # noqa: E731
-    time = TimeInputs(slot=cut(t.slot), seconds=cut(t.seconds),
-                      has_time=cut(t.has_time), second_of_day=cut(t.second_of_day), day_of_week=cut(t.day_of_week),
-                      categorical={k: cut(v) for k, v in t.categorical.items()})
+    time = TimeInputs(
+        slot=cut(t.slot),
+        seconds=cut(t.seconds),
+        has_time=cut(t.has_time),
+        second_of_day=cut(t.second_of_day),
+        day_of_week=cut(t.day_of_week),
+        categorical={k: cut(v) for k, v in t.categorical.items()},
+    )
     sliced = lambda x: None if x is None else x[:, :, part]  # noqa: E731
     return MixerContext(time=time, valid=cut(context.valid), cos=sliced(context.cos), sin=sliced(context.sin))
 
@@ -93,7 +99,7 @@ def test_time_conditioned_rotation_telescopes_to_the_siren_rope_angle(batch) -> 
         states, _ = linear_scan(gate, inputs)
         h = states * phase  # the state in the unrotated basis
         _, unrotated_inputs = mixer.recurrence(value, exponent, None, input_matrix, trace)
-        rho, _ = mixer.decay(exponent[:, i + 1:j + 1], trace)
+        rho, _ = mixer.decay(exponent[:, i + 1 : j + 1], trace)
         angles = model.encoding.angles(context.time).to(torch.float64)
     lanes = torch.arange(mixer.width // 2) % (config.head_dim // 2)
     relative = (angles[:, j] - angles[:, i])[:, lanes] + (j - i) * mixer.theta.detach().flatten().to(torch.float64)
@@ -142,8 +148,9 @@ def _dense_fixed_point(mixer: FixedPointRNN, z: torch.Tensor, value: torch.Tenso
 def test_fprnn_converges_to_the_dense_recurrence(batch) -> None:
     schema, data = batch
     torch.manual_seed(3)
-    config = _config(schema, mixers=["fprnn", "attention"], encoding="none",
-                     fprnn={"tolerance": 1e-13, "max_iterations_eval": 400, "state": 12})
+    config = _config(
+        schema, mixers=["fprnn", "attention"], encoding="none", fprnn={"tolerance": 1e-13, "max_iterations_eval": 400, "state": 12}
+    )
     model = Ranker(config).double().eval()
     mixer = model.blocks[0].mixer
     steps = 24
@@ -167,8 +174,12 @@ def test_streaming_steps_equal_a_full_forward(batch, kind: str, tolerance: float
     """Prefill with a scan, then one event at a time from the cache = one pass over everything."""
     schema, data = batch
     torch.manual_seed(4)
-    config = _config(schema, mixers=[kind, "attention"], rotrnn={"time_conditioned": True},
-                     fprnn={"time_conditioned": True, "tolerance": 1e-4, "max_iterations_eval": 100})
+    config = _config(
+        schema,
+        mixers=[kind, "attention"],
+        rotrnn={"time_conditioned": True},
+        fprnn={"time_conditioned": True, "tolerance": 1e-4, "max_iterations_eval": 100},
+    )
     model = Ranker(config).eval()
     mixer = model.blocks[0].mixer
     length = int(data.lengths.min())
@@ -182,7 +193,7 @@ def test_streaming_steps_equal_a_full_forward(batch, kind: str, tolerance: float
         piece, cache = mixer(z[:, :prefix], action[:, :prefix], _slice(context, slice(0, prefix)))
         pieces.append(piece)
         for t in range(prefix, length):
-            piece, cache = mixer(z[:, t:t + 1], action[:, t:t + 1], _slice(context, slice(t, t + 1)), cache)
+            piece, cache = mixer(z[:, t : t + 1], action[:, t : t + 1], _slice(context, slice(t, t + 1)), cache)
             pieces.append(piece)
     assert _relative(torch.cat(pieces, 1), full) <= tolerance
 
@@ -191,22 +202,33 @@ def test_streaming_steps_equal_a_full_forward(batch, kind: str, tolerance: float
 def test_every_parameter_of_a_recurrent_stack_learns(batch, mixers: list[str]) -> None:
     schema, data = batch
     torch.manual_seed(5)
-    model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True, "orthogonal": True},
-                           fprnn={"time_conditioned": True})).train()
+    model = Ranker(
+        _config(schema, mixers=mixers, rotrnn={"time_conditioned": True, "orthogonal": True}, fprnn={"time_conditioned": True})
+    ).train()
     _, logits, _ = model(data.item, data.categorical, data.action, batch_time(data), data.valid)
     logits.sum().backward()
-    silent = [name for name, p in model.named_parameters()
-              if (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
-              and not name.startswith("encoding.category") and "padding" not in name]
+    silent = [
+        name
+        for name, p in model.named_parameters()
+        if (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
+        and not name.startswith("encoding.category")
+        and "padding" not in name
+    ]
     assert not silent, silent
 
 
 def _events(data, row: int, part: slice) -> Events:
     """Events `part` of one window as a serving history (no impressions: each its own slot)."""
-    pick = lambda x: x[row:row + 1, part]  # noqa: E731
-    return Events(item=pick(data.item), categorical={k: pick(v) for k, v in data.categorical.items()},
-                  valid=pick(data.valid), action=pick(data.action), timestamp=pick(data.timestamp),
-                  has_time=pick(data.has_time), tz_offset_minutes=pick(data.tz_offset_minutes))
+    pick = lambda x: x[row : row + 1, part]  # noqa: E731
+    return Events(
+        item=pick(data.item),
+        categorical={k: pick(v) for k, v in data.categorical.items()},
+        valid=pick(data.valid),
+        action=pick(data.action),
+        timestamp=pick(data.timestamp),
+        has_time=pick(data.has_time),
+        tz_offset_minutes=pick(data.tz_offset_minutes),
+    )
 
 
 @pytest.mark.parametrize("mixers,tolerance", [(["rotrnn", "rotrnn"], 1e-5), (["rotrnn", "fprnn"], 1e-3)])
@@ -215,16 +237,22 @@ def test_a_history_continued_from_caches_scores_like_the_whole_history(batch, mi
     events from the caches; candidates score as with the whole history re-encoded."""
     schema, data = batch
     torch.manual_seed(6)
-    model = Ranker(_config(schema, mixers=mixers, rotrnn={"time_conditioned": True},
-                           fprnn={"time_conditioned": True, "tolerance": 1e-4, "max_iterations_eval": 100})).eval()
+    model = Ranker(
+        _config(
+            schema,
+            mixers=mixers,
+            rotrnn={"time_conditioned": True},
+            fprnn={"time_conditioned": True, "tolerance": 1e-4, "max_iterations_eval": 100},
+        )
+    ).eval()
     length = int(data.lengths[0])
-    candidates = Events(item=data.item[1:2, :7], categorical={k: v[1:2, :7] for k, v in data.categorical.items()},
-                        valid=torch.ones(1, 7, dtype=torch.bool))
-    request, zone = data.timestamp[0, length - 1:length] + 600, data.tz_offset_minutes[0, :1]
+    candidates = Events(
+        item=data.item[1:2, :7], categorical={k: v[1:2, :7] for k, v in data.categorical.items()}, valid=torch.ones(1, 7, dtype=torch.bool)
+    )
+    request, zone = data.timestamp[0, length - 1 : length] + 600, data.tz_offset_minutes[0, :1]
     whole, _ = candidate_logits(model, _events(data, 0, slice(0, length)), candidates, request, zone)
     _, prefix = candidate_logits(model, _events(data, 0, slice(0, length - 5)), candidates, request, zone)
-    continued, _ = candidate_logits(model, _events(data, 0, slice(length - 5, length)), candidates, request, zone,
-                                    caches=prefix.layers)
+    continued, _ = candidate_logits(model, _events(data, 0, slice(length - 5, length)), candidates, request, zone, caches=prefix.layers)
     assert _relative(continued, whole) <= tolerance
     with pytest.raises(ValueError, match="every layer is recurrent"):
         attention = Ranker(_config(schema, mixers=["rotrnn", "attention"])).eval()

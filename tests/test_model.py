@@ -32,8 +32,15 @@ def _model(schema, encoding: str = "siren_rope", seed: int = 0, stack: str = "at
     torch.manual_seed(seed)
     overrides = {**STACKS[stack], **overrides}
     config = ModelConfig.from_feature_schema(
-        schema, d_model=32, heads=2, layers=2, dropout=0.0, encoding=encoding,
-        siren={"branches": ["timestamp", "cyclic", "categorical"], "hidden": 16}, **overrides)
+        schema,
+        d_model=32,
+        heads=2,
+        layers=2,
+        dropout=0.0,
+        encoding=encoding,
+        siren={"branches": ["timestamp", "cyclic", "categorical"], "hidden": 16},
+        **overrides,
+    )
     model = Ranker(config).eval()
     if encoding == "siren_rope":  # the categorical tables start at zero; make them matter in tests
         with torch.no_grad():
@@ -46,8 +53,14 @@ def _logits(model: Ranker, batch: SequenceBatch) -> torch.Tensor:
     return model.task_logits(model.encode(batch.item, batch.categorical, batch.action, batch_time(batch), batch.valid).hidden)
 
 
-def score_candidates(model: Ranker, history: Events, candidates: Events, request_time: torch.Tensor,
-                     tz_offset_minutes: torch.Tensor, micro_batch: int = DEFAULT_MICRO_BATCH) -> torch.Tensor:
+def score_candidates(
+    model: Ranker,
+    history: Events,
+    candidates: Events,
+    request_time: torch.Tensor,
+    tz_offset_minutes: torch.Tensor,
+    micro_batch: int = DEFAULT_MICRO_BATCH,
+) -> torch.Tensor:
     """Per-candidate, per-task probabilities [B, C, T] before calibration, as the service scores
     (padded candidate slots return 0)."""
     logits, _ = candidate_logits(model, history, candidates, request_time, tz_offset_minutes, micro_batch)
@@ -57,10 +70,16 @@ def score_candidates(model: Ranker, history: Events, candidates: Events, request
 def _history(batch: SequenceBatch, row: int, stop: int) -> Events:
     """Events [0, stop) of one window as a serving history (batch of one)."""
     cut = slice(0, stop)
-    return Events(item=batch.item[row:row + 1, cut], categorical={k: v[row:row + 1, cut] for k, v in batch.categorical.items()},
-                  valid=batch.valid[row:row + 1, cut], action=batch.action[row:row + 1, cut],
-                  timestamp=batch.timestamp[row:row + 1, cut], has_time=batch.has_time[row:row + 1, cut],
-                  tz_offset_minutes=batch.tz_offset_minutes[row:row + 1, cut], impression=batch.impression[row:row + 1, cut])
+    return Events(
+        item=batch.item[row : row + 1, cut],
+        categorical={k: v[row : row + 1, cut] for k, v in batch.categorical.items()},
+        valid=batch.valid[row : row + 1, cut],
+        action=batch.action[row : row + 1, cut],
+        timestamp=batch.timestamp[row : row + 1, cut],
+        has_time=batch.has_time[row : row + 1, cut],
+        tz_offset_minutes=batch.tz_offset_minutes[row : row + 1, cut],
+        impression=batch.impression[row : row + 1, cut],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +99,18 @@ def test_training_prediction_equals_serving_score(data, encoding: str, stack: st
     slot = batch_time(batch).slot[row]
     inside_slate = int(torch.nonzero(slot[:length] < torch.arange(length))[0])
     for p in (0, 1, length // 2, inside_slate, length - 1):
-        candidate = Events(item=batch.item[row:row + 1, p:p + 1],
-                           categorical={k: v[row:row + 1, p:p + 1] for k, v in batch.categorical.items()},
-                           valid=torch.ones(1, 1, dtype=torch.bool))
-        served = score_candidates(model, _history(batch, row, int(slot[p])), candidate, batch.timestamp[row:row + 1, p],
-                                  batch.tz_offset_minutes[row:row + 1, p])
+        candidate = Events(
+            item=batch.item[row : row + 1, p : p + 1],
+            categorical={k: v[row : row + 1, p : p + 1] for k, v in batch.categorical.items()},
+            valid=torch.ones(1, 1, dtype=torch.bool),
+        )
+        served = score_candidates(
+            model,
+            _history(batch, row, int(slot[p])),
+            candidate,
+            batch.timestamp[row : row + 1, p],
+            batch.tz_offset_minutes[row : row + 1, p],
+        )
         assert torch.allclose(served[0, 0], probabilities[row, p], atol=TOLERANCE, rtol=0), (encoding, p)
 
 
@@ -96,15 +122,20 @@ def test_batched_candidates_equal_one_at_a_time(data, encoding: str, stack: str)
     generator = torch.Generator().manual_seed(1)
     count = 13
     items = torch.randint(2, dataset.schema.item_vocab_size, (1, count), generator=generator)
-    categories = {k: torch.randint(0, info.vocab_size, (1, count, info.max_values), generator=generator)
-                  for k, info in dataset.schema.categorical.items()}
+    categories = {
+        k: torch.randint(0, info.vocab_size, (1, count, info.max_values), generator=generator)
+        for k, info in dataset.schema.categorical.items()
+    }
     candidates = Events(item=items, categorical=categories, valid=torch.ones(1, count, dtype=torch.bool))
     history = _history(batch, 1, int(batch.lengths[1]))
     request, zone = batch.timestamp[1:2, -1] + 3600, batch.tz_offset_minutes[1:2, 0]
     together = score_candidates(model, history, candidates, request, zone, micro_batch=4)
     for c in range(count):
-        alone = Events(item=items[:, c:c + 1], categorical={k: v[:, c:c + 1] for k, v in categories.items()},
-                       valid=torch.ones(1, 1, dtype=torch.bool))
+        alone = Events(
+            item=items[:, c : c + 1],
+            categorical={k: v[:, c : c + 1] for k, v in categories.items()},
+            valid=torch.ones(1, 1, dtype=torch.bool),
+        )
         single = score_candidates(model, history, alone, request, zone)
         assert (together[0, c] - single[0, 0]).abs().max() <= TOLERANCE
 
@@ -114,25 +145,37 @@ def test_padded_histories_score_like_unpadded_ones(data, stack: str) -> None:
     """Several requests of different history lengths in one padded batch score as one by one."""
     dataset, batch = data
     model = _model(dataset.schema, stack=stack)
-    candidates = Events(item=batch.item[:3, :5], categorical={k: v[:3, :5] for k, v in batch.categorical.items()},
-                        valid=torch.ones(3, 5, dtype=torch.bool))
+    candidates = Events(
+        item=batch.item[:3, :5], categorical={k: v[:3, :5] for k, v in batch.categorical.items()}, valid=torch.ones(3, 5, dtype=torch.bool)
+    )
     stops = [4, 9, 2]
     padded = Events(
         item=torch.stack([torch.nn.functional.pad(batch.item[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
-        categorical={k: torch.stack([torch.nn.functional.pad(v[r, :s], (0, 0, 0, 9 - s)) for r, s in enumerate(stops)])
-                     for k, v in batch.categorical.items()},
+        categorical={
+            k: torch.stack([torch.nn.functional.pad(v[r, :s], (0, 0, 0, 9 - s)) for r, s in enumerate(stops)])
+            for k, v in batch.categorical.items()
+        },
         valid=torch.stack([torch.arange(9) < s for s in stops]),
         action=torch.stack([torch.nn.functional.pad(batch.action[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
         timestamp=torch.stack([torch.nn.functional.pad(batch.timestamp[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
         has_time=torch.stack([torch.arange(9) < s for s in stops]),
         tz_offset_minutes=batch.tz_offset_minutes[:3, :9],
-        impression=torch.stack([torch.nn.functional.pad(batch.impression[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]))
+        impression=torch.stack([torch.nn.functional.pad(batch.impression[r, :s], (0, 9 - s)) for r, s in enumerate(stops)]),
+    )
     request, zone = batch.timestamp[:3, 10], batch.tz_offset_minutes[:3, 0]
     together = score_candidates(model, padded, candidates, request, zone)
     for r, stop in enumerate(stops):
-        single = score_candidates(model, _history(batch, r, stop), Events(
-            item=candidates.item[r:r + 1], categorical={k: v[r:r + 1] for k, v in candidates.categorical.items()},
-            valid=candidates.valid[r:r + 1]), request[r:r + 1], zone[r:r + 1])
+        single = score_candidates(
+            model,
+            _history(batch, r, stop),
+            Events(
+                item=candidates.item[r : r + 1],
+                categorical={k: v[r : r + 1] for k, v in candidates.categorical.items()},
+                valid=candidates.valid[r : r + 1],
+            ),
+            request[r : r + 1],
+            zone[r : r + 1],
+        )
         assert (together[r] - single[0]).abs().max() <= TOLERANCE
 
 
@@ -153,7 +196,7 @@ def test_labels_of_event_p_do_not_reach_its_prediction(data, stack: str) -> None
     assert (changed.action[:, p] != batch.action[:, p]).all()
     after = _logits(model, changed)
     assert torch.equal(before[:, : p + 1], after[:, : p + 1])
-    assert (before[:, p + 1:] - after[:, p + 1:]).abs().max() > 1e-4  # the label is used, for later events
+    assert (before[:, p + 1 :] - after[:, p + 1 :]).abs().max() > 1e-4  # the label is used, for later events
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -172,7 +215,7 @@ def test_slate_mates_never_see_each_other(data, stack: str) -> None:
     changed.item[row, first] = 2 + (batch.item[row, first] - 1) % (dataset.schema.item_vocab_size - 2)
     changed.action[row, first] = 2 + (batch.action[row, first] - 1) % (dataset.schema.action_vocab_size - 2)
     before, after = _logits(model, batch), _logits(model, changed)
-    assert torch.equal(before[row, first + 1: p + 1], after[row, first + 1: p + 1])
+    assert torch.equal(before[row, first + 1 : p + 1], after[row, first + 1 : p + 1])
     assert not torch.equal(before[row, first], after[row, first])  # the item itself did change
 
 
@@ -211,8 +254,14 @@ def test_whole_week_shifts_leave_cyclic_angles_unchanged(data) -> None:
     for weeks in (1, 52, -30):
         shifted = batch.timestamp + weeks * 7 * 86_400
         second_of_day, day_of_week = local_time(shifted, batch.tz_offset_minutes, batch.has_time)
-        moved = TimeInputs(slot=batch_time(batch).slot, seconds=shifted, has_time=batch.has_time,
-                           second_of_day=second_of_day, day_of_week=day_of_week, categorical=batch.categorical)
+        moved = TimeInputs(
+            slot=batch_time(batch).slot,
+            seconds=shifted,
+            has_time=batch.has_time,
+            second_of_day=second_of_day,
+            day_of_week=day_of_week,
+            categorical=batch.categorical,
+        )
         assert torch.equal(encoding.angles(batch_time(batch)), encoding.angles(moved))
 
 
@@ -228,8 +277,9 @@ def test_logits_ignore_a_constant_position_shift(data) -> None:
 
 def test_masked_timestamp_gives_zero_temporal_angle(data) -> None:
     dataset, batch = data
-    config = ModelConfig.from_feature_schema(dataset.schema, d_model=32, heads=2,
-                                             siren={"branches": ["timestamp", "cyclic"], "ordinal": False})
+    config = ModelConfig.from_feature_schema(
+        dataset.schema, d_model=32, heads=2, siren={"branches": ["timestamp", "cyclic"], "ordinal": False}
+    )
     encoding = SirenRope(config)
     time = batch_time(batch)
     time.has_time = torch.zeros_like(time.has_time)
@@ -260,9 +310,13 @@ def test_gradients_reach_scale_ordinal_gate_and_both_branches(data) -> None:
     model = _model(dataset.schema).train()
     _logits(model, batch).sum().backward()
     encoding = model.encoding
-    for name, parameter in [("omega", encoding.omega), ("lambda", encoding.ordinal_scale),
-                            ("sine", encoding.sine[0].linear.weight), ("mlp", encoding.mlp[0].weight),
-                            *[(f"cat:{k}", t.weight) for k, t in encoding.category_tables.items()]]:
+    for name, parameter in [
+        ("omega", encoding.omega),
+        ("lambda", encoding.ordinal_scale),
+        ("sine", encoding.sine[0].linear.weight),
+        ("mlp", encoding.mlp[0].weight),
+        *[(f"cat:{k}", t.weight) for k, t in encoding.category_tables.items()],
+    ]:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 

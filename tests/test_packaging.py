@@ -13,14 +13,17 @@ GENERIC = ("features", "model", "training", "service")
 
 @pytest.mark.slow
 def test_the_packages_import_as_rotorec_subpackages_from_outside_the_checkout(tmp_path: Path) -> None:
-    probe = ("import importlib.util, rotorec, rotorec.features.prepare, rotorec.model.ranker, rotorec.training.trainer, "
-             "rotorec.service.app; "
-             f"print(rotorec.__version__); print([n for n in {GENERIC!r} if importlib.util.find_spec(n) is not None])")
+    probe = (
+        "import importlib.util, rotorec, rotorec.features.prepare, rotorec.model.ranker, rotorec.training.trainer, "
+        "rotorec.service.app; "
+        f"print(rotorec.__version__); print([n for n in {GENERIC!r} if importlib.util.find_spec(n) is not None])"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     version, claimed = done.stdout.split("\n")[:2]
     assert claimed == "[]", f"top-level modules installed under generic names: {claimed}"
     from importlib.metadata import version as installed_version
+
     assert version == installed_version("rotorec") and version[0].isdigit()
 
 

@@ -22,10 +22,30 @@ pytestmark = pytest.mark.slow  # runs benchmarks/quality.py in a subprocess
 
 
 def _suite(work: Path, results: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--scale", "smoke", "--suites",
-                           "synthetic", "--variants", "rope", "siren_rope-cyclic", "--seeds", "0", "1",
-                           "--work", str(work), "--results", str(results)],
-                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "quality.py"),
+            "--scale",
+            "smoke",
+            "--suites",
+            "synthetic",
+            "--variants",
+            "rope",
+            "siren_rope-cyclic",
+            "--seeds",
+            "0",
+            "1",
+            "--work",
+            str(work),
+            "--results",
+            str(results),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_quality_suite_pools_seeds_and_writes_its_table(tmp_path: Path) -> None:

@@ -22,19 +22,25 @@ from rotorec.features.reader import LogFiles
 from rotorec.features.schema import LogSchema
 
 HEADER = "user_id,item_id,timestamp,click,genre\n"
-MALFORMED = HEADER + "\n".join([
-    "u1,i1,1700000000,1,a",      # good
-    "u1,i2,1700000100,0,b",      # good
-    ",i3,1700000200,0,a",        # missing user id
-    "u2,,1700000300,1,a",        # missing item id
-    "u2,i4,abc,0,a",             # unparsable timestamp
-    "u2,i5,1700000500,NaN,a",    # NaN label
-    "u1,i1,1700000000,1,a",      # exact duplicate of row 0
-    "u3,i6,12,0,b",              # implausible timestamp (1970)
-    "u3,i7,1700000700,2,b",      # label outside {0, 1}
-    "u3,i8,,1,b",                # no timestamp: allowed, masked downstream
-    "u3,i9,2023-11-14T22:30:00+01:00,,c",  # ISO time, missing label: allowed
-]) + "\n"
+MALFORMED = (
+    HEADER
+    + "\n".join(
+        [
+            "u1,i1,1700000000,1,a",  # good
+            "u1,i2,1700000100,0,b",  # good
+            ",i3,1700000200,0,a",  # missing user id
+            "u2,,1700000300,1,a",  # missing item id
+            "u2,i4,abc,0,a",  # unparsable timestamp
+            "u2,i5,1700000500,NaN,a",  # NaN label
+            "u1,i1,1700000000,1,a",  # exact duplicate of row 0
+            "u3,i6,12,0,b",  # implausible timestamp (1970)
+            "u3,i7,1700000700,2,b",  # label outside {0, 1}
+            "u3,i8,,1,b",  # no timestamp: allowed, masked downstream
+            "u3,i9,2023-11-14T22:30:00+01:00,,c",  # ISO time, missing label: allowed
+        ]
+    )
+    + "\n"
+)
 
 
 @pytest.mark.slow
@@ -42,16 +48,19 @@ def test_malformed_csv_is_quarantined_exactly(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text(MALFORMED)
     out = tmp_path / "out"
-    result = run_rotorec("prepare", "--input", str(log), "--out", str(out), "--labels", "click",
-                         "--categorical", "genre", "--no-progress")
+    result = run_rotorec("prepare", "--input", str(log), "--out", str(out), "--labels", "click", "--categorical", "genre", "--no-progress")
     assert result.returncode == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["input_rows"] == 11
     assert stats["events"] == 4
     assert stats["quarantined"] == 7
     assert stats["quarantine_reasons"] == {
-        "missing_user_id": 1, "missing_item_id": 1, "bad_timestamp": 1, "bad_label": 2,
-        "duplicate": 1, "implausible_timestamp": 1,
+        "missing_user_id": 1,
+        "missing_item_id": 1,
+        "bad_timestamp": 1,
+        "bad_label": 2,
+        "duplicate": 1,
+        "implausible_timestamp": 1,
     }
     quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
     by_row = {row["source_row"]: row for row in quarantine}
@@ -99,8 +108,19 @@ def test_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
     assert "'user_id'" in result.stderr and "log.csv" in result.stderr
 
 
-ROW_KINDS = ("good", "malformed_row", "unclosed_quote", "bad_encoding", "missing_user_id", "missing_item_id",
-             "bad_timestamp", "implausible_timestamp", "bad_tz_offset", "bad_label", "duplicate")
+ROW_KINDS = (
+    "good",
+    "malformed_row",
+    "unclosed_quote",
+    "bad_encoding",
+    "missing_user_id",
+    "missing_item_id",
+    "bad_timestamp",
+    "implausible_timestamp",
+    "bad_tz_offset",
+    "bad_label",
+    "duplicate",
+)
 REASON_OF_KIND = {"unclosed_quote": "malformed_row"}
 COLUMNS = ("user_id", "item_id", "timestamp", "tz", "like")
 
@@ -179,25 +199,30 @@ def test_good_plus_quarantined_equals_input_rows(tmp_path_factory, kinds: list[s
 @pytest.mark.slow
 def test_lines_with_the_wrong_field_count_are_quarantined_whole(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
-    log.write_text("user_id,item_id,timestamp\nu1,a,1700000000\nu1,b\nu1,c,1700000200\nu2,d,1700000300,extra\n"
-                   "u2,e,1700000400\nnot a row\n,f,1700000600\n")
+    log.write_text(
+        "user_id,item_id,timestamp\nu1,a,1700000000\nu1,b\nu1,c,1700000200\nu2,d,1700000300,extra\n"
+        "u2,e,1700000400\nnot a row\n,f,1700000600\n"
+    )
     run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), "--no-progress")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert (stats["input_rows"], stats["events"]) == (7, 3)
     assert stats["quarantine_reasons"] == {"malformed_row": 3, "missing_user_id": 1}
     kept = sorted(pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist(), key=lambda row: row["source_row"])
     assert [(row["source_row"], row["line"], row["field"]) for row in kept] == [
-        (1, "u1,b", "2 of 3 fields"), (3, "u2,d,1700000300,extra", "4 of 3 fields"), (5, "not a row", "1 of 3 fields"),
-        (6, None, "user_id")]
+        (1, "u1,b", "2 of 3 fields"),
+        (3, "u2,d,1700000300,extra", "4 of 3 fields"),
+        (5, "not a row", "1 of 3 fields"),
+        (6, None, "user_id"),
+    ]
 
 
 @pytest.mark.slow
 def test_movielens_ratings_lines_with_the_wrong_field_count_are_quarantined(tmp_path: Path) -> None:
     (tmp_path / "ml").mkdir()
-    (tmp_path / "ml" / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.0,964982703\n1,20\n"
-                                                 "1,30,3.5,964982800\nbad,line,x,1,2\n2,10,5.0,964983000\n")
-    run_rotorec("prepare", "--format", "movielens", "--input", str(tmp_path / "ml"), "--out", str(tmp_path / "out"),
-                "--no-progress")
+    (tmp_path / "ml" / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,4.0,964982703\n1,20\n1,30,3.5,964982800\nbad,line,x,1,2\n2,10,5.0,964983000\n"
+    )
+    run_rotorec("prepare", "--format", "movielens", "--input", str(tmp_path / "ml"), "--out", str(tmp_path / "out"), "--no-progress")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert (stats["input_rows"], stats["events"], stats["quarantine_reasons"]) == (5, 3, {"malformed_row": 2})
 
@@ -215,14 +240,15 @@ def test_a_file_of_malformed_lines_is_refused_in_one_line_before_memory_runs_out
 @pytest.mark.slow
 def test_a_line_that_is_not_utf8_is_quarantined_as_hex_and_the_others_are_kept(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
-    log.write_bytes(b"user_id,item_id,timestamp\nu1,a,1700000000\n\xff\xfe,3,4,5\nu1,caf\xe9,1700000050\n"
-                    b"u1,b,1700000100\n")
+    log.write_bytes(b"user_id,item_id,timestamp\nu1,a,1700000000\n\xff\xfe,3,4,5\nu1,caf\xe9,1700000050\nu1,b,1700000100\n")
     run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), "--no-progress")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert (stats["input_rows"], stats["events"], stats["quarantine_reasons"]) == (4, 2, {"bad_encoding": 2})
     kept = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
     assert [(row["source_row"], row["reason"], row["field"], bytes.fromhex(row["line"])) for row in kept] == [
-        (1, "bad_encoding", "not UTF-8 (byte 0)", b"\xff\xfe,3,4,5"), (2, "bad_encoding", "not UTF-8 (byte 6)", b"u1,caf\xe9,1700000050")]
+        (1, "bad_encoding", "not UTF-8 (byte 0)", b"\xff\xfe,3,4,5"),
+        (2, "bad_encoding", "not UTF-8 (byte 6)", b"u1,caf\xe9,1700000050"),
+    ]
 
 
 @pytest.mark.slow
@@ -232,8 +258,7 @@ def test_an_unterminated_quote_quarantines_its_own_line_and_no_other(tmp_path: P
     lines[9] = 'u2,"i9,1706401300,1,4'
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,timestamp,click,like\n" + "\n".join(lines) + "\n")
-    run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), "--labels", "click,like",
-                "--no-progress")
+    run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "out"), "--labels", "click,like", "--no-progress")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert (stats["input_rows"], stats["events"], stats["quarantine_reasons"]) == (37, 36, {"malformed_row": 1})
     kept = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()

@@ -21,11 +21,27 @@ pytestmark = pytest.mark.slow  # every test uses a run trained by a `rotorec tra
 @pytest.fixture(scope="module")
 def next_item_run(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("loo")
-    run_rotorec("prepare", "--input", str(tiny_feed), "--out", str(root / "data"), "--split", "loo", "--max-len", "30",
-                "--no-progress")
-    run_rotorec("train", "--data", str(root / "data"), "--config", str(REPO / "configs" / "movielens_next_item.yaml"),
-                "--out", str(root / "run"), "--no-progress", "--set", "model.tasks=[click]", "--set", "train.max_steps=20",
-                "--set", "train.eval_every=10", "--set", "train.batch_size=16", "--set", "model.d_model=16")
+    run_rotorec("prepare", "--input", str(tiny_feed), "--out", str(root / "data"), "--split", "loo", "--max-len", "30", "--no-progress")
+    run_rotorec(
+        "train",
+        "--data",
+        str(root / "data"),
+        "--config",
+        str(REPO / "configs" / "movielens_next_item.yaml"),
+        "--out",
+        str(root / "run"),
+        "--no-progress",
+        "--set",
+        "model.tasks=[click]",
+        "--set",
+        "train.max_steps=20",
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "model.d_model=16",
+    )
     return root / "run", root / "data"
 
 
@@ -75,10 +91,28 @@ def test_next_item_only_model_evaluates_with_either_catalogue_mode(next_item_run
     never ranks a target worse than `none` does, and each mode is recorded."""
     _, data = next_item_run
     run_dir = tmp_path / "run"
-    run_rotorec("train", "--data", str(data), "--config", str(REPO / "configs" / "amazon_next_item.yaml"),
-                "--out", str(run_dir), "--no-progress", "--set", "model.tasks=[]", "--set", "train.max_steps=10",
-                "--set", "train.eval_every=5", "--set", "train.batch_size=16", "--set", "model.d_model=16",
-                "--set", "model.siren.branches=[timestamp]")
+    run_rotorec(
+        "train",
+        "--data",
+        str(data),
+        "--config",
+        str(REPO / "configs" / "amazon_next_item.yaml"),
+        "--out",
+        str(run_dir),
+        "--no-progress",
+        "--set",
+        "model.tasks=[]",
+        "--set",
+        "train.max_steps=10",
+        "--set",
+        "train.eval_every=5",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.siren.branches=[timestamp]",
+    )
     reports = {}
     for mode in ("none", "seen"):
         run_rotorec("evaluate", "--run", str(run_dir), "--data", str(data), "--out", str(tmp_path / mode), "--exclude", mode)

@@ -22,9 +22,16 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRITON_MARKS = [pytest.mark.skipif(not TRITON_AVAILABLE, reason="triton is not installed")]
 if os.environ.get("TRITON_INTERPRET") == "1":  # in Triton's CPU interpreter its cases take most of this file's minute
     TRITON_MARKS.append(pytest.mark.slow)
-BACKENDS = ["chunked", pytest.param("triton", marks=TRITON_MARKS),
-            pytest.param("compiled", marks=pytest.mark.skipif(DEVICE != "cpu" or not compiled.available(),
-                                                              reason="the compiled scan needs a CPU run and a C++ compiler"))]
+BACKENDS = [
+    "chunked",
+    pytest.param("triton", marks=TRITON_MARKS),
+    pytest.param(
+        "compiled",
+        marks=pytest.mark.skipif(
+            DEVICE != "cpu" or not compiled.available(), reason="the compiled scan needs a CPU run and a C++ compiler"
+        ),
+    ),
+]
 FP32 = 1e-6
 BF16 = 5e-3
 
@@ -64,11 +71,25 @@ def check_against_reference(a, b, h0, backend, tolerance, lengths=None):
     upstream = torch.view_as_complex(torch.randn(shape, generator=generator)) if b.is_complex() else torch.randn(shape, generator=generator)
     upstream_last = upstream[:, 0].clone()
     device = lambda x: None if x is None else x.to(DEVICE)  # noqa: E731
-    fast = gradients(device(a), device(b), device(h0), device(lengths),
-                     lambda a_, b_, h_, n_: linear_scan(a_, b_, h_, n_, backend=backend), device(upstream), device(upstream_last))
+    fast = gradients(
+        device(a),
+        device(b),
+        device(h0),
+        device(lengths),
+        lambda a_, b_, h_, n_: linear_scan(a_, b_, h_, n_, backend=backend),
+        device(upstream),
+        device(upstream_last),
+    )
     wide = torch.complex128 if b.is_complex() else torch.float64
-    slow = gradients(a.to(wide if a.is_complex() else torch.float64), b.to(wide), h0.to(wide), lengths,
-                     scan_reference, upstream.to(wide), upstream_last.to(wide))
+    slow = gradients(
+        a.to(wide if a.is_complex() else torch.float64),
+        b.to(wide),
+        h0.to(wide),
+        lengths,
+        scan_reference,
+        upstream.to(wide),
+        upstream_last.to(wide),
+    )
     for name, value, reference in zip(["h", "h_last", "da", "db", "dh0"], fast, slow):
         assert relative_error(value.cpu(), reference) <= tolerance, (name, relative_error(value.cpu(), reference))
 
@@ -97,8 +118,9 @@ def test_padded_batch_equals_each_sequence_alone(backend: str, complex_: bool) -
     check_against_reference(a, b, h0, backend, FP32, lengths)
     h, last = linear_scan(a.to(DEVICE), b.to(DEVICE), h0.to(DEVICE), lengths.to(DEVICE), backend=backend)
     for row, length in enumerate(lengths.tolist()):
-        alone, alone_last = linear_scan(a[row:row + 1, :length].to(DEVICE), b[row:row + 1, :length].to(DEVICE),
-                                        h0[row:row + 1].to(DEVICE), backend=backend)
+        alone, alone_last = linear_scan(
+            a[row : row + 1, :length].to(DEVICE), b[row : row + 1, :length].to(DEVICE), h0[row : row + 1].to(DEVICE), backend=backend
+        )
         assert relative_error(h[row, :length].cpu(), alone[0].cpu()) <= FP32
         assert relative_error(last[row].cpu(), alone_last[0].cpu()) <= FP32
         assert not h[row, length:].any()
@@ -170,7 +192,7 @@ def test_streaming_steps_equal_the_full_scan() -> None:
     h, last = linear_scan(a[:, :20], b[:, :20], h0)
     state = last
     for t in range(20, 25):
-        _, state = linear_scan(a[:, t:t + 1], b[:, t:t + 1], state)  # one decode step, as the mixers stream
+        _, state = linear_scan(a[:, t : t + 1], b[:, t : t + 1], state)  # one decode step, as the mixers stream
     full, full_last = linear_scan(a, b, h0)
     assert relative_error(state, full_last) <= FP32
     assert relative_error(h, full[:, :20]) <= FP32
@@ -193,12 +215,13 @@ def test_bad_arguments_are_named() -> None:
 @pytest.mark.slow
 def test_without_a_working_compiler_the_cpu_scan_falls_back_to_chunked(tmp_path) -> None:
     """A broken or missing compiler costs speed, never correctness: `auto` picks the chunked scan."""
-    probe = ("import torch; from rotorec.model.kernels import compiled, linear_scan;"
-             "from rotorec.model.kernels.scan import resolve_backend;"
-             "a, b = torch.rand(2, 5, 3), torch.randn(2, 5, 3); h, _ = linear_scan(a, b);"
-             "print(compiled.available(), resolve_backend('auto', a, b), bool(torch.isfinite(h).all()))")
+    probe = (
+        "import torch; from rotorec.model.kernels import compiled, linear_scan;"
+        "from rotorec.model.kernels.scan import resolve_backend;"
+        "a, b = torch.rand(2, 5, 3), torch.randn(2, 5, 3); h, _ = linear_scan(a, b);"
+        "print(compiled.available(), resolve_backend('auto', a, b), bool(torch.isfinite(h).all()))"
+    )
     env = {**os.environ, "CXX": "/bin/false", "ROTOREC_KERNEL_CACHE": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120,
-                          cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert done.stdout.split() == ["False", "chunked", "True"], done.stderr[-2000:]
     assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))

@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 from rotorec.features.adapters.events import events_source
 from rotorec.features.prepare import PrepareOptions, prepare
 from rotorec.features.schema import LogSchema
-from rotorec.features.splits import (TEST, TRAIN, VALID, Ranges, TemporalCutoffs, impression_start_seconds, leave_last_out_phases,
-                                     temporal_phases)
+from rotorec.features.splits import (
+    TEST,
+    TRAIN,
+    VALID,
+    Ranges,
+    TemporalCutoffs,
+    impression_start_seconds,
+    leave_last_out_phases,
+    temporal_phases,
+)
 from rotorec.features.windows import plan_windows
 
 DAY = 86_400
@@ -22,25 +30,28 @@ BASE = 1_704_067_200  # 2024-01-01 00:00 UTC
 
 event_lists = st.lists(
     st.tuples(
-        st.integers(0, 5),                        # user
-        st.integers(0, 30),                       # item
+        st.integers(0, 5),  # user
+        st.integers(0, 30),  # item
         st.one_of(st.none(), st.integers(0, 9)),  # time slot (None: no timestamp); few slots -> many ties
-        st.integers(0, 1),                        # click
+        st.integers(0, 1),  # click
     ),
-    min_size=1, max_size=120,
+    min_size=1,
+    max_size=120,
 )
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _write_log(folder: Path, events: list[tuple], impressions: bool) -> None:
-    table = pa.table({
-        "user_id": pa.array([f"u{u}" for u, _, _, _ in events]),
-        "item_id": pa.array([f"i{i}" for _, i, _, _ in events]),
-        "timestamp": pa.array([None if t is None else BASE + t * DAY // 3 for _, _, t, _ in events], pa.int64()),
-        "impression_id": pa.array([f"{u}-{t}" if t is not None else None for u, _, t, _ in events]),
-        "click": pa.array([c for *_, c in events], pa.int8()),
-        "seq": pa.array(np.arange(len(events))),  # makes every row distinct: no duplicates here
-    })
+    table = pa.table(
+        {
+            "user_id": pa.array([f"u{u}" for u, _, _, _ in events]),
+            "item_id": pa.array([f"i{i}" for _, i, _, _ in events]),
+            "timestamp": pa.array([None if t is None else BASE + t * DAY // 3 for _, _, t, _ in events], pa.int64()),
+            "impression_id": pa.array([f"{u}-{t}" if t is not None else None for u, _, t, _ in events]),
+            "click": pa.array([c for *_, c in events], pa.int8()),
+            "seq": pa.array(np.arange(len(events))),  # makes every row distinct: no duplicates here
+        }
+    )
     if not impressions:
         table = table.drop_columns(["impression_id"])
     pq.write_table(table, folder / "events.parquet")
@@ -48,8 +59,9 @@ def _write_log(folder: Path, events: list[tuple], impressions: bool) -> None:
 
 def _prepare(folder: Path, events: list[tuple], impressions: bool, **options) -> dict:
     _write_log(folder, events, impressions)
-    schema = LogSchema(impression_id="impression_id" if impressions else None, labels={"click": {}},
-                       categorical={"seq": {"level": "event"}})
+    schema = LogSchema(
+        impression_id="impression_id" if impressions else None, labels={"click": {}}, categorical={"seq": {"level": "event"}}
+    )
     return prepare(events_source(folder / "events.parquet", schema), folder / "out", PrepareOptions(progress=False, **options))
 
 
@@ -141,12 +153,20 @@ def test_delta_t_and_cyclic_columns(tmp_path: Path) -> None:
 def test_impressions_are_numbered_per_user_and_key(tmp_path_factory, events: list[tuple]) -> None:
     """Same (user, impression id) -> same number, even when the impression's events are not adjacent."""
     folder = tmp_path_factory.mktemp("impressions")
-    table = pa.table({"user_id": [f"u{u}" for u, _, _ in events], "item_id": [f"i{k}" for k in range(len(events))],
-                      "timestamp": pa.array([BASE + t * 60 for *_, t in events], pa.int64()),
-                      "impression_id": pa.array([i for _, i, _ in events], pa.int64())})
+    table = pa.table(
+        {
+            "user_id": [f"u{u}" for u, _, _ in events],
+            "item_id": [f"i{k}" for k in range(len(events))],
+            "timestamp": pa.array([BASE + t * 60 for *_, t in events], pa.int64()),
+            "impression_id": pa.array([i for _, i, _ in events], pa.int64()),
+        }
+    )
     pq.write_table(table, folder / "events.parquet")
-    prepare(events_source(folder / "events.parquet", LogSchema(impression_id="impression_id")), folder / "out",
-            PrepareOptions(progress=False, split="loo", max_len=200, windows="all"))
+    prepare(
+        events_source(folder / "events.parquet", LogSchema(impression_id="impression_id")),
+        folder / "out",
+        PrepareOptions(progress=False, split="loo", max_len=200, windows="all"),
+    )
     number_of: dict[tuple, int] = {}
     for split in ("train", "valid", "test"):
         for window in _windows(folder, split):

@@ -40,15 +40,27 @@ def _requests_from_window(run_dir: Path, dataset: SequenceDataset, window: int) 
     slots = batch_time(batch).slot[0]
     bodies = []
     for p in torch.nonzero(batch.target[0] & batch.valid[0]).flatten().tolist():
-        history = [{"item_id": str(items.key_of([int(batch.item[0, j])])[0]),
-                    "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
-                    "action": actions[int(batch.action[0, j]) - 2],
-                    "impression_id": int(batch.impression[0, j]) or None,
-                    "features": {"category": str(categories.key_of([int(batch.categorical["category"][0, j, 0])])[0])}}
-                   for j in range(int(slots[p]))]
-        bodies.append((p, {"user_id": batch.users[0], "history": history,
-                           "request_time": iso_time(int(batch.timestamp[0, p]), int(batch.tz_offset_minutes[0, p])),
-                           "candidates": [{"item_id": str(items.key_of([int(batch.item[0, p])])[0])}]}))
+        history = [
+            {
+                "item_id": str(items.key_of([int(batch.item[0, j])])[0]),
+                "timestamp": iso_time(int(batch.timestamp[0, j]), int(batch.tz_offset_minutes[0, j])),
+                "action": actions[int(batch.action[0, j]) - 2],
+                "impression_id": int(batch.impression[0, j]) or None,
+                "features": {"category": str(categories.key_of([int(batch.categorical["category"][0, j, 0])])[0])},
+            }
+            for j in range(int(slots[p]))
+        ]
+        bodies.append(
+            (
+                p,
+                {
+                    "user_id": batch.users[0],
+                    "history": history,
+                    "request_time": iso_time(int(batch.timestamp[0, p]), int(batch.tz_offset_minutes[0, p])),
+                    "candidates": [{"item_id": str(items.key_of([int(batch.item[0, p])])[0])}],
+                },
+            )
+        )
     return bodies
 
 
@@ -58,8 +70,9 @@ def test_api_scores_equal_offline_evaluation(server: Server, calibrated_run: Pat
     first = dataset.__getitems__([0])
     targets = int((first.target & first.valid).sum())
     logits = predict(run, dataset).logits[:targets]
-    offline = torch.sigmoid(torch.stack([run.calibrated(t, torch.from_numpy(logits[:, k]))
-                                         for k, t in enumerate(run.model.config.tasks)], -1))
+    offline = torch.sigmoid(
+        torch.stack([run.calibrated(t, torch.from_numpy(logits[:, k])) for k, t in enumerate(run.model.config.tasks)], -1)
+    )
     bodies = _requests_from_window(calibrated_run, dataset, 0)
     assert len(bodies) == targets and targets >= 3
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
@@ -93,21 +106,36 @@ def test_concurrent_batched_requests_equal_one_by_one(server: Server, calibrated
 
 def test_inference_protocol_equals_rank(server: Server, calibrated_run: Path, tiny_prepared: Path) -> None:
     items = Vocabulary.load(calibrated_run / "vocab", "item")
-    body = {"user_id": "u", "request_time": 1_717_400_000, "candidates": [{"item_id": k} for k in items.keys[:3].tolist()],
-            "history": [{"item_id": items.keys[5], "timestamp": 1_717_300_000, "action": "click"}]}
+    body = {
+        "user_id": "u",
+        "request_time": 1_717_400_000,
+        "candidates": [{"item_id": k} for k in items.keys[:3].tolist()],
+        "history": [{"item_id": items.keys[5], "timestamp": 1_717_300_000, "action": "click"}],
+    }
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
         ranked = client.post("/v1/rank", json=body).json()
         name = ranked["model"]["name"]
         actions = client.get(f"/v2/models/{name}").json()
-        infer = client.post(f"/v2/models/{name}/infer", json={"id": "r1", "inputs": [
-            {"name": "history_item_ids", "shape": [1, 1], "datatype": "INT64", "data": [5 + 2]},
-            {"name": "history_timestamps", "shape": [1, 1], "datatype": "INT64", "data": [1_717_300_000]},
-            {"name": "history_actions", "shape": [1, 1], "datatype": "INT64",
-             "data": [2 + load_run(calibrated_run).schema.actions.index("click")]},
-            {"name": "history_lengths", "shape": [1], "datatype": "INT64", "data": [1]},
-            {"name": "candidate_item_ids", "shape": [1, 3], "datatype": "INT64", "data": [2, 3, 4]},
-            {"name": "candidate_lengths", "shape": [1], "datatype": "INT64", "data": [3]},
-            {"name": "request_time", "shape": [1], "datatype": "INT64", "data": [1_717_400_000]}]})
+        infer = client.post(
+            f"/v2/models/{name}/infer",
+            json={
+                "id": "r1",
+                "inputs": [
+                    {"name": "history_item_ids", "shape": [1, 1], "datatype": "INT64", "data": [5 + 2]},
+                    {"name": "history_timestamps", "shape": [1, 1], "datatype": "INT64", "data": [1_717_300_000]},
+                    {
+                        "name": "history_actions",
+                        "shape": [1, 1],
+                        "datatype": "INT64",
+                        "data": [2 + load_run(calibrated_run).schema.actions.index("click")],
+                    },
+                    {"name": "history_lengths", "shape": [1], "datatype": "INT64", "data": [1]},
+                    {"name": "candidate_item_ids", "shape": [1, 3], "datatype": "INT64", "data": [2, 3, 4]},
+                    {"name": "candidate_lengths", "shape": [1], "datatype": "INT64", "data": [3]},
+                    {"name": "request_time", "shape": [1], "datatype": "INT64", "data": [1_717_400_000]},
+                ],
+            },
+        )
     assert infer.status_code == 200, infer.text
     output = infer.json()
     assert output["id"] == "r1" and output["outputs"][0]["shape"] == [1, 3, len(actions["parameters"]["tasks"])]
@@ -134,28 +162,70 @@ def test_auth_guards_scoring_and_admin_but_not_health(server: Server) -> None:
 
 BAD_BODIES = [
     ("missing candidates", {"user_id": "u", "request_time": 1}, 422, ["body", "candidates"]),
-    ("naive ISO time", {"user_id": "u", "request_time": "2024-06-03T08:30:00", "candidates": [{"item_id": "a"}]}, 422,
-     ["body", "request_time"]),
+    (
+        "naive ISO time",
+        {"user_id": "u", "request_time": "2024-06-03T08:30:00", "candidates": [{"item_id": "a"}]},
+        422,
+        ["body", "request_time"],
+    ),
     ("milliseconds", {"user_id": "u", "request_time": 1_717_400_000_000, "candidates": [{"item_id": "a"}]}, 422, ["body", "request_time"]),
     ("NaN blend", '{"user_id": "u", "request_time": 1, "candidates": [{"item_id": "a"}], "blend": {"click": NaN}}', 422, None),
     ("extra key", {"user_id": "u", "request_time": 1, "candidates": [{"item_id": "a"}], "colour": 1}, 422, ["body", "colour"]),
-    ("both action and labels", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}],
-                                "history": [{"item_id": "a", "timestamp": 5, "action": "click", "labels": {"click": 1}}]}, 422,
-     ["body", "history", 0]),
-    ("unknown action", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}],
-                        "history": [{"item_id": "a", "timestamp": 5, "action": "teleport"}]}, 422, ["body", "history", 0, "action"]),
-    ("future history", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}],
-                        "history": [{"item_id": "a", "timestamp": 10_000, "action": "click"}]}, 422, None),
-    ("undeclared feature", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a", "features": {"colour": "red"}}]}, 422,
-     ["body", "candidates", 0, "features", "colour"]),
+    (
+        "both action and labels",
+        {
+            "user_id": "u",
+            "request_time": 10,
+            "candidates": [{"item_id": "a"}],
+            "history": [{"item_id": "a", "timestamp": 5, "action": "click", "labels": {"click": 1}}],
+        },
+        422,
+        ["body", "history", 0],
+    ),
+    (
+        "unknown action",
+        {
+            "user_id": "u",
+            "request_time": 10,
+            "candidates": [{"item_id": "a"}],
+            "history": [{"item_id": "a", "timestamp": 5, "action": "teleport"}],
+        },
+        422,
+        ["body", "history", 0, "action"],
+    ),
+    (
+        "future history",
+        {
+            "user_id": "u",
+            "request_time": 10,
+            "candidates": [{"item_id": "a"}],
+            "history": [{"item_id": "a", "timestamp": 10_000, "action": "click"}],
+        },
+        422,
+        None,
+    ),
+    (
+        "undeclared feature",
+        {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a", "features": {"colour": "red"}}]},
+        422,
+        ["body", "candidates", 0, "features", "colour"],
+    ),
     ("unknown task", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "tasks": ["purchase"]}, 422, ["body", "tasks"]),
     ("top_k too big", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "top_k": 2}, 422, None),
-    ("negative blend", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "blend": {"click": -1}}, 422,
-     ["body", "blend", "click"]),
+    (
+        "negative blend",
+        {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}], "blend": {"click": -1}},
+        422,
+        ["body", "blend", "click"],
+    ),
     ("too many candidates", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a"}] * 1001}, 422, ["body", "candidates"]),
     ("malformed JSON", "{not json", 422, None),
-    ("item id beyond int64", {"user_id": "u", "request_time": 10, "candidates": [{"item_id": 2**70}]}, 422,
-     ["body", "candidates", 0, "item_id"]),
+    (
+        "item id beyond int64",
+        {"user_id": "u", "request_time": 10, "candidates": [{"item_id": 2**70}]},
+        422,
+        ["body", "candidates", 0, "item_id"],
+    ),
 ]
 
 
@@ -173,8 +243,9 @@ def test_oversized_bodies_and_unknown_models_are_refused(server: Server) -> None
         huge = client.post("/v1/rank", content=b"[" + b"1," * 3_000_000 + b"1]", headers={"content-type": "application/json"})
         assert huge.status_code == 413 and "error" in huge.json()
         assert client.get("/v2/models/nope").status_code == 404
-        bad = client.post("/v2/models/rotorec/infer", json={"inputs": [{"name": "history_item_ids", "shape": [1, 2],
-                                                                         "datatype": "INT64", "data": [1]}]})
+        bad = client.post(
+            "/v2/models/rotorec/infer", json={"inputs": [{"name": "history_item_ids", "shape": [1, 2], "datatype": "INT64", "data": [1]}]}
+        )
         assert bad.status_code == 422 and "error" in bad.json()
 
 
@@ -224,8 +295,7 @@ def test_openapi_fuzz_gets_only_declared_responses(server: Server) -> None:
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
@@ -233,12 +303,12 @@ def test_openapi_fuzz_gets_only_declared_responses(server: Server) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
         has_body = operation.method.upper() == "POST"
-        for mode, examples in ([(GenerationMode.POSITIVE, 120), (GenerationMode.NEGATIVE, 100)] if has_body
-                               else [(GenerationMode.POSITIVE, 10)]):
+        for mode, examples in (
+            [(GenerationMode.POSITIVE, 120), (GenerationMode.NEGATIVE, 100)] if has_body else [(GenerationMode.POSITIVE, 10)]
+        ):
 
             @given(case=operation.as_strategy(mode))
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+            @settings(max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
             def call(case) -> None:
                 token = ADMIN_AUTH if case.path.startswith("/admin") else AUTH
                 response = case.call(base_url=server.url, headers={} if len(calls) % 10 == 9 else token, timeout=30)

@@ -44,9 +44,24 @@ def runs_root(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     prepare(events_source(base / "feed"), base / "prepared", PrepareOptions(max_len=50, windows="all", progress=False))
     root = base / "runs"
     shutil.copytree(trained_run, root / "a")
-    run_rotorec("train", "--data", str(base / "prepared"), "--config", str(REPO / "configs" / "tiny.yaml"),
-                "--out", str(root / "b"), "--no-progress", "--set", "train.max_steps=5", "--set", "train.eval_every=5",
-                "--set", "model.d_model=16", "--set", "train.batch_size=8")
+    run_rotorec(
+        "train",
+        "--data",
+        str(base / "prepared"),
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--out",
+        str(root / "b"),
+        "--no-progress",
+        "--set",
+        "train.max_steps=5",
+        "--set",
+        "train.eval_every=5",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "train.batch_size=8",
+    )
     return root
 
 
@@ -63,8 +78,10 @@ def _bodies(runs_root: Path) -> list[dict]:
     a, b = (Vocabulary.load(runs_root / name / "vocab", "item").keys for name in ("a", "b"))
     bodies = []
     for k in range(12):
-        history = [{"item_id": str(b[(k + j) % 20]), "timestamp": REQUEST_TIME - 3600 * (j + 1),
-                    "action": ("click", "none")[(k + j) % 2]} for j in range(1 + k % 4)]
+        history = [
+            {"item_id": str(b[(k + j) % 20]), "timestamp": REQUEST_TIME - 3600 * (j + 1), "action": ("click", "none")[(k + j) % 2]}
+            for j in range(1 + k % 4)
+        ]
         candidates = [{"item_id": str(a[-1 - (k * 5 + j) % 200])} for j in range(3)] + [{"item_id": str(b[k])}]
         bodies.append({"user_id": f"u{k}", "request_time": REQUEST_TIME, "history": history, "candidates": candidates})
     return bodies
@@ -75,8 +92,7 @@ def _expected(runs_root: Path, bodies: list[dict]) -> dict[str, list[np.ndarray]
     out = {}
     for name in ("a", "b"):
         model = ServedModel.load(runs_root / name, "cpu")
-        out[model.version] = [model.score([model.feed(RankRequest.model_validate(body), 2048)])[0].probabilities
-                              for body in bodies]
+        out[model.version] = [model.score([model.feed(RankRequest.model_validate(body), 2048)])[0].probabilities for body in bodies]
     assert len(out) == 2, "the two runs need distinct versions"
     return out
 
@@ -99,8 +115,7 @@ def test_hot_reloads_between_vocabularies_never_mix_snapshots(server: Server, ru
                 except httpx.TransportError as error:  # a connection reset after a 500 is a failure too
                     answers.append((index, 0, repr(error)))
                 else:
-                    answers.append((index, response.status_code,
-                                    response.json() if response.status_code == 200 else response.text))
+                    answers.append((index, response.status_code, response.json() if response.status_code == 200 else response.text))
                 sent += 1
 
     def reloader() -> None:
@@ -140,18 +155,24 @@ def _tensor(name: str, shape: list[int], data: list) -> dict:
 
 def _infer_body(rows: list[dict], history_width: int, candidate_width: int) -> dict:
     """A v2 request: each row {items, times, actions, candidates, request_time}, zero-padded."""
+
     def padded(name: str, key: str, width: int) -> dict:
         return _tensor(name, [len(rows), width], [v for r in rows for v in (r[key] + [0] * width)[:width]])
 
     def per_row(name: str, values: list[int]) -> dict:
         return _tensor(name, [len(rows)], values)
 
-    return {"inputs": [
-        padded("history_item_ids", "items", history_width), padded("history_timestamps", "times", history_width),
-        padded("history_actions", "actions", history_width), per_row("history_lengths", [len(r["items"]) for r in rows]),
-        padded("candidate_item_ids", "candidates", candidate_width),
-        per_row("candidate_lengths", [len(r["candidates"]) for r in rows]),
-        per_row("request_time", [r["request_time"] for r in rows])]}
+    return {
+        "inputs": [
+            padded("history_item_ids", "items", history_width),
+            padded("history_timestamps", "times", history_width),
+            padded("history_actions", "actions", history_width),
+            per_row("history_lengths", [len(r["items"]) for r in rows]),
+            padded("candidate_item_ids", "candidates", candidate_width),
+            per_row("candidate_lengths", [len(r["candidates"]) for r in rows]),
+            per_row("request_time", [r["request_time"] for r in rows]),
+        ]
+    }
 
 
 def _metric(http: httpx.Client, name: str) -> float:
@@ -159,8 +180,7 @@ def _metric(http: httpx.Client, name: str) -> float:
 
 
 def test_v2_amplification_is_refused_at_once_and_queues_nothing(server: Server, runs_root: Path) -> None:
-    row = {"items": [3], "times": [REQUEST_TIME - 60], "actions": [2], "candidates": list(range(2, 1002)),
-           "request_time": REQUEST_TIME}
+    row = {"items": [3], "times": [REQUEST_TIME - 60], "actions": [2], "candidates": list(range(2, 1002)), "request_time": REQUEST_TIME}
     body = _infer_body([row] * 200, 1, 1000)  # 200 rows x 1,000 candidates, ~1 MB
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=120) as http:
         queued_before = _metric(http, "ranker_candidates_per_request_count")
@@ -172,8 +192,16 @@ def test_v2_amplification_is_refused_at_once_and_queues_nothing(server: Server, 
         assert _metric(http, "ranker_candidates_per_request_count") == queued_before  # not one row was queued
         # Within the limits in total, several rows are one request, and each row equals /v1/rank.
         assert http.post("/admin/reload", json={"run": "a"}, headers=ADMIN_AUTH).status_code == 200
-        rows = [{"items": [3, 4][: k + 1], "times": [REQUEST_TIME - 600, REQUEST_TIME - 60][: k + 1],
-                 "actions": [2, 3][: k + 1], "candidates": [5, 6, 7][: k + 2], "request_time": REQUEST_TIME} for k in range(2)]
+        rows = [
+            {
+                "items": [3, 4][: k + 1],
+                "times": [REQUEST_TIME - 600, REQUEST_TIME - 60][: k + 1],
+                "actions": [2, 3][: k + 1],
+                "candidates": [5, 6, 7][: k + 2],
+                "request_time": REQUEST_TIME,
+            }
+            for k in range(2)
+        ]
         inferred = http.post(INFER, json=_infer_body(rows, 2, 3))
         assert inferred.status_code == 200, inferred.text
         output = inferred.json()["outputs"][0]
@@ -181,14 +209,21 @@ def test_v2_amplification_is_refused_at_once_and_queues_nothing(server: Server, 
         model = ServedModel.load(runs_root / "a", "cpu")
         actions = {number: name for name, number in model.actions.items()}
         for k, r in enumerate(rows):
-            ranked = http.post(RANK, json={
-                "user_id": "v2", "request_time": REQUEST_TIME,
-                "candidates": [{"item_id": str(key)} for key in model.items.key_of(r["candidates"])],
-                "history": [{"item_id": str(key), "timestamp": t, "action": actions[a]}
-                            for key, t, a in zip(model.items.key_of(r["items"]), r["times"], r["actions"])]}).json()
+            ranked = http.post(
+                RANK,
+                json={
+                    "user_id": "v2",
+                    "request_time": REQUEST_TIME,
+                    "candidates": [{"item_id": str(key)} for key in model.items.key_of(r["candidates"])],
+                    "history": [
+                        {"item_id": str(key), "timestamp": t, "action": actions[a]}
+                        for key, t, a in zip(model.items.key_of(r["items"]), r["times"], r["actions"])
+                    ],
+                },
+            ).json()
             expected = np.array([list(s["probabilities"].values()) for s in ranked["scores"]])
             assert np.abs(values[k, : len(r["candidates"])] - expected).max() <= 1e-6
-            assert not values[k, len(r["candidates"]):].any()  # padded slots are 0
+            assert not values[k, len(r["candidates"]) :].any()  # padded slots are 0
 
 
 def _v2(**replace: dict) -> dict:
@@ -199,16 +234,31 @@ def _v2(**replace: dict) -> dict:
 
 
 def _rank(**replace) -> dict:
-    return {"user_id": "u", "request_time": REQUEST_TIME, "candidates": [{"item_id": "a"}],
-            "history": [{"item_id": "b", "timestamp": REQUEST_TIME - 60, "action": "click"}], **replace}
+    return {
+        "user_id": "u",
+        "request_time": REQUEST_TIME,
+        "candidates": [{"item_id": "a"}],
+        "history": [{"item_id": "b", "timestamp": REQUEST_TIME - 60, "action": "click"}],
+        **replace,
+    }
 
 
 HOSTILE = [
     ("lone surrogate in user_id", RANK, b'{"user_id": "\\ud800", "request_time": 10, "candidates": [{"item_id": "a"}]}', 422, "user_id"),
-    ("lone surrogate in a feature name", RANK,
-     b'{"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a", "features": {"\\udc00": "x"}}]}', 422, "features"),
-    ("lone surrogate in a v2 input name", INFER, b'{"inputs": [{"name": "\\ud800", "shape": [1], "datatype": "INT64", "data": [1]}]}',
-     422, "name"),
+    (
+        "lone surrogate in a feature name",
+        RANK,
+        b'{"user_id": "u", "request_time": 10, "candidates": [{"item_id": "a", "features": {"\\udc00": "x"}}]}',
+        422,
+        "features",
+    ),
+    (
+        "lone surrogate in a v2 input name",
+        INFER,
+        b'{"inputs": [{"name": "\\ud800", "shape": [1], "datatype": "INT64", "data": [1]}]}',
+        422,
+        "name",
+    ),
     ("a body that is not UTF-8", RANK, b'{"user_id": "\xff\xfe"}', 400, '"error"'),
     ("request_time true", RANK, _rank(request_time=True, history=[]), 422, "request_time"),
     ("history timestamp true", RANK, _rank(history=[{"item_id": "b", "timestamp": True, "action": "click"}]), 422, "timestamp"),
@@ -223,21 +273,44 @@ HOSTILE = [
     ("v2 shape product wraps int64", INFER, _v2(history_item_ids=_tensor("history_item_ids", [2**32, 2**32], [])), 422, "shape"),
     ("v2 empty shape with a huge side", INFER, _v2(history_item_ids=_tensor("history_item_ids", [0, 2**62], [])), 422, "shape"),
     ("v2 shapes that disagree", INFER, _v2(history_timestamps=_tensor("history_timestamps", [1, 2], [1, 2])), 422, "history_timestamps"),
-    ("v2 category of another batch size", INFER, _v2(history_cat_category=_tensor("history_cat_category", [2, 1], [2, 3])), 422,
-     "history_cat_category"),
-    ("v2 no rows", INFER, _v2(**{n: _tensor(n, [0], []) for n in ("history_lengths", "candidate_lengths", "request_time")},
-                              **{n: _tensor(n, [0, 1], []) for n in ("history_item_ids", "history_timestamps", "history_actions",
-                                                                      "candidate_item_ids")}), 422, "request_time"),
-    ("v2 history after the request time", INFER,
-     _v2(history_timestamps=_tensor("history_timestamps", [1, 1], [REQUEST_TIME + 301])), 422, "history_timestamps"),
-    ("v1 history after the request time", RANK,
-     _rank(history=[{"item_id": "b", "timestamp": REQUEST_TIME + 301, "action": "click"}]), 422, "after request_time"),
+    (
+        "v2 category of another batch size",
+        INFER,
+        _v2(history_cat_category=_tensor("history_cat_category", [2, 1], [2, 3])),
+        422,
+        "history_cat_category",
+    ),
+    (
+        "v2 no rows",
+        INFER,
+        _v2(
+            **{n: _tensor(n, [0], []) for n in ("history_lengths", "candidate_lengths", "request_time")},
+            **{n: _tensor(n, [0, 1], []) for n in ("history_item_ids", "history_timestamps", "history_actions", "candidate_item_ids")},
+        ),
+        422,
+        "request_time",
+    ),
+    (
+        "v2 history after the request time",
+        INFER,
+        _v2(history_timestamps=_tensor("history_timestamps", [1, 1], [REQUEST_TIME + 301])),
+        422,
+        "history_timestamps",
+    ),
+    (
+        "v1 history after the request time",
+        RANK,
+        _rank(history=[{"item_id": "b", "timestamp": REQUEST_TIME + 301, "action": "click"}]),
+        422,
+        "after request_time",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,route,body,status,field", HOSTILE, ids=[case[0] for case in HOSTILE])
-def test_hostile_input_gets_its_4xx_and_the_connection_survives(server: Server, name: str, route: str, body, status: int,
-                                                                 field: str) -> None:
+def test_hostile_input_gets_its_4xx_and_the_connection_survives(
+    server: Server, name: str, route: str, body, status: int, field: str
+) -> None:
     content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
     with httpx.Client(base_url=server.url, headers={**AUTH, "content-type": "application/json"}, timeout=30) as http:
         response = http.post(route, content=content)

@@ -56,8 +56,16 @@ def _audit(caplog: pytest.LogCaptureFixture, *events: str) -> list[logging.LogRe
 def test_reloads_stay_inside_the_runs_root_and_every_attempt_is_logged(layout, caplog) -> None:
     root, outside = layout["root"], layout["outside"]
     refused = {  # run -> status
-        "../outside/run": 404, str(outside / "run"): 404, f"/proc/self/root{outside / 'run'}": 404, "link": 404,
-        "/etc": 404, "nonexistent": 404, "crafted": 409, "escaping": 409, "x\u0000y": 404, "\u1e70" * 2000: 404,
+        "../outside/run": 404,
+        str(outside / "run"): 404,
+        f"/proc/self/root{outside / 'run'}": 404,
+        "link": 404,
+        "/etc": 404,
+        "nonexistent": 404,
+        "crafted": 409,
+        "escaping": 409,
+        "x\u0000y": 404,
+        "\u1e70" * 2000: 404,
     }
     caplog.set_level(logging.INFO, logger="rotorec.service.audit")
     with TestClient(_app(root / "served")) as client:

@@ -16,19 +16,44 @@ pytestmark = pytest.mark.slow  # every test uses a `rotorec serve` subprocess
 @pytest.fixture(scope="module")
 def recurrent_server(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory):
     run = tmp_path_factory.mktemp("recurrent") / "run"
-    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(run),
-                "--no-progress", "--set", "train.max_steps=10", "--set", "train.eval_every=10", "--set", "model.d_model=32",
-                "--set", "train.batch_size=16", "--set", "model.mixers=[rotrnn, fprnn]",
-                "--set", "model.rotrnn={time_conditioned: true, heads: 4}",
-                "--set", "model.fprnn={time_conditioned: true, tolerance: 1.0e-4, max_iterations_eval: 100}")
+    run_rotorec(
+        "train",
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--out",
+        str(run),
+        "--no-progress",
+        "--set",
+        "train.max_steps=10",
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "model.d_model=32",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "model.mixers=[rotrnn, fprnn]",
+        "--set",
+        "model.rotrnn={time_conditioned: true, heads: 4}",
+        "--set",
+        "model.fprnn={time_conditioned: true, tolerance: 1.0e-4, max_iterations_eval: 100}",
+    )
     server = Server(run)
     yield server, Vocabulary.load(run / "vocab", "item").keys
     assert server.stop() == 0
 
 
 def _events(keys, start: int, count: int) -> list[dict]:
-    return [{"item_id": str(keys[(start + k) % len(keys)]), "timestamp": 1_717_000_000 + 600 * (start + k),
-             "action": "click" if k % 3 == 0 else "none"} for k in range(count)]
+    return [
+        {
+            "item_id": str(keys[(start + k) % len(keys)]),
+            "timestamp": 1_717_000_000 + 600 * (start + k),
+            "action": "click" if k % 3 == 0 else "none",
+        }
+        for k in range(count)
+    ]
 
 
 def _probabilities(response: httpx.Response) -> list[list[float]]:
@@ -41,8 +66,14 @@ def _close(a: list[list[float]], b: list[list[float]], tolerance: float) -> bool
 
 
 def _lookups(client: httpx.Client, result: str) -> float:
-    line = next((row for row in client.get("/metrics").text.splitlines()
-                 if row.startswith(f'ranker_state_cache_lookups_total{{result="{result}"}}')), None)
+    line = next(
+        (
+            row
+            for row in client.get("/metrics").text.splitlines()
+            if row.startswith(f'ranker_state_cache_lookups_total{{result="{result}"}}')
+        ),
+        None,
+    )
     return 0.0 if line is None else float(line.split()[-1])
 
 
@@ -51,9 +82,11 @@ def test_streamed_events_and_cached_histories_equal_a_full_re_encode(recurrent_s
     candidates = [{"item_id": str(k)} for k in keys[:6]]
     request_time = 1_717_000_000 + 600 * 60
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client:
+
         def rank(user: str, history: list[dict]) -> list[list[float]]:
-            return _probabilities(client.post("/v1/rank", json={"user_id": user, "request_time": request_time,
-                                                                "history": history, "candidates": candidates}))
+            return _probabilities(
+                client.post("/v1/rank", json={"user_id": user, "request_time": request_time, "history": history, "candidates": candidates})
+            )
 
         history = _events(keys, 0, 40)
         first = rank("streamed", history)

@@ -52,8 +52,21 @@ def _entry(kind: str, k: int, newline: bytes) -> tuple[list[bytes], dict]:
     return [b""], {}
 
 
-KINDS = ("good", "quoted", "escaped_quote", "literal_quote", "text_after_quote", "multiline", "multiline_last_field",
-         "stray_quote", "stray_after_literal_quote", "short", "long", "latin1", "blank")
+KINDS = (
+    "good",
+    "quoted",
+    "escaped_quote",
+    "literal_quote",
+    "text_after_quote",
+    "multiline",
+    "multiline_last_field",
+    "stray_quote",
+    "stray_after_literal_quote",
+    "short",
+    "long",
+    "latin1",
+    "blank",
+)
 
 
 def _read(path: Path, block_bytes: int) -> tuple[list[tuple[int, str]], list[tuple[int, str, str, str]]]:
@@ -66,11 +79,15 @@ def _read(path: Path, block_bytes: int) -> tuple[list[tuple[int, str]], list[tup
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=40),
-       newline=st.sampled_from([b"\n", b"\r\n", b"\r"]), final_newline=st.booleans(),
-       block_bytes=st.sampled_from([1, 5, 17, 64, 1 << 20]))
-def test_every_line_is_a_row_part_of_one_or_set_aside_alone(tmp_path_factory, kinds: list[str], newline: bytes,
-                                                            final_newline: bool, block_bytes: int) -> None:
+@given(
+    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=40),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    final_newline=st.booleans(),
+    block_bytes=st.sampled_from([1, 5, 17, 64, 1 << 20]),
+)
+def test_every_line_is_a_row_part_of_one_or_set_aside_alone(
+    tmp_path_factory, kinds: list[str], newline: bytes, final_newline: bool, block_bytes: int
+) -> None:
     lines, want_rows, want_aside = [], [], []
     for k, kind in enumerate(kinds):
         entry, outcome = _entry(kind, k, newline)
@@ -114,8 +131,12 @@ def test_a_quoted_value_spans_at_most_max_quoted_lines(tmp_path: Path, closes_af
     path.write_bytes(b"\n".join([HEADER, b'u0,"i0', *inside]) + b"\n")
     rows, set_aside = _read(path, 1 << 20)
     if closes_after == MAX_QUOTED_LINES - 1:  # the value's lines: the opening one + closes_after
-        assert rows[0][0] == 0 and rows[0][1].endswith("end") and set_aside == [
-            (row, "malformed_row", "1 of 3 fields", f"text {row - 1}") for row in range(closes_after + 1, len(inside) + 1)]
+        assert (
+            rows[0][0] == 0
+            and rows[0][1].endswith("end")
+            and set_aside
+            == [(row, "malformed_row", "1 of 3 fields", f"text {row - 1}") for row in range(closes_after + 1, len(inside) + 1)]
+        )
     else:
         assert set_aside[0] == (0, "malformed_row", "unclosed quote", 'u0,"i0')
         assert [row for row, *_ in set_aside] == list(range(len(inside) + 1))  # every other line is short

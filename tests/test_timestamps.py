@@ -69,8 +69,10 @@ def test_naive_strings_are_read_in_the_fixed_default_offset(second: int, offset:
 
 
 @settings(max_examples=200)
-@given(st.datetimes(min_value=dt.datetime(1995, 1, 1), max_value=dt.datetime(2090, 1, 1)),
-       st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney"]))
+@given(
+    st.datetimes(min_value=dt.datetime(1995, 1, 1), max_value=dt.datetime(2090, 1, 1)),
+    st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney"]),
+)
 def test_naive_strings_in_an_iana_zone_follow_daylight_saving(wall: dt.datetime, zone: str) -> None:
     wall = wall.replace(microsecond=0)
     reference = wall.replace(tzinfo=ZoneInfo(zone), fold=0)
@@ -118,9 +120,14 @@ def test_detect_unit_thresholds() -> None:
 def test_zone_aware_arrow_timestamps_carry_their_zones_offset_per_instant() -> None:
     winter, summer = (dt.datetime(2024, month, 15, 12, tzinfo=dt.timezone.utc) for month in (1, 7))
     placeholder = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)  # quarantined later as implausible
-    for zone, offsets in (("Europe/Berlin", [60, 120, 60]), ("America/New_York", [-300, -240, -300]),
-                          ("+05:30", [330] * 3), ("+0530", [330] * 3), ("UTC", [0] * 3),
-                          ("Nowhere/City", [NO_OFFSET] * 3)):  # unknown: the default zone applies later
+    for zone, offsets in (
+        ("Europe/Berlin", [60, 120, 60]),
+        ("America/New_York", [-300, -240, -300]),
+        ("+05:30", [330] * 3),
+        ("+0530", [330] * 3),
+        ("UTC", [0] * 3),
+        ("Nowhere/City", [NO_OFFSET] * 3),
+    ):  # unknown: the default zone applies later
         parsed = TimestampParser().parse(pa.array([winter, summer, placeholder, None], pa.timestamp("ms", tz=zone)))
         assert parsed.seconds[:3].tolist() == [int(t.timestamp()) for t in (winter, summer, placeholder)]
         assert parsed.offset_minutes.tolist() == [*offsets, NO_OFFSET], zone
@@ -137,8 +144,11 @@ def test_zone_offsets_fall_back_to_pandas_where_arrow_lacks_the_zone_database(mo
         raise pa.ArrowInvalid("Cannot locate or parse timezone")
 
     monkeypatch.setattr(pc, "local_timestamp", no_database)  # as on an image without /usr/share/zoneinfo
-    instants = [dt.datetime(2024, 1, 15, 12, tzinfo=dt.timezone.utc), dt.datetime(2024, 7, 15, 12, tzinfo=dt.timezone.utc),
-                dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)]
+    instants = [
+        dt.datetime(2024, 1, 15, 12, tzinfo=dt.timezone.utc),
+        dt.datetime(2024, 7, 15, 12, tzinfo=dt.timezone.utc),
+        dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc),
+    ]
     berlin = TimestampParser().parse(pa.array([*instants, None], pa.timestamp("s", tz="Europe/Berlin")))
     assert berlin.offset_minutes.tolist() == [60, 120, NO_OFFSET, NO_OFFSET]  # 9999: beyond pandas, implausible anyway
     unknown = TimestampParser().parse(pa.array(instants, pa.timestamp("s", tz="Nowhere/City")))
@@ -147,7 +157,8 @@ def test_zone_offsets_fall_back_to_pandas_where_arrow_lacks_the_zone_database(mo
 
 def test_basic_format_offsets_apply_once_and_words_are_not_times() -> None:
     parsed = TimestampParser(naive_offset_minutes=330).parse(
-        pa.array(["20240603T083000+0200", "2024-06-03T08+02:00", "20240603T083000Z", "now", "Today"]))
+        pa.array(["20240603T083000+0200", "2024-06-03T08+02:00", "20240603T083000Z", "now", "Today"])
+    )
     assert parsed.seconds[:3].tolist() == [1_717_396_200, 1_717_394_400, 1_717_403_400]
     assert parsed.offset_minutes[:3].tolist() == [120, 120, 0]
     assert parsed.valid.tolist() == [True, True, True, False, False]
@@ -155,19 +166,22 @@ def test_basic_format_offsets_apply_once_and_words_are_not_times() -> None:
 
 @pytest.mark.slow
 def test_timestamps_beyond_int64_are_invalid_rows_not_a_crash(tmp_path: Path) -> None:
-    text = TimestampParser().parse(pa.array(["99999999999999999999999", "9223372036854775808", "+1700000000",
-                                             " 00000000000000000001700000001 ", "-1700000002"]))
+    text = TimestampParser().parse(
+        pa.array(["99999999999999999999999", "9223372036854775808", "+1700000000", " 00000000000000000001700000001 ", "-1700000002"])
+    )
     assert text.valid.tolist() == [False, False, True, True, True] and text.present.all()
     assert text.seconds[2:].tolist() == [1_700_000_000, 1_700_000_001, -1_700_000_002]
     unsigned = TimestampParser().parse(pa.array([2**64 - 1, 1_700_000_000, None], pa.uint64()))
     assert unsigned.valid.tolist() == [False, True, False] and unsigned.present.tolist() == [True, True, False]
-    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,click\nu,a,99999999999999999999999,1\n"
-                                      "u,b,1700000000,0\nu,c,1700000100,1\n")
+    (tmp_path / "log.csv").write_text(
+        "user_id,item_id,timestamp,click\nu,a,99999999999999999999999,1\nu,b,1700000000,0\nu,c,1700000100,1\n"
+    )
     run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--no-progress")
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     kept = pq.read_table(tmp_path / "o" / "quarantine.parquet").to_pylist()
     assert stats["quarantined"] == 1 and [(row["reason"], row["timestamp"]) for row in kept] == [
-        ("bad_timestamp", "99999999999999999999999")]
+        ("bad_timestamp", "99999999999999999999999")
+    ]
 
 
 def test_unquoted_yaml_dates_are_accepted_as_bounds(tmp_path: Path) -> None:

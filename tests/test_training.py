@@ -21,8 +21,20 @@ from conftest import REPO, run_rotorec
 from rotorec.training.config import ConfigError, load_run_config
 
 TINY = REPO / "configs" / "tiny.yaml"
-FAST = ["--set", "model.d_model=32", "--set", "model.siren.hidden=16", "--set", "train.batch_size=16",
-        "--set", "train.eval_every=20", "--set", "train.checkpoint_every=5", "--set", "train.log_every=5"]
+FAST = [
+    "--set",
+    "model.d_model=32",
+    "--set",
+    "model.siren.hidden=16",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.eval_every=20",
+    "--set",
+    "train.checkpoint_every=5",
+    "--set",
+    "train.log_every=5",
+]
 
 
 def test_set_overrides_parse_as_yaml_and_unknown_keys_are_named(tmp_path: Path) -> None:
@@ -38,15 +50,42 @@ def test_set_overrides_parse_as_yaml_and_unknown_keys_are_named(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_bad_config_and_schema_mismatch_are_one_line_errors(tmp_path: Path, tiny_prepared: Path) -> None:
-    result = run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(tmp_path / "r"),
-                         "--set", "model.siren.categorical_fields=[genre]", "--set", "model.siren.branches=[categorical]",
-                         check=False)
+    result = run_rotorec(
+        "train",
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(TINY),
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "model.siren.categorical_fields=[genre]",
+        "--set",
+        "model.siren.branches=[categorical]",
+        check=False,
+    )
     assert result.returncode == 2 and "genre" in result.stderr and "Traceback" not in result.stderr
 
 
 def _train_command(data: Path, out: Path, steps: int, resume: bool = False) -> list[str]:
-    command = [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "train", "--data", str(data), "--config",
-               str(TINY), "--out", str(out), "--no-progress", "--set", f"train.max_steps={steps}", *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "rotorec",
+        "--log-level",
+        "WARNING",
+        "train",
+        "--data",
+        str(data),
+        "--config",
+        str(TINY),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"train.max_steps={steps}",
+        *FAST,
+    ]
     return command + (["--resume"] if resume else [])
 
 
@@ -54,10 +93,10 @@ def _train_command(data: Path, out: Path, steps: int, resume: bool = False) -> l
 def test_resume_after_sigkill_ends_with_identical_weights(tmp_path: Path, tiny_prepared: Path) -> None:
     steps = 60
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_command(tiny_prepared, tmp_path / "straight", steps), check=True, env=env, cwd=REPO,
-                   capture_output=True)
-    victim = subprocess.Popen(_train_command(tiny_prepared, tmp_path / "killed", steps), env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(_train_command(tiny_prepared, tmp_path / "straight", steps), check=True, env=env, cwd=REPO, capture_output=True)
+    victim = subprocess.Popen(
+        _train_command(tiny_prepared, tmp_path / "killed", steps), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state = tmp_path / "killed" / "checkpoint" / "state.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and victim.poll() is None:
@@ -68,8 +107,9 @@ def test_resume_after_sigkill_ends_with_identical_weights(tmp_path: Path, tiny_p
     victim.wait()
     killed_at = json.loads(state.read_text())["step"]
     assert killed_at < steps, "the job finished before it could be killed; the test proves nothing"
-    subprocess.run(_train_command(tiny_prepared, tmp_path / "killed", steps, resume=True), check=True, env=env,
-                   cwd=REPO, capture_output=True)
+    subprocess.run(
+        _train_command(tiny_prepared, tmp_path / "killed", steps, resume=True), check=True, env=env, cwd=REPO, capture_output=True
+    )
     for name in ("checkpoint/model.safetensors", "model.safetensors"):
         straight, resumed = load_file(tmp_path / "straight" / name), load_file(tmp_path / "killed" / name)
         assert straight.keys() == resumed.keys()
@@ -83,24 +123,50 @@ def test_resume_refuses_what_would_change_the_run_in_one_line(tmp_path: Path, ti
     """Before, a changed seed or learning rate was taken silently (the manifest then recorded values
     never used), and another model or other data failed with a traceback."""
     out = tmp_path / "run"
-    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(out), "--no-progress",
-                "--set", "train.max_steps=10", *FAST)
+    run_rotorec(
+        "train",
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(TINY),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "train.max_steps=10",
+        *FAST,
+    )
     state = out / "checkpoint" / "state.json"
     saved = state.read_bytes()
 
     def resume(data: Path, *overrides: str) -> subprocess.CompletedProcess:
         sets = [item for override in overrides for item in ("--set", override)]
-        return run_rotorec("train", "--data", str(data), "--config", str(TINY), "--out", str(out), "--no-progress",
-                           "--resume", "--set", "train.max_steps=10", *FAST, *sets, check=False)
+        return run_rotorec(
+            "train",
+            "--data",
+            str(data),
+            "--config",
+            str(TINY),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--resume",
+            "--set",
+            "train.max_steps=10",
+            *FAST,
+            *sets,
+            check=False,
+        )
 
     other_data = tmp_path / "other"
     shutil.copytree(tiny_prepared, other_data)
     train_split = pq.read_table(other_data / "train.parquet")
     pq.write_table(train_split.slice(0, train_split.num_rows - 1), other_data / "train.parquet")
-    for result, named in [(resume(tiny_prepared, "optim.lr=0.005", "train.seed=3"), ["optim.lr (0.002 -> 0.005)",
-                                                                                      "train.seed (0 -> 3)"]),
-                          (resume(tiny_prepared, "model.d_model=48"), ["model.d_model (32 -> 48)"]),
-                          (resume(other_data), ["other data", "train.parquet"])]:
+    for result, named in [
+        (resume(tiny_prepared, "optim.lr=0.005", "train.seed=3"), ["optim.lr (0.002 -> 0.005)", "train.seed (0 -> 3)"]),
+        (resume(tiny_prepared, "model.d_model=48"), ["model.d_model (32 -> 48)"]),
+        (resume(other_data), ["other data", "train.parquet"]),
+    ]:
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
         assert all(text in result.stderr for text in named), result.stderr
@@ -158,18 +224,59 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: Path, tiny_prepared: Path) -> None:
     """torchrun with 2 CPU processes (gloo) follows the single-process loss trajectory."""
-    common = ["--data", str(tiny_prepared), "--config", str(TINY), "--no-progress", "--set", "train.max_steps=8",
-              "--set", "train.log_every=1", "--set", "train.eval_every=4", "--set", "model.dropout=0.0",
-              "--set", "model.d_model=32", "--set", "train.batch_size=32"]
+    common = [
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(TINY),
+        "--no-progress",
+        "--set",
+        "train.max_steps=8",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.eval_every=4",
+        "--set",
+        "model.dropout=0.0",
+        "--set",
+        "model.d_model=32",
+        "--set",
+        "train.batch_size=32",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "rotorec", "--log-level", "WARNING", "train", *common, "--out",
-                    str(tmp_path / "single")], check=True, env=env, cwd=REPO, capture_output=True)
-    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                               "-m", "rotorec", "--log-level", "WARNING", "train", *common, "--out", str(tmp_path / "ddp")],
-                              env=env, cwd=REPO, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "rotorec", "--log-level", "WARNING", "train", *common, "--out", str(tmp_path / "single")],
+        check=True,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+    )
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "rotorec",
+            "--log-level",
+            "WARNING",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert launched.returncode == 0, launched.stderr[-2000:]
-    read = lambda folder: [json.loads(line)["loss"] for line in (folder / "train_log.jsonl").read_text().splitlines()  # noqa: E731
-                           if '"loss"' in line]
+
+    def read(folder: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (folder / "train_log.jsonl").read_text().splitlines() if '"loss"' in line]
+
     single, ddp = read(tmp_path / "single"), read(tmp_path / "ddp")
     assert len(single) == len(ddp) == 8
     assert max(abs(a - b) for a, b in zip(single, ddp)) < 1e-5
@@ -181,17 +288,34 @@ def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepare
     """RotRNN (time-conditioned) and FP-RNN layers train end to end through the CLI (validation
     NE falls as training goes on) and reload for evaluation."""
     out = tmp_path / "run"
-    run_rotorec("train", "--data", str(tiny_prepared), "--config", str(TINY), "--out", str(out), "--no-progress",
-                "--set", "model.mixers=[rotrnn, fprnn]", "--set", "model.rotrnn={time_conditioned: true, heads: 4}",
-                "--set", "model.fprnn={time_conditioned: true}", "--set", "train.max_steps=60", *FAST)
+    run_rotorec(
+        "train",
+        "--data",
+        str(tiny_prepared),
+        "--config",
+        str(TINY),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "model.mixers=[rotrnn, fprnn]",
+        "--set",
+        "model.rotrnn={time_conditioned: true, heads: 4}",
+        "--set",
+        "model.fprnn={time_conditioned: true}",
+        "--set",
+        "train.max_steps=60",
+        *FAST,
+    )
     journal = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     validations = [line["validation"] for line in journal if "validation" in line]
     assert len(validations) >= 2 and validations[-1]["ne_mean"] < 0.8 * validations[0]["ne_mean"], validations
     # TensorBoard holds the journal's numbers, step for step.
     board = EventAccumulator(str(out / "tensorboard"))
     board.Reload()
-    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in board.Scalars("train/loss")] == \
-        [(line["step"], line["loss"]) for line in journal if "loss" in line]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in board.Scalars("train/loss")] == [
+        (line["step"], line["loss"]) for line in journal if "loss" in line
+    ]
     assert [e.value for e in board.Scalars("valid/ne_mean")] == pytest.approx([v["ne_mean"] for v in validations], rel=1e-6)
     run_rotorec("evaluate", "--run", str(out), "--data", str(tiny_prepared), "--out", str(tmp_path / "report"))
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
@@ -200,6 +324,7 @@ def test_recurrent_mixers_train_evaluate_and_reload(tmp_path: Path, tiny_prepare
 
 def test_cpu_bf16_is_used_only_where_asked_for_and_native(monkeypatch, caplog) -> None:
     from rotorec.training import trainer
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
     assert trainer.use_autocast(cpu, True, True) and not trainer.use_autocast(cpu, True, False)
@@ -218,6 +343,7 @@ def test_cpu_bf16_loss_and_gradients_follow_fp32(tiny_prepared: Path) -> None:
     from rotorec.features.dataset import SequenceDataset
     from rotorec.model.ranker import Ranker
     from rotorec.training.trainer import compute_loss, task_columns
+
     schema = FeatureSchema.load(tiny_prepared)
     config = load_run_config(TINY, ["model.next_item={loss: full, similarity: dot}", "model.dropout=0.0"])
     model_config = config.model_config_for(schema)

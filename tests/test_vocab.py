@@ -55,8 +55,10 @@ def test_uint64_ids_above_int64_keep_their_value() -> None:
 def test_int_ids_in_parquet_and_text_ids_in_csv_share_one_vocabulary(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.mkdir()
-    pq.write_table(pa.table({"user_id": [7, 7, 8], "item_id": [1, 2, 3],
-                             "timestamp": [1_700_000_000, 1_700_000_100, 1_700_000_200]}), log / "a.parquet")
+    pq.write_table(
+        pa.table({"user_id": [7, 7, 8], "item_id": [1, 2, 3], "timestamp": [1_700_000_000, 1_700_000_100, 1_700_000_200]}),
+        log / "a.parquet",
+    )
     (log / "b.csv").write_text("user_id,item_id,timestamp\n7,2,1700000300\n8,x,1700000400\n")
     run_rotorec("prepare", "--input", str(log), "--out", str(tmp_path / "o"), "--no-progress")
     items = pq.read_table(tmp_path / "o" / "vocab" / "item.parquet").to_pylist()
@@ -68,18 +70,15 @@ def test_int_ids_in_parquet_and_text_ids_in_csv_share_one_vocabulary(tmp_path: P
 @pytest.mark.slow
 def test_a_categorical_that_never_has_a_value_maps_to_pad(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000000,\nu,b,1700000100,\nu,c,1700000200,\n")
-    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre",
-                "--no-progress")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre", "--no-progress")
     window = pq.read_table(tmp_path / "o" / "test.parquet").to_pylist()[0]
     assert window["cat_genre"] == [0, 0, 0]
 
 
 @pytest.mark.slow
 def test_item_table_takes_categories_from_each_items_latest_event(tmp_path: Path) -> None:
-    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000200,NEW\nv,a,1700000100,OLD\n"
-                                      "v,b,1700000300,OLD\n")
-    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre",
-                "--no-progress")
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,genre\nu,a,1700000200,NEW\nv,a,1700000100,OLD\nv,b,1700000300,OLD\n")
+    run_rotorec("prepare", "--input", str(tmp_path / "log.csv"), "--out", str(tmp_path / "o"), "--categorical", "genre", "--no-progress")
     genre = {row["key"]: row["id"] for row in pq.read_table(tmp_path / "o" / "vocab" / "genre.parquet").to_pylist()}
     items = {row["key"]: row["cat_genre"] for row in pq.read_table(tmp_path / "o" / "items.parquet").to_pylist()}
     assert items["a"] == [genre["NEW"]] and items["b"] == [genre["OLD"]]

@@ -68,8 +68,7 @@ def _units(stats: UnitStatistics, key: tuple[str, str]) -> int:
     return len(stats.tasks[name][0]) if kind == "ne" else len(stats.next_item[name])
 
 
-def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics], key: tuple[str, str],
-                 seed: int = 0) -> dict:
+def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics], key: tuple[str, str], seed: int = 0) -> dict:
     """Seed-averaged difference challenger − baseline, paired by seed (list position) and by unit:
     every resample draws the units once and applies the draw to all runs, so the interval is on the
     difference itself (docs/evaluation.md, Statistics). One pair of runs is the plain paired bootstrap."""
@@ -77,8 +76,10 @@ def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics
         raise ValueError("pooled_delta needs the same, non-zero number of baseline and challenger runs")
     full = np.ones((1, _units(baseline[0], key)))
     per_seed = [float(_value(c, key, full)[0] - _value(b, key, full)[0]) for b, c in zip(baseline, challenger)]
-    draws = [np.mean([_value(c, key, weights) - _value(b, key, weights) for b, c in zip(baseline, challenger)], axis=0)
-             for weights in bootstrap_weights(full.shape[1], seed)]
+    draws = [
+        np.mean([_value(c, key, weights) - _value(b, key, weights) for b, c in zip(baseline, challenger)], axis=0)
+        for weights in bootstrap_weights(full.shape[1], seed)
+    ]
     result = delta_verdict(float(np.mean(per_seed)), np.concatenate(draws), lower_is_better=key[0] == "ne")
     signs = {np.sign(d) for d in per_seed}
     result.update(per_seed=per_seed, seeds_agree=len(signs) == 1 and 0 not in signs)
@@ -89,8 +90,7 @@ def pooled_delta(baseline: list[UnitStatistics], challenger: list[UnitStatistics
 
 def pooled_interval(runs: list[UnitStatistics], key: tuple[str, str], seed: int = 0) -> dict:
     """The seed-averaged metric with a 95 % interval from resampling units (one draw for all seeds)."""
-    draws = [np.mean([_value(stats, key, weights) for stats in runs], axis=0)
-             for weights in bootstrap_weights(_units(runs[0], key), seed)]
+    draws = [np.mean([_value(stats, key, weights) for stats in runs], axis=0) for weights in bootstrap_weights(_units(runs[0], key), seed)]
     return {"value": float(np.mean([point_value(stats, key) for stats in runs])), "ci95": interval(np.concatenate(draws))}
 
 
@@ -101,15 +101,16 @@ def point_value(stats: UnitStatistics, key: tuple[str, str]) -> float:
 def next_item_units(ranks: np.ndarray) -> dict[str, np.ndarray]:
     """Per-query NDCG@10, HR@10 and reciprocal rank from full-catalogue ranks."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    return {"ndcg@10": np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0), "hr@10": (ranks <= 10).astype(np.float64),
-            "mrr": 1 / ranks}
+    return {"ndcg@10": np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0), "hr@10": (ranks <= 10).astype(np.float64), "mrr": 1 / ranks}
 
 
 def delta_verdict(point: float, samples: np.ndarray, lower_is_better: bool) -> dict:
     low, high = interval(samples)
     significant = bool(low > 0 or high < 0)
     better = significant and ((point < 0) if lower_is_better else (point > 0))
-    return {"delta": point, "ci95": [low, high], "significant": significant,
-            "verdict": "better" if better else ("worse" if significant else "no significant difference")}
-
-
+    return {
+        "delta": point,
+        "ci95": [low, high],
+        "significant": significant,
+        "verdict": "better" if better else ("worse" if significant else "no significant difference"),
+    }

@@ -69,8 +69,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
             tensors[f"rng.cuda{index}"] = value
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    return tensors, {"python": [python_state[0], list(python_state[1]), python_state[2]],
-                     "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+    return tensors, {
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    }
 
 
 def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -84,8 +86,14 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, step: int, extra: dict) -> None:
+def save_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    extra: dict,
+) -> None:
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -93,9 +101,21 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
     random_tensors, random_meta = rng_state()
     save_file({**optimizer_tensors, **random_tensors}, staging / OPTIMIZER_FILE)
-    (staging / STATE_FILE).write_text(json.dumps({
-        "step": step, "scheduler": scheduler.state_dict(), "optimizer": optimizer_meta, "rng": random_meta, **extra,
-    }, indent=2, default=str) + "\n", encoding="utf-8")
+    (staging / STATE_FILE).write_text(
+        json.dumps(
+            {
+                "step": step,
+                "scheduler": scheduler.state_dict(),
+                "optimizer": optimizer_meta,
+                "rng": random_meta,
+                **extra,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     replace_folder(staging, folder)
 
 
@@ -104,8 +124,9 @@ def read_state(folder: Path) -> dict:
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
+def load_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> dict:
     """Restore everything saved by save_checkpoint; returns state.json's content."""
     state = read_state(folder)
     device = next(model.parameters()).device

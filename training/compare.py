@@ -36,8 +36,9 @@ def unit_statistics(run: LoadedRun, dataset: SequenceDataset, exclude_seen: bool
     return UnitStatistics(tasks, next_item)
 
 
-def compare(run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, split: str = "test", seed: int = 0,
-            exclude_seen: bool = False) -> dict:
+def compare(
+    run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, split: str = "test", seed: int = 0, exclude_seen: bool = False
+) -> dict:
     data = Path(data_dir)
     dataset = SequenceDataset(data, split)
     runs = [load_run(folder) for folder in run_dirs]
@@ -62,22 +63,35 @@ def compare(run_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Pat
 
 
 def _markdown(result: dict) -> str:
-    lines = [f"# Comparison on {result['split']} (baseline: {result['baseline']})", "",
-             "Paired bootstrap over users, 1,000 resamples; a delta is significant when its 95 % CI excludes 0.", ""]
+    lines = [
+        f"# Comparison on {result['split']} (baseline: {result['baseline']})",
+        "",
+        "Paired bootstrap over users, 1,000 resamples; a delta is significant when its 95 % CI excludes 0.",
+        "",
+    ]
     if result["tasks"]:
         lines += ["| task | run | NE | Δ NE vs baseline | 95 % CI | verdict |", "|---|---|---|---|---|---|"]
         for task, entry in result["tasks"].items():
             lines.append(f"| {task} | {result['baseline']} | {entry['ne'][result['baseline']]:.4f} | — | — | baseline |")
             for name, delta in entry["delta_ne"].items():
-                lines.append(f"| {task} | {name} | {entry['ne'][name]:.4f} | {delta['delta']:+.4f} | "
-                             f"[{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}] | {delta['verdict']} |")
+                lines.append(
+                    f"| {task} | {name} | {entry['ne'][name]:.4f} | {delta['delta']:+.4f} | "
+                    f"[{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}] | {delta['verdict']} |"
+                )
     for metric, entry in result["next_item"].items():
         for name, delta in entry["delta"].items():
-            lines.append(f"- next-item {metric}: {name} {entry['value'][name]:.4f} vs {entry['value'][result['baseline']]:.4f}, "
-                         f"Δ {delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}], {delta['verdict']}")
+            lines.append(
+                f"- next-item {metric}: {name} {entry['value'][name]:.4f} vs {entry['value'][result['baseline']]:.4f}, "
+                f"Δ {delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}], {delta['verdict']}"
+            )
     return "\n".join(lines) + "\n"
 
 
 def summary(result: dict) -> str:
-    return json.dumps({task: {name: {"delta": d["delta"], "ci95": d["ci95"], "verdict": d["verdict"]}
-                              for name, d in entry["delta_ne"].items()} for task, entry in result["tasks"].items()}, indent=2)
+    return json.dumps(
+        {
+            task: {name: {"delta": d["delta"], "ci95": d["ci95"], "verdict": d["verdict"]} for name, d in entry["delta_ne"].items()}
+            for task, entry in result["tasks"].items()
+        },
+        indent=2,
+    )

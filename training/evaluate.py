@@ -23,8 +23,17 @@ from rotorec.model.inputs import encode_batch
 from rotorec.training.baselines import CountClickModel, PopularityScorer
 from rotorec.training.bootstrap import UnitStatistics, bootstrap_weights, interval, next_item_units, pooled_delta
 from rotorec.training.checkpoint import write_json_atomic
-from rotorec.training.metrics import (CalibrationAccumulator, adaptive_ece, auc, group_auc, group_sums,
-                              impression_ranking, ne_from_sums, reliability, uniform_ece)
+from rotorec.training.metrics import (
+    CalibrationAccumulator,
+    adaptive_ece,
+    auc,
+    group_auc,
+    group_sums,
+    impression_ranking,
+    ne_from_sums,
+    reliability,
+    uniform_ece,
+)
 from rotorec.training.retrieval import retrieval_report
 from rotorec.training.trainer import task_columns
 from rotorec.training.run import LoadedRun, check_data_matches, load_run, save_calibration
@@ -83,17 +92,24 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"scale": float(fitted[0]), "bias": float(fitted[1])}
 
 
-def task_report(logits: np.ndarray, labels: np.ndarray, users: np.ndarray, impressions: np.ndarray,
-                oracle: np.ndarray | None, seed: int) -> dict:
+def task_report(
+    logits: np.ndarray, labels: np.ndarray, users: np.ndarray, impressions: np.ndarray, oracle: np.ndarray | None, seed: int
+) -> dict:
     """All per-task metrics of one split (rows already restricted to known labels)."""
     probabilities = 1.0 / (1.0 + np.exp(-logits))
     accumulator = CalibrationAccumulator()
     accumulator.update(logits, labels)
     result = accumulator.compute()
     by_user = group_auc(probabilities, labels, users)
-    result.update(ece=uniform_ece(probabilities, labels), ece_adaptive=adaptive_ece(probabilities, labels),
-                  ece_bins=15, auc=auc(probabilities, labels), gauc=by_user["gauc"],
-                  gauc_skipped_groups=by_user["gauc_skipped_groups"], gauc_skipped_rows=by_user["gauc_skipped_rows"])
+    result.update(
+        ece=uniform_ece(probabilities, labels),
+        ece_adaptive=adaptive_ece(probabilities, labels),
+        ece_bins=15,
+        auc=auc(probabilities, labels),
+        gauc=by_user["gauc"],
+        gauc_skipped_groups=by_user["gauc_skipped_groups"],
+        gauc_skipped_rows=by_user["gauc_skipped_rows"],
+    )
     if oracle is not None and np.isfinite(oracle).all() and len(oracle):
         reference = CalibrationAccumulator()
         clipped = np.clip(oracle, 1e-7, 1 - 1e-7)
@@ -138,8 +154,14 @@ def _mean_intervals(per_query: dict[str, np.ndarray], seed: int) -> dict[str, li
     return out
 
 
-def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, splits: tuple[str, ...] = ("test",),
-             seed: int = 0, exclude_seen: bool = False) -> dict:
+def evaluate(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    splits: tuple[str, ...] = ("test",),
+    seed: int = 0,
+    exclude_seen: bool = False,
+) -> dict:
     run = load_run(run_dir, with_calibration=False)  # refitted below
     data = Path(data_dir)
     valid = SequenceDataset(data, "valid")
@@ -167,17 +189,29 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
             rows = predictions.known[:, k]
             oracle_column = run.schema.probabilities.index(task) if task in run.schema.probabilities else None
             oracle = predictions.oracle[rows, oracle_column] if oracle_column is not None else None
-            raw = task_report(predictions.logits[rows, k], predictions.labels[rows, k], predictions.user[rows],
-                              predictions.impression[rows], oracle, seed)
+            raw = task_report(
+                predictions.logits[rows, k], predictions.labels[rows, k], predictions.user[rows], predictions.impression[rows], oracle, seed
+            )
             fit = calibration.get(task, {"scale": 1.0, "bias": 0.0})
-            adjusted = task_report(predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k],
-                                   predictions.user[rows], predictions.impression[rows], oracle, seed)
-            metrics[split][task] = {**_scalars(adjusted), "ci95": adjusted["ci95"], "uncalibrated": _scalars(raw),
-                                    "calibration": fit}
+            adjusted = task_report(
+                predictions.logits[rows, k] * fit["scale"] + fit["bias"],
+                predictions.labels[rows, k],
+                predictions.user[rows],
+                predictions.impression[rows],
+                oracle,
+                seed,
+            )
+            metrics[split][task] = {**_scalars(adjusted), "ci95": adjusted["ci95"], "uncalibrated": _scalars(raw), "calibration": fit}
             counts = count_models[task].logits(dataset)[rows]
             metrics[split][task]["baseline"] = _count_baseline(
-                task, counts, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k],
-                predictions.user[rows], predictions.impression[rows], seed)
+                task,
+                counts,
+                predictions.logits[rows, k] * fit["scale"] + fit["bias"],
+                predictions.labels[rows, k],
+                predictions.user[rows],
+                predictions.impression[rows],
+                seed,
+            )
             _plot(out, split, task, adjusted, predictions.logits[rows, k] * fit["scale"] + fit["bias"], predictions.labels[rows, k])
             write_json_atomic(out / f"reliability_{split}_{task}.json", adjusted["reliability"])
         if run.model.has_next_item:
@@ -188,8 +222,7 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, spl
     return metrics
 
 
-def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen: bool,
-               train: SequenceDataset | None = None) -> dict:
+def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen: bool, train: SequenceDataset | None = None) -> dict:
     """Full-catalogue next-item metrics with CIs from resampling queries (one per user in LOO),
     and, given the training split, the popularity baseline with the model's lift over it."""
     report = retrieval_report(run.model, dataset, exclude_seen)
@@ -203,21 +236,33 @@ def _retrieval(run: LoadedRun, dataset: SequenceDataset, seed: int, exclude_seen
     if train is not None:
         popularity = retrieval_report(PopularityScorer(train), dataset, exclude_seen)
         model, base = UnitStatistics({}, next_item_units(ranks)), UnitStatistics({}, next_item_units(popularity["per_query"]))
-        report["baseline"] = {"model": "popularity", **{k: popularity[k] for k in ("ndcg@10", "hr@10", "mrr")},
-                              "lift": {k: _lift(pooled_delta([base], [model], ("next_item", k), seed))
-                                       for k in ("ndcg@10", "hr@10", "mrr")}}
+        report["baseline"] = {
+            "model": "popularity",
+            **{k: popularity[k] for k in ("ndcg@10", "hr@10", "mrr")},
+            "lift": {k: _lift(pooled_delta([base], [model], ("next_item", k), seed)) for k in ("ndcg@10", "hr@10", "mrr")},
+        }
     return report
 
 
-def _count_baseline(task: str, baseline_logits: np.ndarray, model_logits: np.ndarray, labels: np.ndarray,
-                    users: np.ndarray, impressions: np.ndarray, seed: int) -> dict:
+def _count_baseline(
+    task: str,
+    baseline_logits: np.ndarray,
+    model_logits: np.ndarray,
+    labels: np.ndarray,
+    users: np.ndarray,
+    impressions: np.ndarray,
+    seed: int,
+) -> dict:
     """The count model's metrics on the same events, and the model's NE lift over it (paired over users)."""
     report = _scalars(task_report(baseline_logits, labels, users, impressions, None, seed))
     base = UnitStatistics({task: group_sums(baseline_logits, labels, users)}, {})
     model = UnitStatistics({task: group_sums(model_logits, labels, users)}, {})
     keep = ("ne", "auc", "gauc", "ece", "ndcg@10", "imp_auc")
-    return {"model": "count", **{k: report[k] for k in keep if k in report},
-            "lift": {"ne": _lift(pooled_delta([base], [model], ("ne", task), seed))}}
+    return {
+        "model": "count",
+        **{k: report[k] for k in keep if k in report},
+        "lift": {"ne": _lift(pooled_delta([base], [model], ("ne", task), seed))},
+    }
 
 
 def _lift(delta: dict) -> dict:
@@ -242,8 +287,13 @@ def _plot(out: Path, split: str, task: str, report: dict, logits: np.ndarray, la
     left.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     error = np.clip([rate - low, high - rate], 0, None)  # rounding can put a bound a hair past the rate
     left.errorbar(mean_p, rate, yerr=error, fmt="o-", capsize=3, label="observed (95% Wilson)")
-    left.set(xlim=(0, top), ylim=(0, top), xlabel="mean predicted probability", ylabel="observed rate",
-             title=f"{task} reliability ({diagram['scheme']} bins, {split})")
+    left.set(
+        xlim=(0, top),
+        ylim=(0, top),
+        xlabel="mean predicted probability",
+        ylabel="observed rate",
+        title=f"{task} reliability ({diagram['scheme']} bins, {split})",
+    )
     left.legend(loc="upper left")
     probabilities = 1 / (1 + np.exp(-logits))
     bins = np.linspace(0, max(float(probabilities.max(initial=0)), 1e-3), 40)
@@ -262,55 +312,76 @@ def _baseline_lines(baseline: dict, model: dict, keys: tuple[str, ...]) -> list[
     for key in keys:
         lift = baseline["lift"][key]
         ratio = model[key] / baseline[key] if baseline[key] > 0 else math.inf
-        rows.append(f"| {key} | {baseline[key]:.4f} | {model[key]:.4f} | {lift['delta']:+.4f} "
-                    f"[{lift['ci95'][0]:+.4f}, {lift['ci95'][1]:+.4f}] | {lift['verdict']} | {ratio:.2f} |")
-    return [f"Against the {baseline['model']} baseline (training-target counts; paired bootstrap over queries):", "",
-            *rows, ""]
+        rows.append(
+            f"| {key} | {baseline[key]:.4f} | {model[key]:.4f} | {lift['delta']:+.4f} "
+            f"[{lift['ci95'][0]:+.4f}, {lift['ci95'][1]:+.4f}] | {lift['verdict']} | {ratio:.2f} |"
+        )
+    return [f"Against the {baseline['model']} baseline (training-target counts; paired bootstrap over queries):", "", *rows, ""]
 
 
 def _report(run: LoadedRun, metrics: dict) -> str:
-    lines = [f"# Evaluation of {run.folder}", "",
-             f"Model: encoding `{run.model.config.encoding}`, mixers {run.model.config.mixers}, "
-             f"d = {run.model.config.d_model}, trained {run.manifest.get('steps')} steps.", "",
-             "Metrics after post-hoc calibration (Platt scaling fitted on the validation split); "
-             "95 % bootstrap intervals resample users (impressions for within-impression ranking).", ""]
+    lines = [
+        f"# Evaluation of {run.folder}",
+        "",
+        f"Model: encoding `{run.model.config.encoding}`, mixers {run.model.config.mixers}, "
+        f"d = {run.model.config.d_model}, trained {run.manifest.get('steps')} steps.",
+        "",
+        "Metrics after post-hoc calibration (Platt scaling fitted on the validation split); "
+        "95 % bootstrap intervals resample users (impressions for within-impression ranking).",
+        "",
+    ]
     for split, tasks in metrics.items():
         retrieval = tasks.get("next_item")
         tasks = {k: v for k, v in tasks.items() if k != "next_item"}
         lines += [f"## {split}", ""]
         if retrieval is not None:
             ci = retrieval["ci95"]["ndcg@10"]
-            lines += [f"Next-item retrieval over the full catalogue ({retrieval['catalogue_size']:,} items, "
-                      f"exclude={retrieval['exclude']}, {retrieval['queries']:,} queries): "
-                      f"HR@10 {retrieval['hr@10']:.4f}, NDCG@10 {retrieval['ndcg@10']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}], "
-                      f"HR@50 {retrieval['hr@50']:.4f}, HR@200 {retrieval['hr@200']:.4f}, MRR {retrieval['mrr']:.4f}.", ""]
+            lines += [
+                f"Next-item retrieval over the full catalogue ({retrieval['catalogue_size']:,} items, "
+                f"exclude={retrieval['exclude']}, {retrieval['queries']:,} queries): "
+                f"HR@10 {retrieval['hr@10']:.4f}, NDCG@10 {retrieval['ndcg@10']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}], "
+                f"HR@50 {retrieval['hr@50']:.4f}, HR@200 {retrieval['hr@200']:.4f}, MRR {retrieval['mrr']:.4f}.",
+                "",
+            ]
             if "baseline" in retrieval:
                 lines += _baseline_lines(retrieval["baseline"], retrieval, ("ndcg@10", "hr@10", "mrr"))
         if not tasks:
             continue
-        lines += [ "| task | NE | 95 % CI | oracle NE | log loss | calibration ratio | ECE | "
-                  "AUC | GAUC | NDCG@10 | MRR |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| task | NE | 95 % CI | oracle NE | log loss | calibration ratio | ECE | AUC | GAUC | NDCG@10 | MRR |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for task, m in tasks.items():
             ci = m["ci95"].get("ne", [math.nan, math.nan])
-            cells = [f"{m.get(k, math.nan):.4f}" if isinstance(m.get(k), float) else "—"
-                     for k in ("ne",)] + [f"[{ci[0]:.4f}, {ci[1]:.4f}]"] + [
-                f"{m[k]:.4f}" if isinstance(m.get(k), float) else "—"
-                for k in ("oracle_ne", "log_loss", "calibration_ratio", "ece", "auc", "gauc", "ndcg@10", "mrr")]
+            cells = (
+                [f"{m.get(k, math.nan):.4f}" if isinstance(m.get(k), float) else "—" for k in ("ne",)]
+                + [f"[{ci[0]:.4f}, {ci[1]:.4f}]"]
+                + [
+                    f"{m[k]:.4f}" if isinstance(m.get(k), float) else "—"
+                    for k in ("oracle_ne", "log_loss", "calibration_ratio", "ece", "auc", "gauc", "ndcg@10", "mrr")
+                ]
+            )
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         baselines = {task: m["baseline"] for task, m in tasks.items() if "baseline" in m}
         if baselines:
-            lines += ["", "Count baseline (smoothed per-item and per-user × category rates from the training split) "
-                      "on the same events, and the model's NE lift over it (negative = the model is better; paired "
-                      "bootstrap over users):", "", "| task | count NE | model NE | Δ NE [95 % CI] | verdict | count AUC |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "Count baseline (smoothed per-item and per-user × category rates from the training split) "
+                "on the same events, and the model's NE lift over it (negative = the model is better; paired "
+                "bootstrap over users):",
+                "",
+                "| task | count NE | model NE | Δ NE [95 % CI] | verdict | count AUC |",
+                "|---|---|---|---|---|---|",
+            ]
             for task, base in baselines.items():
                 lift = base["lift"]["ne"]
-                lines.append(f"| {task} | {base['ne']:.4f} | {tasks[task]['ne']:.4f} | {lift['delta']:+.4f} "
-                             f"[{lift['ci95'][0]:+.4f}, {lift['ci95'][1]:+.4f}] | {lift['verdict']} | {base['auc']:.4f} |")
+                lines.append(
+                    f"| {task} | {base['ne']:.4f} | {tasks[task]['ne']:.4f} | {lift['delta']:+.4f} "
+                    f"[{lift['ci95'][0]:+.4f}, {lift['ci95'][1]:+.4f}] | {lift['verdict']} | {base['auc']:.4f} |"
+                )
         lines += ["", "Before calibration:", ""]
         for task, m in tasks.items():
             raw = m["uncalibrated"]
-            lines.append(f"- {task}: NE {raw['ne']:.4f}, calibration ratio {raw['calibration_ratio']:.4f}, "
-                         f"ECE {raw['ece']:.4f}")
+            lines.append(f"- {task}: NE {raw['ne']:.4f}, calibration ratio {raw['calibration_ratio']:.4f}, ECE {raw['ece']:.4f}")
         lines += ["", *[f"![{task}](reliability_{split}_{task}.png)" for task in tasks], ""]
     return "\n".join(lines) + "\n"

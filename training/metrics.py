@@ -30,8 +30,11 @@ def group_sums(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tu
     """Per group (np.unique order): rows, positives and summed log loss, the sufficient statistics
     from which any resample of whole groups gets its log loss and NE without re-scoring."""
     _, inverse = np.unique(groups, return_inverse=True)
-    return (np.bincount(inverse).astype(np.float64), np.bincount(inverse, labels),
-            np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits))
+    return (
+        np.bincount(inverse).astype(np.float64),
+        np.bincount(inverse, labels),
+        np.bincount(inverse, np.logaddexp(0.0, logits) - labels * logits),
+    )
 
 
 def ne_from_sums(rows: np.ndarray, positives: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -67,8 +70,7 @@ class CalibrationAccumulator:
 
     def compute(self) -> dict[str, float]:
         if self.count == 0:
-            return {"count": 0, "log_loss": float("nan"), "ne": float("nan"), "calibration_ratio": float("nan"),
-                    "base_rate": float("nan")}
+            return {"count": 0, "log_loss": float("nan"), "ne": float("nan"), "calibration_ratio": float("nan"), "base_rate": float("nan")}
         rate = self.positives / self.count
         log_loss = self.log_loss_sum / self.count
         entropy = binary_entropy(rate)
@@ -111,10 +113,14 @@ def group_auc(probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray)
     per_group = np.where(eligible, u / np.maximum(positives * negatives, 1), np.nan)
     weight = sizes * eligible
     value = float(np.sum(np.nan_to_num(per_group) * weight) / weight.sum()) if weight.sum() else float("nan")
-    return {"gauc": value, "gauc_groups": int(eligible.sum()), "gauc_skipped_groups": int((~eligible).sum()),
-            "gauc_skipped_rows": int(sizes[~eligible].sum()),
-            "mean_group_auc": float(np.nanmean(per_group)) if eligible.any() else float("nan"),
-            "per_group": {"group": g[starts], "auc": per_group, "rows": sizes}}
+    return {
+        "gauc": value,
+        "gauc_groups": int(eligible.sum()),
+        "gauc_skipped_groups": int((~eligible).sum()),
+        "gauc_skipped_rows": int(sizes[~eligible].sum()),
+        "mean_group_auc": float(np.nanmean(per_group)) if eligible.any() else float("nan"),
+        "per_group": {"group": g[starts], "auc": per_group, "rows": sizes},
+    }
 
 
 def uniform_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -151,10 +157,15 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_B
     centre = (rate + z * z / (2 * n.clip(min=1))) / (1 + z * z / n.clip(min=1))
     half = z * np.sqrt(rate * (1 - rate) / n.clip(min=1) + z * z / (4 * n.clip(min=1) ** 2)) / (1 + z * z / n.clip(min=1))
     keep = n > 0
-    return {"scheme": "equal_mass" if adaptive else "uniform", "bins": bins,
-            "mean_probability": mean_p[keep].tolist(), "observed_rate": rate[keep].tolist(),
-            "count": n[keep].astype(int).tolist(), "wilson_low": (centre - half)[keep].tolist(),
-            "wilson_high": (centre + half)[keep].tolist()}
+    return {
+        "scheme": "equal_mass" if adaptive else "uniform",
+        "bins": bins,
+        "mean_probability": mean_p[keep].tolist(),
+        "observed_rate": rate[keep].tolist(),
+        "count": n[keep].astype(int).tolist(),
+        "wilson_low": (centre - half)[keep].tolist(),
+        "wilson_high": (centre + half)[keep].tolist(),
+    }
 
 
 def next_item_metrics(ranks: np.ndarray, cutoffs: tuple[int, ...] = (10, 50, 200)) -> dict[str, float]:

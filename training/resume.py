@@ -38,8 +38,13 @@ CONTRACT_KEY = "resume_contract"
 def data_fingerprint(data: Path) -> dict[str, str]:
     """SHA-256 of every prepared file training reads: the schema, the train and valid splits, the
     catalogue and the vocabularies (the test split and stats.json, with its timings, are not)."""
-    files = [data / "schema.json", data / SPLIT_FILES["train"], data / SPLIT_FILES["valid"], data / "items.parquet",
-             *sorted((data / "vocab").glob("*.parquet"))]
+    files = [
+        data / "schema.json",
+        data / SPLIT_FILES["train"],
+        data / SPLIT_FILES["valid"],
+        data / "items.parquet",
+        *sorted((data / "vocab").glob("*.parquet")),
+    ]
     return {str(path.relative_to(data)): file_digest(path)["sha256"] for path in files}
 
 
@@ -52,20 +57,21 @@ def run_contract(config: RunConfig, model_config: ModelConfig, data: Path) -> di
 def check_resume(saved: dict | None, current: dict, out: Path, data: Path) -> None:
     """Raise ConfigError (one line, naming what differs) unless `current` continues `saved`."""
     if saved is None:
-        raise ConfigError(f"{out}: its checkpoint records no settings or data fingerprint (an older rotorec wrote "
-                          f"it), so --resume cannot check that it continues the same run; start a new run folder")
+        raise ConfigError(
+            f"{out}: its checkpoint records no settings or data fingerprint (an older rotorec wrote "
+            f"it), so --resume cannot check that it continues the same run; start a new run folder"
+        )
     files = sorted(set(saved["data"]) | set(current["data"]))
     other = [name for name in files if saved["data"].get(name) != current["data"].get(name)]
     if other:
-        raise ConfigError(f"{out}: --resume on other data: {data} differs from the data this run was trained on "
-                          f"in {', '.join(other)}")
+        raise ConfigError(f"{out}: --resume on other data: {data} differs from the data this run was trained on in {', '.join(other)}")
     keys = sorted(set(saved["settings"]) | set(current["settings"]))
     changed = [key for key in keys if key not in RESUMABLE and saved["settings"].get(key) != current["settings"].get(key)]
     if changed:
-        shown = ", ".join(f"{key} ({_text(saved['settings'].get(key))} -> {_text(current['settings'].get(key))})"
-                          for key in changed)
-        raise ConfigError(f"{out}: --resume cannot change {shown}; only {', '.join(RESUMABLE)} may change "
-                          f"(start a new run folder for the others)")
+        shown = ", ".join(f"{key} ({_text(saved['settings'].get(key))} -> {_text(current['settings'].get(key))})" for key in changed)
+        raise ConfigError(
+            f"{out}: --resume cannot change {shown}; only {', '.join(RESUMABLE)} may change (start a new run folder for the others)"
+        )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -60,8 +60,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def next_item_ranks(scorer: Ranker | NextItemScorer, dataset: SequenceDataset, batch_size: int = 256,
-                    exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def next_item_ranks(
+    scorer: Ranker | NextItemScorer, dataset: SequenceDataset, batch_size: int = 256, exclude_seen: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(rank of each target item, its user) over the split's targets that have a previous event."""
     if isinstance(scorer, Ranker):
         scorer.eval()
@@ -92,8 +93,9 @@ def next_item_ranks(scorer: Ranker | NextItemScorer, dataset: SequenceDataset, b
 def retrieval_report(scorer: Ranker | NextItemScorer, dataset: SequenceDataset, exclude_seen: bool = False) -> dict:
     ranks, users = next_item_ranks(scorer, dataset, exclude_seen=exclude_seen)
     report = next_item_metrics(ranks)
-    report.update(catalogue_size=dataset.schema.item_vocab_size - FIRST_ITEM_ID,
-                  exclude="seen" if exclude_seen else "none", query_time="last_event")
+    report.update(
+        catalogue_size=dataset.schema.item_vocab_size - FIRST_ITEM_ID, exclude="seen" if exclude_seen else "none", query_time="last_event"
+    )
     report["per_query"] = ranks
     report["users"] = users
     return report

@@ -71,8 +71,9 @@ def _read_manifest(folder: Path) -> dict:
     if not isinstance(manifest, dict):
         raise RunError(f"{path}: expected a JSON object")
     if manifest.get("artifact_format") not in SUPPORTED_ARTIFACT_FORMATS:
-        raise RunError(f"{folder}: artifact_format {manifest.get('artifact_format')} is not supported "
-                       f"(supported: {SUPPORTED_ARTIFACT_FORMATS})")
+        raise RunError(
+            f"{folder}: artifact_format {manifest.get('artifact_format')} is not supported (supported: {SUPPORTED_ARTIFACT_FORMATS})"
+        )
     return manifest
 
 
@@ -111,8 +112,10 @@ def _load_calibration(path: Path, manifest: dict, tasks: list[str]) -> dict[str,
     if not path.is_file():
         return {}
     if path.name not in manifest.get("files", {}):
-        raise RunError(f"{path}: not covered by the manifest's checksums (written by hand or by an older rotorec); "
-                       f"run `rotorec evaluate` again to refit it")
+        raise RunError(
+            f"{path}: not covered by the manifest's checksums (written by hand or by an older rotorec); "
+            f"run `rotorec evaluate` again to refit it"
+        )
     try:
         calibration = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -122,8 +125,11 @@ def _load_calibration(path: Path, manifest: dict, tasks: list[str]) -> dict[str,
     for task, fit in calibration.items():
         if task not in tasks:
             raise RunError(f"{path}: calibration for {task!r}, which is not a task of the model ({tasks})")
-        if not (isinstance(fit, dict) and set(fit) == {"scale", "bias"}
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in fit.values())):
+        if not (
+            isinstance(fit, dict)
+            and set(fit) == {"scale", "bias"}
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in fit.values())
+        ):
             raise RunError(f"{path}: {task!r} needs finite 'scale' and 'bias' numbers, got {fit!r}")
     return calibration
 
@@ -131,7 +137,12 @@ def _load_calibration(path: Path, manifest: dict, tasks: list[str]) -> dict[str,
 def check_data_matches(run: LoadedRun, data_schema: FeatureSchema, data_folder: Path) -> None:
     """A model reads only data prepared exactly like its training data (same vocab and fields)."""
     if data_schema.fingerprint() != run.schema.fingerprint():
-        differences = [k for k in ("tasks", "item_vocab_size", "actions", "categorical", "max_len", "source_format")
-                       if getattr(data_schema, k) != getattr(run.schema, k)]
-        raise RunError(f"{data_folder}: prepared differently from {run.folder}'s training data "
-                       f"(differs in: {', '.join(differences) or 'schema details'})")
+        differences = [
+            k
+            for k in ("tasks", "item_vocab_size", "actions", "categorical", "max_len", "source_format")
+            if getattr(data_schema, k) != getattr(run.schema, k)
+        ]
+        raise RunError(
+            f"{data_folder}: prepared differently from {run.folder}'s training data "
+            f"(differs in: {', '.join(differences) or 'schema details'})"
+        )

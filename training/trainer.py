@@ -37,8 +37,15 @@ from rotorec.model.inputs import batch_inputs, encode_batch
 from rotorec.model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 from rotorec.model.ranker import Ranker
 from rotorec import __version__
-from rotorec.training.checkpoint import (MODEL_FILE, STATE_FILE, load_checkpoint, read_state, replace_folder, save_checkpoint,
-                                 write_json_atomic)
+from rotorec.training.checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
+    load_checkpoint,
+    read_state,
+    replace_folder,
+    save_checkpoint,
+    write_json_atomic,
+)
 from rotorec.training.config import ConfigError, RunConfig
 from rotorec.training.journal import TrainingJournal
 from rotorec.training.metrics import CalibrationAccumulator
@@ -55,7 +62,7 @@ def batch_indices(size: int, batch_size: int, seed: int, step: int) -> np.ndarra
     per_epoch = math.ceil(size / batch_size)
     epoch, position = divmod(step, per_epoch)
     permutation = np.random.default_rng([seed, epoch]).permutation(size)
-    return permutation[position * batch_size:(position + 1) * batch_size]
+    return permutation[position * batch_size : (position + 1) * batch_size]
 
 
 def seed_everything(seed: int) -> None:
@@ -83,6 +90,7 @@ def parameter_groups(model: Ranker, weight_decay: float) -> list[dict]:
 
 def learning_rate_factor(schedule: str, warmup: int, total: int, floor: float):
     """Linear warmup, then either a constant rate or a cosine decay to lr·floor at `total`."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -90,6 +98,7 @@ def learning_rate_factor(schedule: str, warmup: int, total: int, floor: float):
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return factor
 
 
@@ -138,9 +147,15 @@ class Distributed:
         return mean_loss * count.float() * self.world / total.clamp(min=1)
 
 
-def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, step_seed: int, columns: torch.Tensor,
-                 distributed: Distributed | None = None, sampler: NegativeSampler | None = None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+def compute_loss(
+    network: torch.nn.Module,
+    model: Ranker,
+    batch: SequenceBatch,
+    step_seed: int,
+    columns: torch.Tensor,
+    distributed: Distributed | None = None,
+    sampler: NegativeSampler | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The training objective; `network` is the model itself or its DDP wrapper."""
     share = distributed.share if distributed is not None else (lambda loss, _count: loss)
     _, logits, queries = network(*batch_inputs(batch))
@@ -162,8 +177,7 @@ def compute_loss(network: torch.nn.Module, model: Ranker, batch: SequenceBatch, 
             loss = full_softmax_loss(logits if model.next_item_scale == 1.0 else logits * model.next_item_scale, positives)
         else:
             generator = torch.Generator(device=queries.device).manual_seed(step_seed)
-            loss = sampled_softmax_loss(query, positives, model.catalogue_embeddings(), head, model.next_item_scale,
-                                        sampler, generator)
+            loss = sampled_softmax_loss(query, positives, model.catalogue_embeddings(), head, model.next_item_scale, sampler, generator)
         total = total + head.weight * share(loss, rows.sum())
         parts["next_item"] = float(loss.detach())
     return total, parts
@@ -194,8 +208,9 @@ def _better(metric: str, value: float, best: float | None) -> bool:
 
 
 @torch.inference_mode()
-def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int,
-                  columns: torch.Tensor) -> dict[str, float]:
+def validation_ne(
+    model: Ranker, dataset: SequenceDataset, device: torch.device, batch_size: int, columns: torch.Tensor
+) -> dict[str, float]:
     """Per-task NE on the split's targets, and their mean (the early-stopping criterion)."""
     model.eval()
     accumulators = {task: CalibrationAccumulator() for task in model.config.tasks}
@@ -213,8 +228,7 @@ def validation_ne(model: Ranker, dataset: SequenceDataset, device: torch.device,
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -247,7 +261,8 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     model = Ranker(model_config).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, learning_rate_factor(optim.schedule, optim.warmup_steps, loop.max_steps, optim.min_lr_ratio))
+        optimizer, learning_rate_factor(optim.schedule, optim.warmup_steps, loop.max_steps, optim.min_lr_ratio)
+    )
     head = model_config.next_item
     sampler = None
     if head is not None and head.loss == "sampled" and head.negatives != "in_batch":
@@ -274,7 +289,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
         while step < loop.max_steps and stale < loop.patience:
             rows = batch_indices(len(train_set), loop.batch_size, loop.seed, step)
             if distributed is not None:
-                rows = rows[distributed.rank::distributed.world]
+                rows = rows[distributed.rank :: distributed.world]
             batch = train_set.__getitems__(rows).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, parts = compute_loss(network, model, batch, loop.seed * 1_000_003 + step, columns, distributed, sampler)
@@ -293,8 +308,13 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 if distributed is not None:  # the mean of the shared losses is the global-batch loss
                     torch.distributed.all_reduce(global_loss)
                     global_loss /= distributed.world
-                record = {"loss": float(global_loss), **parts, "lr": scheduler.get_last_lr()[0],
-                          "examples_per_s": window_examples / elapsed, "tokens_per_s": window_tokens / elapsed}
+                record = {
+                    "loss": float(global_loss),
+                    **parts,
+                    "lr": scheduler.get_last_lr()[0],
+                    "examples_per_s": window_examples / elapsed,
+                    "tokens_per_s": window_tokens / elapsed,
+                }
                 if journal is not None:
                     journal.step(step, record)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -310,8 +330,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
                 if journal is not None:
                     journal.validation(step, metrics, best["step"])
             if leader and (step % loop.checkpoint_every == 0 or step == loop.max_steps or stale >= loop.patience):
-                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step,
-                                {"best": best, "stale": stale, CONTRACT_KEY: contract})
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step, {"best": best, "stale": stale, CONTRACT_KEY: contract})
     finally:
         bar.close()
         if journal is not None:
@@ -332,8 +351,9 @@ def _save_weights(model: Ranker, out: Path) -> None:
     staging.replace(out / MODEL_FILE)
 
 
-def _finish(out: Path, data: Path, schema: FeatureSchema, config: RunConfig, model_config, best: dict, step: int,
-            device: torch.device) -> dict:
+def _finish(
+    out: Path, data: Path, schema: FeatureSchema, config: RunConfig, model_config, best: dict, step: int, device: torch.device
+) -> dict:
     """Copy the data contract beside the weights and write the manifest last."""
     vocab = out / "vocab"
     staging = out / ".vocab.partial"
@@ -354,8 +374,11 @@ def _finish(out: Path, data: Path, schema: FeatureSchema, config: RunConfig, mod
         "device": str(device),
         "model": model_config.model_dump(mode="json"),
         "run": config.model_dump(mode="json"),
-        "data": {"folder": str(data.resolve()), "schema_sha256": schema.fingerprint(),
-                 "stats": {k: stats.get(k) for k in ("users", "items", "events", "quarantined", "split")}},
+        "data": {
+            "folder": str(data.resolve()),
+            "schema_sha256": schema.fingerprint(),
+            "stats": {k: stats.get(k) for k in ("users", "items", "events", "quarantined", "split")},
+        },
         "metrics": {"validation": best},
         "steps": step,
         "files": {str(p.relative_to(out)): file_digest(p) for p in files},

@@ -52,8 +52,7 @@ class SASRecBlock(nn.Module):
         batch, length, width = x.shape
         heads = self.query_key_value(self.attention_norm(x)).view(batch, length, 3, self.heads, width // self.heads)
         query, key, value = heads.permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(query, key, value, is_causal=True,
-                                                  dropout_p=self.dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(query, key, value, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         x = x + self.residual_dropout(self.output(attended.transpose(1, 2).reshape(batch, length, width)))
         return x + self.residual_dropout(self.ffn(self.ffn_norm(x)))
 
@@ -63,8 +62,7 @@ class SASRec(nn.Module):
     Positions count back from the window's end, as in the paper's left-padded sequences, so the
     newest event always has the same position embedding."""
 
-    def __init__(self, item_vocab_size: int, max_len: int, width: int = 64, blocks: int = 2, heads: int = 1,
-                 dropout: float = 0.2) -> None:
+    def __init__(self, item_vocab_size: int, max_len: int, width: int = 64, blocks: int = 2, heads: int = 1, dropout: float = 0.2) -> None:
         super().__init__()
         self.max_len = max_len
         self.item_embedding = nn.Embedding(item_vocab_size, width, padding_idx=0)
@@ -72,13 +70,13 @@ class SASRec(nn.Module):
         self.embedding_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(SASRecBlock(width, heads, dropout) for _ in range(blocks))
         self.final_norm = nn.LayerNorm(width)
-        nn.init.normal_(self.item_embedding.weight, std=width ** -0.5)
+        nn.init.normal_(self.item_embedding.weight, std=width**-0.5)
 
     def forward(self, item: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, T, d]: the query at position p predicts the item at p + 1."""
         slots = torch.arange(item.shape[1], device=item.device)[None, :]
         positions = (self.max_len - lengths[:, None] + slots).clamp(0, self.max_len - 1)
-        x = self.item_embedding(item) * self.item_embedding.embedding_dim ** 0.5 + self.position_embedding(positions)
+        x = self.item_embedding(item) * self.item_embedding.embedding_dim**0.5 + self.position_embedding(positions)
         x = self.embedding_dropout(x) * (item > 0).unsqueeze(-1)
         for block in self.blocks:
             x = block(x)
@@ -113,10 +111,25 @@ def validation_ndcg(model: SASRec, dataset: SequenceDataset) -> float:
     return next_item_metrics(ranks)["ndcg@10"]
 
 
-def fit(data: Path, *, loss: str = "full", width: int = 64, blocks: int = 2, heads: int = 1, dropout: float = 0.2,
-        lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, max_steps: int = 100_000,
-        minutes: float = 20.0, eval_every: int = 250, patience: int = 5, seed: int = 0, bf16: bool = False,
-        progress: bool = True) -> tuple[SASRec, dict]:
+def fit(
+    data: Path,
+    *,
+    loss: str = "full",
+    width: int = 64,
+    blocks: int = 2,
+    heads: int = 1,
+    dropout: float = 0.2,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int = 128,
+    max_steps: int = 100_000,
+    minutes: float = 20.0,
+    eval_every: int = 250,
+    patience: int = 5,
+    seed: int = 0,
+    bf16: bool = False,
+    progress: bool = True,
+) -> tuple[SASRec, dict]:
     """Train with Adam at a constant rate (as the paper), keep the weights best on validation.
     `bf16`: the same CPU bf16 autocast as rotorec's `train.cpu_bf16`, so both get equal step budgets."""
     torch.manual_seed(seed)
@@ -142,8 +155,9 @@ def fit(data: Path, *, loss: str = "full", width: int = 64, blocks: int = 2, hea
         bar.update(1)
         if step % eval_every == 0:
             score = validation_ndcg(model, valid)
-            history.append({"step": step, "loss": float(value.detach()), "valid_ndcg@10": score,
-                            "minutes": (time.perf_counter() - started) / 60})
+            history.append(
+                {"step": step, "loss": float(value.detach()), "valid_ndcg@10": score, "minutes": (time.perf_counter() - started) / 60}
+            )
             bar.set_postfix(loss=f"{float(value.detach()):.3f}", valid=f"{score:.4f}")
             if score > best["ndcg@10"]:
                 best, best_state, stale = {"ndcg@10": score, "step": step}, copy.deepcopy(model.state_dict()), 0
@@ -152,8 +166,7 @@ def fit(data: Path, *, loss: str = "full", width: int = 64, blocks: int = 2, hea
     bar.close()
     elapsed = time.perf_counter() - started
     model.load_state_dict(best_state)
-    return model.eval(), {"best": best, "steps": step, "train_seconds": elapsed, "tokens_per_s": tokens / elapsed,
-                          "history": history}
+    return model.eval(), {"best": best, "steps": step, "train_seconds": elapsed, "tokens_per_s": tokens / elapsed, "history": history}
 
 
 def main() -> None:
@@ -177,13 +190,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, training = fit(args.data, loss=args.loss, width=args.width, blocks=args.blocks, heads=args.heads,
-                          dropout=args.dropout, lr=args.lr, batch_size=args.batch_size, max_steps=args.max_steps,
-                          minutes=args.minutes, eval_every=args.eval_every, patience=args.patience, seed=args.seed,
-                          bf16=args.bf16)
+    model, training = fit(
+        args.data,
+        loss=args.loss,
+        width=args.width,
+        blocks=args.blocks,
+        heads=args.heads,
+        dropout=args.dropout,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        minutes=args.minutes,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=args.seed,
+        bf16=args.bf16,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"model": "sasrec", "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "training": training}
+    report = {"model": "sasrec", "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "training": training}
     for split in ("valid", "test"):
         ranks, users = next_item_ranks(model, SequenceDataset(args.data, split))
         np.save(args.out / f"ranks_{split}.npy", ranks)

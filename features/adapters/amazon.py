@@ -55,10 +55,16 @@ def amazon_sequence_source(path: str | Path) -> LogSource:
         raise LogReadError(root, "no such file")
     attributes_path = _attributes_file(root)
     attributes = _read_attributes(attributes_path) if attributes_path else {}
-    catalogue = pa.table({
-        "item_id": pa.array(list(attributes), pa.string()),
-        "attribute": pa.array(list(attributes.values()), pa.list_(pa.string())),
-    }) if attributes else None
+    catalogue = (
+        pa.table(
+            {
+                "item_id": pa.array(list(attributes), pa.string()),
+                "attribute": pa.array(list(attributes.values()), pa.list_(pa.string())),
+            }
+        )
+        if attributes
+        else None
+    )
 
     def batches() -> Iterator[SourceBatch]:
         try:
@@ -71,11 +77,23 @@ def amazon_sequence_source(path: str | Path) -> LogSource:
         users = np.repeat(np.array([line[0] for line in lines], dtype=object), [len(line) - 1 for line in lines])
         items = [item for line in lines for item in line[1:]]
         item_array = pa.array(items, pa.string())
-        yield SourceBatch(pa.RecordBatch.from_pydict({
-            "user_id": pa.array(users, pa.string()),
-            "item_id": item_array,
-            "attribute": pa.array([attributes.get(i) for i in items], pa.list_(pa.string())),
-        }), root.name, 0)
+        yield SourceBatch(
+            pa.RecordBatch.from_pydict(
+                {
+                    "user_id": pa.array(users, pa.string()),
+                    "item_id": item_array,
+                    "attribute": pa.array([attributes.get(i) for i in items], pa.list_(pa.string())),
+                }
+            ),
+            root.name,
+            0,
+        )
 
-    return LogSource(format="amazon-seq", schema=SCHEMA, batches=batches,
-                     inputs=[str(p) for p in (root, attributes_path) if p], catalogue=catalogue, default_split="loo")
+    return LogSource(
+        format="amazon-seq",
+        schema=SCHEMA,
+        batches=batches,
+        inputs=[str(p) for p in (root, attributes_path) if p],
+        catalogue=catalogue,
+        default_split="loo",
+    )

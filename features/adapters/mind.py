@@ -39,8 +39,9 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 def _read_tsv(path: Path, names: list[str]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, sep="\t", header=None, names=names, dtype=str, keep_default_na=False,
-                            quoting=csv.QUOTE_NONE, usecols=range(len(names)))
+        frame = pd.read_csv(
+            path, sep="\t", header=None, names=names, dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE, usecols=range(len(names))
+        )
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise LogReadError(path, f"not a MIND TSV file ({str(exc).splitlines()[0]})") from exc
     return frame
@@ -59,8 +60,9 @@ def mind_source(path: str | Path) -> LogSource:
         news = _read_tsv(news_path, ["news_id", "category", "subcategory"]) if news_path else None
         yield SourceBatch(_events(behaviors, news), behaviors_path.name, 0)
 
-    return LogSource(format="mind", schema=SCHEMA, batches=batches,
-                     inputs=[str(p) for p in (behaviors_path, news_path) if p], default_split="temporal")
+    return LogSource(
+        format="mind", schema=SCHEMA, batches=batches, inputs=[str(p) for p in (behaviors_path, news_path) if p], default_split="temporal"
+    )
 
 
 def _iso_times(raw: pd.Series) -> np.ndarray:
@@ -74,8 +76,7 @@ def _iso_times(raw: pd.Series) -> np.ndarray:
 def _events(behaviors: pd.DataFrame, news: pd.DataFrame | None) -> pa.RecordBatch:
     """One record batch: history events (no time, click = 1) then impression candidates."""
     times = _iso_times(behaviors["time"])
-    order = np.lexsort((np.arange(len(behaviors)), pd.to_datetime(behaviors["time"], format=MIND_TIME_FORMAT,
-                                                                errors="coerce").to_numpy()))
+    order = np.lexsort((np.arange(len(behaviors)), pd.to_datetime(behaviors["time"], format=MIND_TIME_FORMAT, errors="coerce").to_numpy()))
     first_rows = behaviors.iloc[order].drop_duplicates("user_id")
     history = pa.array(first_rows["history"].to_numpy(), pa.string())
     tokens = pc.split_pattern(history, " ")
@@ -93,12 +94,14 @@ def _events(behaviors: pd.DataFrame, news: pd.DataFrame | None) -> pa.RecordBatc
     n_history = int(pc.sum(kept).as_py() or 0)
     item_id = pa.concat_arrays([history_items.filter(kept), candidate_items])
     columns = {
-        "user_id": pa.concat_arrays([pa.array(history_users, pa.string()).filter(kept),
-                                     pa.array(behaviors["user_id"].to_numpy()[owner], pa.string())]),
+        "user_id": pa.concat_arrays(
+            [pa.array(history_users, pa.string()).filter(kept), pa.array(behaviors["user_id"].to_numpy()[owner], pa.string())]
+        ),
         "item_id": item_id,
         "timestamp": pa.concat_arrays([pa.nulls(n_history, pa.string()), pa.array(times[owner], pa.string())]),
-        "impression_id": pa.concat_arrays([pa.nulls(n_history, pa.string()),
-                                           pa.array(behaviors["impression_id"].to_numpy()[owner], pa.string())]),
+        "impression_id": pa.concat_arrays(
+            [pa.nulls(n_history, pa.string()), pa.array(behaviors["impression_id"].to_numpy()[owner], pa.string())]
+        ),
         "click": pa.concat_arrays([pa.array(np.ones(n_history, np.int8)).cast(pa.string()), candidate_labels]),
     }
     columns.update(_news_fields(item_id, news))

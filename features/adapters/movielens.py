@@ -55,13 +55,15 @@ def _read_movies(path: Path) -> pa.Table:
 def _dat_batches(path: Path, batch_rows: int) -> Iterator[SourceBatch]:
     """`UserID::MovieID::Rating::Timestamp`: read with ':' as delimiter, keep every other field."""
     read = pacsv.ReadOptions(autogenerate_column_names=True, block_size=16 << 20)
-    convert = pacsv.ConvertOptions(include_columns=["f0", "f2", "f4", "f6"],
-                                   column_types={f"f{i}": pa.string() for i in range(7)}, null_values=[""],
-                                   strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        include_columns=["f0", "f2", "f4", "f6"],
+        column_types={f"f{i}": pa.string() for i in range(7)},
+        null_values=[""],
+        strings_can_be_null=True,
+    )
     first = 0
     try:
-        with pacsv.open_csv(path, read_options=read, parse_options=pacsv.ParseOptions(delimiter=":"),
-                            convert_options=convert) as reader:
+        with pacsv.open_csv(path, read_options=read, parse_options=pacsv.ParseOptions(delimiter=":"), convert_options=convert) as reader:
             for batch in reader:
                 renamed = batch.rename_columns(["userId", "movieId", "rating", "timestamp"])
                 for start in range(0, renamed.num_rows, batch_rows):
@@ -91,9 +93,12 @@ def movielens_source(path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS) -> 
             yield dataclasses.replace(item, batch=_with_genre(item.batch, movies, genre_lookup))
 
     return LogSource(
-        format="movielens", schema=SCHEMA, batches=batches,
+        format="movielens",
+        schema=SCHEMA,
+        batches=batches,
         inputs=[str(p) for p in (ratings, movies_path) if p is not None],
-        catalogue=movies, default_split="loo",
+        catalogue=movies,
+        default_split="loo",
     )
 
 

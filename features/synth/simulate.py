@@ -72,8 +72,9 @@ def simulate_user(world: World, user: int, start: int, kind: int = USER_STREAM) 
     taste = taste_log(theta[category], c.categories)
     rhythm = world.rhythm(category, hour)
     static_logit = world.beta0 + bias + world.item_quality[item] + c.beta_taste * taste + c.beta_rhythm * rhythm
-    like_share = 1 / (1 + np.exp(-(c.gamma0 + c.gamma_taste * taste
-                                  + c.gamma_rhythm * world.rhythm(category, hour, world.like_rhythm_phase))))
+    like_share = 1 / (
+        1 + np.exp(-(c.gamma0 + c.gamma_taste * taste + c.gamma_rhythm * world.rhythm(category, hour, world.like_rhythm_phase)))
+    )
     dwell_mu = world.dwell_mu[category] + c.dwell_delta * taste
     log_threshold = world.dwell_mu[category] + c.dwell_threshold_shift
     long_share = 0.5 * _erfc((log_threshold - dwell_mu) / (c.dwell_sigma * math.sqrt(2))).astype(np.float64)

@@ -28,8 +28,21 @@ from rotorec.features.synth.simulate import calibrate_ctr, simulate_user
 from rotorec.features.synth.world import World
 
 TASKS = ("click", "like", "long_dwell")
-LOG_COLUMNS = ("user_id", "item_id", "timestamp", "impression_id", "tz_offset_minutes", "category",
-               "click", "like", "long_dwell", "dwell_s", "p_click", "p_like", "p_long_dwell")
+LOG_COLUMNS = (
+    "user_id",
+    "item_id",
+    "timestamp",
+    "impression_id",
+    "tz_offset_minutes",
+    "category",
+    "click",
+    "like",
+    "long_dwell",
+    "dwell_s",
+    "p_click",
+    "p_like",
+    "p_long_dwell",
+)
 
 
 def feed_schema(config: SynthConfig) -> LogSchema:
@@ -48,8 +61,10 @@ def simulate(config: SynthConfig, progress: bool = True) -> tuple[World, dict[st
     world = World.draw(config)
     start = int(dt.datetime.fromisoformat(config.start).replace(tzinfo=dt.timezone.utc).timestamp())
     calibrate_ctr(world, start)
-    users = [simulate_user(world, u, start) for u in tqdm(range(config.users), desc="synth", unit="user",
-                                                          disable=None if progress else True, leave=False)]
+    users = [
+        simulate_user(world, u, start)
+        for u in tqdm(range(config.users), desc="synth", unit="user", disable=None if progress else True, leave=False)
+    ]
     columns = {name: np.concatenate([u[name] for u in users]) for name in LOG_COLUMNS}
     hidden = {
         "rhythm": np.concatenate([u["_rhythm"] for u in users]),
@@ -64,16 +79,22 @@ def simulate(config: SynthConfig, progress: bool = True) -> tuple[World, dict[st
 def write_feed(config: SynthConfig, out_dir: str | Path, progress: bool = True) -> dict:
     world, columns, hidden = simulate(config, progress)
     if not len(columns["user_id"]):
-        raise FeaturesError(f"the simulation produced no events ({config.users} user(s) over {config.days} day(s)): "
-                            "ask for more users or days")
+        raise FeaturesError(
+            f"the simulation produced no events ({config.users} user(s) over {config.days} day(s)): ask for more users or days"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(_arrow_table(columns, config), out / "events.parquet", row_group_size=1 << 18)
     feed_schema(config).to_yaml(out / "schema.yaml")
     np.savez_compressed(
-        out / "diagnostics.npz", item_category=world.item_category, item_quality=world.item_quality,
-        rhythm_phase=world.rhythm_phase, like_rhythm_phase=world.like_rhythm_phase, dwell_mu=world.dwell_mu,
-        beta0=np.array([world.beta0]), **hidden,
+        out / "diagnostics.npz",
+        item_category=world.item_category,
+        item_quality=world.item_quality,
+        rhythm_phase=world.rhythm_phase,
+        like_rhythm_phase=world.like_rhythm_phase,
+        dwell_mu=world.dwell_mu,
+        beta0=np.array([world.beta0]),
+        **hidden,
     )
     manifest = {
         "generator": "rotorec.synth",
@@ -105,16 +126,18 @@ def _oracle_report(columns: dict[str, np.ndarray], hidden: dict[str, np.ndarray]
     recency) is on clicks."""
     cutoffs = TemporalCutoffs.last_days(int(columns["timestamp"].max()))
     t = columns["timestamp"]
-    masks = {"train": t < cutoffs.valid_start, "valid": (t >= cutoffs.valid_start) & (t < cutoffs.test_start),
-             "test": t >= cutoffs.test_start, "all": np.ones(len(t), dtype=bool)}
+    masks = {
+        "train": t < cutoffs.valid_start,
+        "valid": (t >= cutoffs.valid_start) & (t < cutoffs.test_start),
+        "test": t >= cutoffs.test_start,
+        "all": np.ones(len(t), dtype=bool),
+    }
     splits = {
-        name: {task: calibration_summary(columns[task][mask], columns[f"p_{task}"][mask]) for task in TASKS}
-        for name, mask in masks.items()
+        name: {task: calibration_summary(columns[task][mask], columns[f"p_{task}"][mask]) for task in TASKS} for name, mask in masks.items()
     }
     p = columns["p_click"]
     logit = np.log(p) - np.log1p(-p)
-    blind_logit = (logit - config.beta_rhythm * hidden["rhythm"]
-                   - config.beta_rec * (hidden["recency"] - hidden["recency"].mean()))
+    blind_logit = logit - config.beta_rhythm * hidden["rhythm"] - config.beta_rec * (hidden["recency"] - hidden["recency"].mean())
     blind = 1 / (1 + np.exp(-blind_logit))
     oracle, time_blind = normalized_entropy(columns["click"], p), normalized_entropy(columns["click"], blind)
     return {

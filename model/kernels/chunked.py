@@ -38,8 +38,9 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool = False,
-                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def chunked_scan(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool = False, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """h [B, T, D] for a, b [B, T, D] (a may be an expanded view); h0 [B, D] or None. With
     `reverse`, h0 is the state after the last step and the scan runs from t = T−1 down to 0."""
     batch, steps, channels = b.shape
@@ -89,8 +90,9 @@ def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
     return h
 
 
-def chunked_scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def chunked_scan_backward(
+    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(da, db, dh0) of the forward scan h = chunked_scan(a, b, h0) for the upstream gradient dh
     (docs/mixers.md, "Backward pass"): g_t = dh_t + conj(a_{t+1}) g_{t+1} is the same scan run in
     reverse on shifted gates, accumulated in fp32; db = g in h's dtype, da_t = g_t conj(h_{t−1})

@@ -41,8 +41,7 @@ def _build(compiler: str, target: Path) -> None:
     handle, staging = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", staging], check=True, capture_output=True, text=True,
-                       timeout=300)
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", staging], check=True, capture_output=True, text=True, timeout=300)
         os.replace(staging, target)
     finally:
         Path(staging).unlink(missing_ok=True)
@@ -115,16 +114,29 @@ def compiled_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | N
     batch, steps, channels = b.shape
     scale = 2 if b.is_complex() else 1
     state = _state(h0, b)
-    status = library().rotorec_scan_forward(KINDS[b.dtype], a.data_ptr(), b.data_ptr(), _address(state), h.data_ptr(),
-                                            batch, steps, channels * scale, a_batch, a_time, steps * channels * scale,
-                                            channels * scale, torch.get_num_threads())
+    status = library().rotorec_scan_forward(
+        KINDS[b.dtype],
+        a.data_ptr(),
+        b.data_ptr(),
+        _address(state),
+        h.data_ptr(),
+        batch,
+        steps,
+        channels * scale,
+        a_batch,
+        a_time,
+        steps * channels * scale,
+        channels * scale,
+        torch.get_num_threads(),
+    )
     if status:
         raise RuntimeError(f"compiled scan refused dtype {b.dtype}")
     return h
 
 
-def compiled_scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def compiled_scan_backward(
+    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(da, db, dh0) in one reverse pass: reads dh, a and h once, writes da and db once."""
     dh = dh.to(h.dtype).contiguous()
     a, a_batch, a_time = _gate_strides(a)
@@ -134,10 +146,24 @@ def compiled_scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | 
     db = torch.empty_like(h)
     dh0 = None if h0 is None else torch.empty(batch, channels, dtype=a.dtype)
     state = _state(h0, h)
-    status = library().rotorec_scan_backward(KINDS[h.dtype], a.data_ptr(), h.data_ptr(), _address(state), dh.data_ptr(),
-                                             da.data_ptr(), db.data_ptr(), _address(dh0), batch, steps, channels * scale,
-                                             a_batch, a_time, steps * channels * scale, channels * scale,
-                                             torch.get_num_threads())
+    status = library().rotorec_scan_backward(
+        KINDS[h.dtype],
+        a.data_ptr(),
+        h.data_ptr(),
+        _address(state),
+        dh.data_ptr(),
+        da.data_ptr(),
+        db.data_ptr(),
+        _address(dh0),
+        batch,
+        steps,
+        channels * scale,
+        a_batch,
+        a_time,
+        steps * channels * scale,
+        channels * scale,
+        torch.get_num_threads(),
+    )
     if status:
         raise RuntimeError(f"compiled scan refused dtype {h.dtype}")
     return da, db, (None if dh0 is None else dh0.to(h0.dtype))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 
 
-def scan_reference(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
-                   lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def scan_reference(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(h [B, T, D], h_last [B, D]) in float64/complex128; padded steps (t ≥ length) leave the
     state unchanged and output 0, and h_last is the state at each sequence's true end."""
     wide = torch.complex128 if (a.is_complex() or b.is_complex()) else torch.float64

@@ -86,8 +86,9 @@ def _check(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> None:
         raise ValueError(f"h0 must be [batch, channels] = {(b.shape[0], b.shape[2])}, got {tuple(h0.shape)}")
 
 
-def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None, backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def linear_scan(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None, backend: Backend = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(h [B, T, D], h_last [B, D]) for h_t = a_t ⊙ h_{t−1} + b_t, h_0 = h0 (zero if None).
 
     a broadcasts to b's shape (a [D] is a time-invariant gate). Real: a fp32/fp64, b fp32,

@@ -30,8 +30,7 @@ def _combine_real(a1, b1, a2, b2):
 
 @triton.jit
 def _combine_complex(ar1, ai1, br1, bi1, ar2, ai2, br2, bi2):
-    return (ar1 * ar2 - ai1 * ai2, ar1 * ai2 + ai1 * ar2,
-            ar2 * br1 - ai2 * bi1 + br2, ar2 * bi1 + ai2 * br1 + bi2)
+    return (ar1 * ar2 - ai1 * ai2, ar1 * ai2 + ai1 * ar2, ar2 * br1 - ai2 * bi1 + br2, ar2 * bi1 + ai2 * br1 + bi2)
 
 
 @triton.jit
@@ -48,8 +47,7 @@ def _tile(D, BD: tl.constexpr):
 
 
 @triton.jit
-def _scan_forward(a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
-                  HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, CT: tl.constexpr, BD: tl.constexpr):
+def _scan_forward(a_ptr, b_ptr, h0_ptr, h_ptr, T, D, HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, CT: tl.constexpr, BD: tl.constexpr):
     """h_t = a_t h_{t−1} + b_t for one sequence and BD channels (pairs, if COMPLEX)."""
     channel, sequence, live_channel, carry_re, carry_im = _tile(D, BD)
     rows = tl.arange(0, CT)
@@ -80,8 +78,21 @@ def _scan_forward(a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
 
 
 @triton.jit
-def _scan_backward(a_ptr, h_ptr, h0_ptr, dh_ptr, da_ptr, db_ptr, dh0_ptr, T, D,
-                   HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, CT: tl.constexpr, BD: tl.constexpr):
+def _scan_backward(
+    a_ptr,
+    h_ptr,
+    h0_ptr,
+    dh_ptr,
+    da_ptr,
+    db_ptr,
+    dh0_ptr,
+    T,
+    D,
+    HAS_H0: tl.constexpr,
+    COMPLEX: tl.constexpr,
+    CT: tl.constexpr,
+    BD: tl.constexpr,
+):
     """g_t = dh_t + conj(a_{t+1}) g_{t+1}; db = g, da = g conj(h_{t−1}), dh0 = conj(a_0) g_0."""
     channel, sequence, live_channel, carry_re, carry_im = _tile(D, BD)
     rows = tl.arange(0, CT)
@@ -100,23 +111,23 @@ def _scan_backward(a_ptr, h_ptr, h0_ptr, dh_ptr, da_ptr, db_ptr, dh0_ptr, T, D,
         previous_re = tl.load(h_ptr + offset - step, mask=has_previous, other=0.0).to(tl.float32)
         if HAS_H0:
             first = mask & (t == 0)[:, None]
-            previous_re += tl.load(h0_ptr + (sequence * D + channel[None, :]) * width + 0 * t[:, None], mask=first,
-                                   other=0.0).to(tl.float32)
+            previous_re += tl.load(h0_ptr + (sequence * D + channel[None, :]) * width + 0 * t[:, None], mask=first, other=0.0).to(
+                tl.float32
+            )
         if COMPLEX:
             next_im = -tl.load(a_ptr + offset + step + 1, mask=has_next, other=0.0).to(tl.float32)  # conj
             grad_im = tl.load(dh_ptr + offset + 1, mask=mask, other=0.0).to(tl.float32)
             previous_im = tl.load(h_ptr + offset - step + 1, mask=has_previous, other=0.0).to(tl.float32)
             if HAS_H0:
-                previous_im += tl.load(h0_ptr + (sequence * D + channel[None, :]) * 2 + 1 + 0 * t[:, None],
-                                       mask=first, other=0.0).to(tl.float32)
-            decay_re, decay_im, g_re, g_im = tl.associative_scan((next_re, next_im, grad_re, grad_im), 0,
-                                                                 _combine_complex)
+                previous_im += tl.load(h0_ptr + (sequence * D + channel[None, :]) * 2 + 1 + 0 * t[:, None], mask=first, other=0.0).to(
+                    tl.float32
+                )
+            decay_re, decay_im, g_re, g_im = tl.associative_scan((next_re, next_im, grad_re, grad_im), 0, _combine_complex)
             g_re = g_re + decay_re * carry_re[None, :] - decay_im * carry_im[None, :]
             g_im = g_im + decay_re * carry_im[None, :] + decay_im * carry_re[None, :]
             # da = g · conj(h_{t−1})
             tl.store(da_ptr + offset, (g_re * previous_re + g_im * previous_im).to(da_ptr.dtype.element_ty), mask=mask)
-            tl.store(da_ptr + offset + 1, (g_im * previous_re - g_re * previous_im).to(da_ptr.dtype.element_ty),
-                     mask=mask)
+            tl.store(da_ptr + offset + 1, (g_im * previous_re - g_re * previous_im).to(da_ptr.dtype.element_ty), mask=mask)
             tl.store(db_ptr + offset + 1, g_im.to(db_ptr.dtype.element_ty), mask=mask)
             carry_im = _last_row(g_im, rows, CT)
         else:
@@ -129,10 +140,8 @@ def _scan_backward(a_ptr, h_ptr, h0_ptr, dh_ptr, da_ptr, db_ptr, dh0_ptr, T, D,
         first_re = tl.load(a_ptr + sequence * T * D * width + channel * width, mask=live_channel, other=0.0)
         if COMPLEX:
             first_im = tl.load(a_ptr + sequence * T * D * 2 + channel * 2 + 1, mask=live_channel, other=0.0)
-            tl.store(dh0_ptr + (sequence * D + channel) * 2, first_re * carry_re + first_im * carry_im,
-                     mask=live_channel)
-            tl.store(dh0_ptr + (sequence * D + channel) * 2 + 1, first_re * carry_im - first_im * carry_re,
-                     mask=live_channel)
+            tl.store(dh0_ptr + (sequence * D + channel) * 2, first_re * carry_re + first_im * carry_im, mask=live_channel)
+            tl.store(dh0_ptr + (sequence * D + channel) * 2 + 1, first_re * carry_im - first_im * carry_re, mask=live_channel)
         else:
             tl.store(dh0_ptr + sequence * D + channel, first_re * carry_re, mask=live_channel)
 
@@ -152,13 +161,23 @@ def triton_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | Non
     h = torch.empty_like(b)
     start = None if h0 is None else h0.contiguous()
     _scan_forward[_grid(batch, channels)](
-        _pairs(a), _pairs(b), _pairs(start) if start is not None else _pairs(b), _pairs(h), steps, channels,
-        HAS_H0=start is not None, COMPLEX=b.is_complex(), CT=TIME_TILE, BD=CHANNEL_TILE)
+        _pairs(a),
+        _pairs(b),
+        _pairs(start) if start is not None else _pairs(b),
+        _pairs(h),
+        steps,
+        channels,
+        HAS_H0=start is not None,
+        COMPLEX=b.is_complex(),
+        CT=TIME_TILE,
+        BD=CHANNEL_TILE,
+    )
     return h
 
 
-def triton_scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def triton_scan_backward(
+    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     batch, steps, channels = h.shape
     a, h, dh = a.contiguous(), h.contiguous(), dh.contiguous().to(h.dtype)
     da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
@@ -166,7 +185,18 @@ def triton_scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | No
     start = None if h0 is None else h0.contiguous()
     dh0 = None if start is None else torch.empty_like(start)
     _scan_backward[_grid(batch, channels)](
-        _pairs(a), _pairs(h), _pairs(start) if start is not None else _pairs(h), _pairs(dh), _pairs(da), _pairs(db),
-        _pairs(dh0) if dh0 is not None else _pairs(db), steps, channels,
-        HAS_H0=start is not None, COMPLEX=h.is_complex(), CT=TIME_TILE, BD=CHANNEL_TILE)
+        _pairs(a),
+        _pairs(h),
+        _pairs(start) if start is not None else _pairs(h),
+        _pairs(dh),
+        _pairs(da),
+        _pairs(db),
+        _pairs(dh0) if dh0 is not None else _pairs(db),
+        steps,
+        channels,
+        HAS_H0=start is not None,
+        COMPLEX=h.is_complex(),
+        CT=TIME_TILE,
+        BD=CHANNEL_TILE,
+    )
     return da, db, dh0

@@ -21,9 +21,19 @@ async def events(body: EventsRequest, state: State, model: Model) -> dict:
     before = state.states.get(model.version, body.user_id)
     if before is not None and int(feed.history_seconds[0]) < before.last_seconds:
         state.states.drop(model.version, body.user_id)
-        return {"user_id": body.user_id, "model": {"name": model.name, "version": model.version},
-                "applied": 0, "events": 0, "dropped": True}
+        return {
+            "user_id": body.user_id,
+            "model": {"name": model.name, "version": model.version},
+            "applied": 0,
+            "events": 0,
+            "dropped": True,
+        }
     after = await state.batcher.run_in_inference_thread(model.advance, before, feed)
     state.states.store(body.user_id, after)
-    return {"user_id": body.user_id, "model": {"name": model.name, "version": model.version},
-            "applied": len(feed.history_items), "events": after.events, "dropped": False}
+    return {
+        "user_id": body.user_id,
+        "model": {"name": model.name, "version": model.version},
+        "applied": len(feed.history_items),
+        "events": after.events,
+        "dropped": False,
+    }

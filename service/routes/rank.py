@@ -27,12 +27,10 @@ async def rank(request: RankRequest, state: State, model: Model) -> Response:
     (scored,) = await state.score(model, [feed])
     if scored.state is not None:
         state.states.store(request.user_id, scored.state)
-    return Response(orjson.dumps(_rank_response(state.metrics, request, feed, scored.probabilities, model)),
-                    media_type="application/json")
+    return Response(orjson.dumps(_rank_response(state.metrics, request, feed, scored.probabilities, model)), media_type="application/json")
 
 
-def _rank_response(metrics: ServiceMetrics, request: RankRequest, feed: Feed, probabilities: np.ndarray,
-                   model: ServedModel) -> dict:
+def _rank_response(metrics: ServiceMetrics, request: RankRequest, feed: Feed, probabilities: np.ndarray, model: ServedModel) -> dict:
     """The RankResponse body as plain JSON types (its schema is RankResponse; built here without
     per-candidate model objects, which cost more than the scoring itself at 1,000 candidates)."""
     tasks = request.tasks or model.tasks
@@ -44,7 +42,13 @@ def _rank_response(metrics: ServiceMetrics, request: RankRequest, feed: Feed, pr
         metrics.predicted.observe_many(task, chosen[:, k])
     rows = chosen.tolist()
     return {
-        "model": {"name": model.name, "version": model.version}, "request_time": feed.request_time,
-        "scores": [{"index": i, "item_id": c.item_id, "probabilities": dict(zip(tasks, rows[i])), "score": float(scores[i])}
-                   for i, c in enumerate(request.candidates)],
-        "ranking": ranking.tolist(), "oov": OovCounts(**feed.oov).model_dump(), "history_truncated": feed.history_truncated}
+        "model": {"name": model.name, "version": model.version},
+        "request_time": feed.request_time,
+        "scores": [
+            {"index": i, "item_id": c.item_id, "probabilities": dict(zip(tasks, rows[i])), "score": float(scores[i])}
+            for i, c in enumerate(request.candidates)
+        ],
+        "ranking": ranking.tolist(),
+        "oov": OovCounts(**feed.oov).model_dump(),
+        "history_truncated": feed.history_truncated,
+    }

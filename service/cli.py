@@ -12,7 +12,12 @@ import signal
 from pathlib import Path
 from typing import get_args
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from rotorec.features.strict import first_validation_error
 from rotorec.service.settings import ServiceSettings
+from rotorec.training.config import ConfigError
 
 FLAGS = {  # flag -> (setting, argparse options besides the help)
     "--run": ("run", {"type": Path, "required": True}),
@@ -60,6 +65,22 @@ def _help(name: str) -> str:
     return f"{field.description} (default: {default})"
 
 
+def read_settings(args: argparse.Namespace) -> ServiceSettings:
+    """The settings from flags, files and the environment; a bad value is a one-line ConfigError
+    that names the setting and where it can come from, since an environment variable set in a
+    deployment manifest is far from the traceback pydantic would print."""
+    flags = {name: getattr(args, name) for name, _ in FLAGS.values() if hasattr(args, name)}
+    try:
+        return ServiceSettings(_secrets_dir=args.secrets_dir, **flags)
+    except ValidationError as exc:
+        where, message = first_validation_error(exc)
+        setting = where.split(".")[0]
+        sources = [flag for flag, (name, _) in FLAGS.items() if name == setting] + [f"ROTOREC_{setting.upper()}"]
+        raise ConfigError(f"serve setting {where}: {message} (set by {' or '.join(sources)})") from exc
+    except SettingsError as exc:
+        raise ConfigError(f"serve settings: {exc}") from exc
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -69,8 +90,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal it stopped on; once drained, a clean exit (status 0) is what
     # orchestrators expect, so the re-raised signal is ignored.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    flags = {name: getattr(args, name) for name, _ in FLAGS.values() if hasattr(args, name)}
-    settings = ServiceSettings(_secrets_dir=args.secrets_dir, **flags)
+    settings = read_settings(args)
     if args.sample_feed is not None:
         from rotorec.service.sample import serve_sample
 

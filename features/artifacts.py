@@ -11,11 +11,16 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow.parquet as pq
+
+from rotorec.features.errors import FeaturesError
 from rotorec.features.strict import StrictModel
 from rotorec.features.vocab import RESERVED
 
 FORMAT_VERSION = 1
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
+NO_FIRST_SEEN = -1  # items.parquet's first_seen of an item with no timed event (and of PAD, OOV)
 
 
 class CategoricalInfo(StrictModel):
@@ -66,3 +71,14 @@ class FeatureSchema(StrictModel):
         """SHA-256 of the canonical JSON: equal fingerprints mean interchangeable data."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def item_first_seen(folder: str | Path) -> np.ndarray:
+    """items.parquet's first_seen column, indexed by item id."""
+    path = Path(folder) / "items.parquet"
+    table = pq.read_table(path)
+    if "first_seen" not in table.column_names:
+        raise FeaturesError(f"{path} has no first_seen column (prepared by an older rotorec): run `rotorec prepare` again")
+    first_seen = np.full(len(table), NO_FIRST_SEEN, dtype=np.int64)
+    first_seen[table.column("id").to_numpy()] = table.column("first_seen").to_numpy()
+    return first_seen

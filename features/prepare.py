@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rotorec.features.artifacts import SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
+from rotorec.features.artifacts import NO_FIRST_SEEN, SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
 from rotorec.features.errors import FeaturesError
 from rotorec.features.events import EventColumns
 from rotorec.features.files import replace_folder
@@ -263,16 +263,18 @@ def _split_stats(windows, events: EventColumns, targets: np.ndarray, tasks: list
 def _write_item_table(
     folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps
 ) -> None:
-    """items.parquet: one row per item id (0 = PAD, 1 = OOV included) with item-level categories.
+    """items.parquet: one row per item id (0 = PAD, 1 = OOV included) with item-level categories
+    and the item's first timestamp in the log (what model.item_age measures ages from).
 
     A catalogue's categories win; otherwise an item carries the values of its latest event."""
     ids = np.arange(items.size)
+    event_item_ids = item_map[events.item]
     data: dict[str, pa.Array] = {
         "id": pa.array(ids, pa.int32()),
         "key": pa.array(items.key_of(ids).astype(str), pa.string()),
         "count": pa.array(np.concatenate([[0, 0], items.counts]), pa.int64()),
+        "first_seen": pa.array(_first_seen(event_item_ids, events.seconds, events.has_time, items.size), pa.int64()),
     }
-    event_item_ids = item_map[events.item]
     by_item_then_time = np.lexsort((events.row, events.seconds, event_item_ids))
     ordered_ids = event_item_ids[by_item_then_time]
     latest = by_item_then_time[np.flatnonzero(np.append(ordered_ids[1:] != ordered_ids[:-1], True))]
@@ -289,6 +291,15 @@ def _write_item_table(
         offsets = pa.array(np.arange(items.size + 1) * spec.max_values, pa.int32())
         data[f"cat_{name}"] = pa.ListArray.from_arrays(offsets, pa.array(table.reshape(-1)))
     pq.write_table(pa.table(data), folder / "items.parquet")
+
+
+def _first_seen(item_ids: np.ndarray, seconds: np.ndarray, has_time: np.ndarray, size: int) -> np.ndarray:
+    """Each item's earliest timed event (UTC seconds), NO_FIRST_SEEN where it has none."""
+    never = np.iinfo(np.int64).max
+    first = np.full(size, never, dtype=np.int64)
+    np.minimum.at(first, item_ids[has_time], seconds[has_time])
+    first[first == never] = NO_FIRST_SEEN
+    return first
 
 
 def _summary(

@@ -114,6 +114,9 @@ class ModelConfig(StrictModel):
         "none", description="learned absolute slot embeddings added to the tokens (SASRec's), beside any rotation"
     )
     embedding_scale: bool = Field(False, description="multiply content embeddings by √d (SASRec's)")
+    item_age: bool = Field(
+        False, description="add an embedding of the item's age (time since the log first showed it) to its tokens (model/item_age.py)"
+    )
     encoding: Encoding = "siren_rope"
     rope_base: float = Field(100_000.0, gt=1)
     mixers: list[MixerKind] | None = None

@@ -18,6 +18,7 @@ from rotorec.model.config import ModelConfig
 from rotorec.model.context import MixerContext
 from rotorec.model.encodings import build_encoding
 from rotorec.model.inputs import TimeInputs
+from rotorec.model.item_age import ItemAge
 from rotorec.model.mixers import Mixer, build_mixer
 
 
@@ -71,6 +72,7 @@ class Ranker(nn.Module):
         self.categorical_embeddings = nn.ModuleDict(
             {name: nn.Embedding(field.vocab_size, d, padding_idx=0) for name, field in config.categorical.items()}
         )
+        self.item_age = ItemAge(config.item_vocab_size, d) if config.item_age else None
         self.position_embedding = nn.Embedding(config.max_seq_len + 1, d) if config.positions == "learned" else None
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoding = build_encoding(config)
@@ -84,19 +86,21 @@ class Ranker(nn.Module):
 
     # -- shared pieces -------------------------------------------------------------------------
 
-    def embed(self, item: torch.Tensor, categorical: dict[str, torch.Tensor], slot: torch.Tensor) -> torch.Tensor:
-        """Content of events or candidates: item + mean of each categorical field's values (×√d
-        with `embedding_scale`, so content outweighs the position at unit-variance init), plus the
-        slot's learned position (slots past max_seq_len share the last row)."""
+    def embed(self, item: torch.Tensor, categorical: dict[str, torch.Tensor], time: TimeInputs) -> torch.Tensor:
+        """Content of events or candidates: item + mean of each categorical field's values (+ the
+        item's age), ×√d with `embedding_scale` so content outweighs the position at unit-variance
+        init, plus the slot's learned position (slots past max_seq_len share the last row)."""
         tokens = self.item_embedding(item)
         for name, table in self.categorical_embeddings.items():
             ids = categorical[name]
             present = (ids > 0).unsqueeze(-1).to(tokens.dtype)
             tokens = tokens + (table(ids) * present).sum(-2) / present.sum(-2).clamp(min=1)
+        if self.item_age is not None:
+            tokens = tokens + self.item_age(item, time)
         if self.config.embedding_scale:
             tokens = tokens * self.config.d_model**0.5
         if self.position_embedding is not None:
-            tokens = tokens + self.position_embedding(slot.clamp(max=self.config.max_seq_len))
+            tokens = tokens + self.position_embedding(time.slot.clamp(max=self.config.max_seq_len))
         return self.embedding_dropout(tokens)
 
     def context(self, time: TimeInputs, valid: torch.Tensor) -> MixerContext:
@@ -121,7 +125,7 @@ class Ranker(nn.Module):
         if caches is not None and not self.streams:
             raise ValueError("only models whose every layer is recurrent can continue from caches")
         context = self.context(time, valid)
-        hidden = self.embed(item, categorical, time.slot)
+        hidden = self.embed(item, categorical, time)
         layers = []
         for index, block in enumerate(self.blocks):
             hidden, cache = block(hidden, action, context, None if caches is None else caches[index])
@@ -146,7 +150,7 @@ class Ranker(nn.Module):
     def candidate_hidden(self, history: History, item, categorical, time: TimeInputs) -> torch.Tensor:
         """Final hidden states of candidates [B, C]: each reads the history and itself only."""
         context = self.context(time, torch.ones_like(item, dtype=torch.bool))
-        hidden = self.embed(item, categorical, time.slot)
+        hidden = self.embed(item, categorical, time)
         for block, layer_cache in zip(self.blocks, history.layers):
             hidden = block.attend_history(hidden, context, layer_cache, history.valid)
         return self.final_norm(hidden)

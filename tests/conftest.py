@@ -93,6 +93,8 @@ def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -
         "model.d_model=32",
         "--set",
         "train.batch_size=16",
+        "--set",
+        "model.item_age=true",  # so the service tests score item ages through the whole path
     )
     return out
 

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from rotorec.features.artifacts import FeatureSchema
+from rotorec.features.artifacts import FeatureSchema, item_first_seen
 from rotorec.features.dataset import SequenceBatch, SequenceDataset
 from rotorec.features.files import file_digest
 from rotorec.model.inputs import batch_inputs, encode_batch
@@ -259,6 +259,8 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
 
     train_set, valid_set = SequenceDataset(data, "train"), SequenceDataset(data, "valid")
     model = Ranker(model_config).to(device)
+    if model.item_age is not None:
+        model.item_age.set_first_seen(item_first_seen(data))
     optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, learning_rate_factor(optim.schedule, optim.warmup_steps, loop.max_steps, optim.min_lr_ratio)

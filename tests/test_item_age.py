@@ -1,0 +1,59 @@
+"""Item age (model/item_age.py): buckets, the first timestamps prepare records, and a run that carries them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rotorec.features.adapters.events import events_source
+from rotorec.features.artifacts import NO_FIRST_SEEN, item_first_seen
+from rotorec.features.prepare import PrepareOptions, prepare
+from rotorec.features.vocab import Vocabulary
+from rotorec.model.item_age import AGE_BUCKETS, ItemAge
+
+
+def test_buckets_are_log2_minutes_since_first_seen_with_zero_for_no_time_and_one_for_new_items() -> None:
+    age = ItemAge(item_vocab_size=4, d_model=8)
+    age.set_first_seen(np.array([NO_FIRST_SEEN, NO_FIRST_SEEN, 1_000, 1_000]))
+    minutes = 60
+    cases = [  # (item, seconds, has_time, bucket)
+        (0, 5_000, True, 0),  # padding
+        (2, 5_000, False, 0),  # no time: no age
+        (1, 5_000, True, 1),  # OOV: an item never seen is new
+        (2, 1_000, True, 1),  # at its first event
+        (2, 1_000 + 59, True, 1),
+        (2, 1_000 + 1 * minutes, True, 2),  # 1 minute: ⌊log2 2⌋ = 1
+        (2, 1_000 + 2 * minutes, True, 2),
+        (2, 1_000 + 3 * minutes, True, 3),  # ⌊log2 4⌋ = 2
+        (2, 1_000 + 1_439 * minutes, True, 11),  # a day less a minute: ⌊log2 1440⌋ = 10
+        (3, 500, True, 1),  # before its first event (clock skew at serving): new, not negative
+        (3, 1_000 + 10**10, True, AGE_BUCKETS),  # centuries: the last bucket
+    ]
+    item, seconds, has_time, expected = (torch.tensor(column) for column in zip(*cases))
+    assert age.buckets(item, seconds, has_time).tolist() == expected.tolist()
+
+
+def test_prepare_records_each_items_first_timestamp_across_every_split(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    rows = ["u,a,1700000300", "u,b,1700000100", "v,a,1700000200", "v,c,1700000400", "w,c,1700000500", "w,b,1700000600"]
+    log.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    prepare(events_source(log), tmp_path / "o", PrepareOptions(max_len=10, progress=False))
+    items = Vocabulary.load(tmp_path / "o" / "vocab", "item")
+    first_seen = item_first_seen(tmp_path / "o")
+    ids = items.lookup(["a", "b", "c"])
+    assert first_seen[ids].tolist() == [1700000200, 1700000100, 1700000400]
+    assert first_seen[:2].tolist() == [NO_FIRST_SEEN, NO_FIRST_SEEN] and len(first_seen) == items.size
+
+
+@pytest.mark.slow
+def test_a_trained_run_saves_the_prepared_first_timestamps_with_its_weights(trained_run: Path, tiny_prepared: Path) -> None:
+    """The shared trained run has model.item_age on, so the service tests score through it too."""
+    from rotorec.training.run import load_run
+
+    model = load_run(trained_run).model
+    assert model.item_age is not None
+    assert model.item_age.first_seen.tolist() == item_first_seen(tiny_prepared).tolist()
+    assert (model.item_age.first_seen[2:] > 1_600_000_000).all()

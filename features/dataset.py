@@ -135,6 +135,11 @@ class SequenceDataset(Dataset):
         size = self.schema.item_vocab_size
         return torch.from_numpy(np.bincount(chosen, minlength=size)[:size].astype(np.int64))
 
+    def items_present(self) -> torch.Tensor:
+        """[item vocabulary size] bool: the item ids that occur in this split at all, as history or target."""
+        size = self.schema.item_vocab_size
+        return torch.from_numpy(np.bincount(self.values["item"], minlength=size)[:size] > 0)
+
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
         """A DataLoader whose batches are SequenceBatch objects (gathered in one step each)."""
         generator = torch.Generator().manual_seed(seed)

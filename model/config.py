@@ -117,6 +117,8 @@ class ModelConfig(StrictModel):
     item_age: bool = Field(
         False, description="add an embedding of the item's age (time since the log first showed it) to its tokens (model/item_age.py)"
     )
+    item_dropout: float = Field(0.0, ge=0, lt=1, description="training only: read this fraction of item ids as OOV (model/cold_items.py)")
+    oov_untrained_items: bool = Field(False, description="read items that never occur in the training split as OOV (model/cold_items.py)")
     encoding: Encoding = "siren_rope"
     rope_base: float = Field(100_000.0, gt=1)
     mixers: list[MixerKind] | None = None

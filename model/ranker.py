@@ -18,6 +18,7 @@ from rotorec.model.config import ModelConfig
 from rotorec.model.context import MixerContext
 from rotorec.model.encodings import build_encoding
 from rotorec.model.inputs import TimeInputs
+from rotorec.model.cold_items import ColdItems
 from rotorec.model.item_age import ItemAge
 from rotorec.model.mixers import Mixer, build_mixer
 
@@ -73,6 +74,8 @@ class Ranker(nn.Module):
             {name: nn.Embedding(field.vocab_size, d, padding_idx=0) for name, field in config.categorical.items()}
         )
         self.item_age = ItemAge(config.item_vocab_size, d) if config.item_age else None
+        cold = config.item_dropout > 0 or config.oov_untrained_items
+        self.cold_items = ColdItems(config.item_vocab_size, config.item_dropout, config.oov_untrained_items) if cold else None
         self.position_embedding = nn.Embedding(config.max_seq_len + 1, d) if config.positions == "learned" else None
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoding = build_encoding(config)
@@ -90,7 +93,8 @@ class Ranker(nn.Module):
         """Content of events or candidates: item + mean of each categorical field's values (+ the
         item's age), ×√d with `embedding_scale` so content outweighs the position at unit-variance
         init, plus the slot's learned position (slots past max_seq_len share the last row)."""
-        tokens = self.item_embedding(item)
+        identity = item if self.cold_items is None else self.cold_items(item)
+        tokens = self.item_embedding(identity)
         for name, table in self.categorical_embeddings.items():
             ids = categorical[name]
             present = (ids > 0).unsqueeze(-1).to(tokens.dtype)

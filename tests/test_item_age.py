@@ -12,6 +12,8 @@ from rotorec.features.adapters.events import events_source
 from rotorec.features.artifacts import NO_FIRST_SEEN, item_first_seen
 from rotorec.features.prepare import PrepareOptions, prepare
 from rotorec.features.vocab import Vocabulary
+from rotorec.features.vocab import OOV
+from rotorec.model.cold_items import ColdItems
 from rotorec.model.item_age import AGE_BUCKETS, ItemAge
 
 
@@ -57,3 +59,31 @@ def test_a_trained_run_saves_the_prepared_first_timestamps_with_its_weights(trai
     assert model.item_age is not None
     assert model.item_age.first_seen.tolist() == item_first_seen(tiny_prepared).tolist()
     assert (model.item_age.first_seen[2:] > 1_600_000_000).all()
+
+
+def test_cold_items_read_untrained_ids_as_oov_and_drop_only_real_ids_in_training() -> None:
+    cold = ColdItems(item_vocab_size=6, dropout=0.5, untrained_as_oov=True)
+    cold.set_trained(torch.tensor([False, False, True, False, True, True]))
+    item = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    assert cold.eval()(item).tolist() == [[0, 1, 2, OOV, 4, 5]]  # 3 never occurred in training
+    torch.manual_seed(0)
+    dropped = cold.train()(item.expand(4000, -1))
+    assert (dropped[:, :2] == item[:, :2]).all() and (dropped[:, 3] == OOV).all()  # PAD and OOV stay
+    rate = (dropped[:, [2, 4, 5]] == OOV).float().mean().item()
+    assert abs(rate - 0.5) < 0.03, rate
+
+
+@pytest.mark.slow
+def test_a_trained_run_marks_exactly_the_training_splits_items(tiny_prepared: Path, tmp_path: Path) -> None:
+    from conftest import REPO, run_rotorec
+    from rotorec.features.dataset import SequenceDataset
+    from rotorec.training.run import load_run
+
+    run_rotorec(
+        "train", "--data", str(tiny_prepared), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path / "run"),
+        "--no-progress", "--set", "train.max_steps=2", "--set", "train.eval_every=2", "--set", "model.d_model=16",
+        "--set", "model.oov_untrained_items=true", "--set", "model.item_dropout=0.1",
+    )  # fmt: skip
+    cold = load_run(tmp_path / "run").model.cold_items
+    present = SequenceDataset(tiny_prepared, "train").items_present()
+    assert not present[0] and cold.trained.tolist() == present.tolist()  # PAD never occurs: the buffer was set, not left all-true

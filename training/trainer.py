@@ -261,6 +261,8 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     model = Ranker(model_config).to(device)
     if model.item_age is not None:
         model.item_age.set_first_seen(item_first_seen(data))
+    if model.cold_items is not None:
+        model.cold_items.set_trained(train_set.items_present())
     optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, learning_rate_factor(optim.schedule, optim.warmup_steps, loop.max_steps, optim.min_lr_ratio)

@@ -294,11 +294,14 @@ def _write_item_table(
 
 
 def _first_seen(item_ids: np.ndarray, seconds: np.ndarray, has_time: np.ndarray, size: int) -> np.ndarray:
-    """Each item's earliest timed event (UTC seconds), NO_FIRST_SEEN where it has none."""
+    """Each item's earliest timed event (UTC seconds), NO_FIRST_SEEN where it has none. OOV stays
+    NO_FIRST_SEEN even when rare items (min_count) map to it: at serving time OOV stands for an
+    item the run never saw, which is new, not as old as the log's first rare item."""
     never = np.iinfo(np.int64).max
     first = np.full(size, never, dtype=np.int64)
     np.minimum.at(first, item_ids[has_time], seconds[has_time])
     first[first == never] = NO_FIRST_SEEN
+    first[:RESERVED] = NO_FIRST_SEEN
     return first
 
 

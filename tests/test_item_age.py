@@ -41,12 +41,14 @@ def test_buckets_are_log2_minutes_since_first_seen_with_zero_for_no_time_and_one
 def test_prepare_records_each_items_first_timestamp_across_every_split(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     rows = ["u,a,1700000300", "u,b,1700000100", "v,a,1700000200", "v,c,1700000400", "w,c,1700000500", "w,b,1700000600"]
-    log.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
-    prepare(events_source(log), tmp_path / "o", PrepareOptions(max_len=10, progress=False))
+    rare = ["u,r,1600000000"]  # seen once: below min_count, so it maps to OOV, which must stay new
+    log.write_text("user_id,item_id,timestamp\n" + "\n".join(rows + rare) + "\n")
+    prepare(events_source(log), tmp_path / "o", PrepareOptions(max_len=10, min_count=2, progress=False))
     items = Vocabulary.load(tmp_path / "o" / "vocab", "item")
     first_seen = item_first_seen(tmp_path / "o")
     ids = items.lookup(["a", "b", "c"])
     assert first_seen[ids].tolist() == [1700000200, 1700000100, 1700000400]
+    assert items.lookup(["r"]).tolist() == [OOV]
     assert first_seen[:2].tolist() == [NO_FIRST_SEEN, NO_FIRST_SEEN] and len(first_seen) == items.size
 
 

@@ -17,9 +17,6 @@ from rotorec.features.localtime import cyclic_features, resolve_offsets
 from rotorec.features.schema import LogSchema
 from rotorec.features.windows import Windows
 
-UNKNOWN_DELTA = -1
-"""delta_t value when the time since the previous event is unknown (first event, no timestamp)."""
-
 
 @dataclass
 class OrderedEvents:
@@ -48,21 +45,6 @@ class OrderedEvents:
         starts = np.concatenate([[0], boundary]).astype(np.int64)
         lengths = np.diff(np.concatenate([starts, [len(ordered)]])).astype(np.int64)
         return cls(ordered, starts, lengths)
-
-    def same_user_as_previous(self) -> np.ndarray:
-        same = np.ones(len(self.events), dtype=bool)
-        same[self.starts] = False
-        return same
-
-
-def seconds_since_previous(ordered: OrderedEvents) -> np.ndarray:
-    events = ordered.events
-    delta = np.full(len(events), UNKNOWN_DELTA, dtype=np.int64)
-    if len(events) < 2:
-        return delta
-    known = ordered.same_user_as_previous()[1:] & events.has_time[1:] & events.has_time[:-1]
-    delta[1:][known] = (events.seconds[1:] - events.seconds[:-1])[known]
-    return delta
 
 
 def impression_index(ordered: OrderedEvents) -> np.ndarray:
@@ -135,7 +117,6 @@ def event_feature_columns(
     columns.update(
         timestamp=events.seconds,
         has_time=events.has_time,
-        delta_t=seconds_since_previous(ordered),
         tz_offset_minutes=offsets,
         second_of_day=second_of_day,
         day_of_week=day_of_week,

@@ -138,12 +138,11 @@ def test_leave_last_out_holdout_and_short_users() -> None:
     assert phase.tolist() == [1, 1, 2, 3, TRAIN, TRAIN]
 
 
-def test_delta_t_and_cyclic_columns(tmp_path: Path) -> None:
+def test_time_and_cyclic_columns(tmp_path: Path) -> None:
     events = [(0, 1, 0, 0), (0, 2, 3, 1), (0, 3, None, 0), (0, 4, 6, 0)]
     _prepare(tmp_path, events, impressions=False, max_len=10)
     window = _windows(tmp_path, "test")[0]
     assert window["row"] == [2, 0, 1, 3]
-    assert window["delta_t"] == [-1, -1, DAY, DAY]
     assert window["has_time"] == [False, True, True, True]
     assert window["day_of_week"][1:] == [0, 1, 2]  # 2024-01-01 was a Monday
 

@@ -31,22 +31,22 @@ class SynthConfig(StrictModel):
     visits_per_day: float = Field(1.0, gt=0, description="mean visits per user and day")
     taste_share: float = Field(0.5, ge=0, le=1, description="share of a slate drawn from the user's taste")
     alpha: float = Field(0.3, gt=0, description="Dirichlet concentration of user taste")
-    category_zipf: float = 1.0
-    item_zipf: float = 0.8
+    category_zipf: float = Field(1.0, description="Zipf exponent of category popularity")
+    item_zipf: float = Field(0.8, description="Zipf exponent of an item's global popularity weight")
     target_ctr: float = Field(0.05, gt=0, lt=1)
-    user_bias_sd: float = 0.5
-    item_quality_sd: float = 0.5
-    beta_taste: float = 0.6
-    beta_rhythm: float = 1.0
-    beta_rec: float = 1.0
-    tau_hours: float = 12.0
-    gamma0: float = -0.5
-    gamma_taste: float = 0.5
-    gamma_rhythm: float = 0.8
-    dwell_mu_mean: float = 3.0
-    dwell_mu_sd: float = 0.4
-    dwell_delta: float = 0.3
-    dwell_sigma: float = 0.8
+    user_bias_sd: float = Field(0.5, ge=0, description="sd of the user's click bias a_u")
+    item_quality_sd: float = Field(0.5, ge=0, description="sd of the item's quality b_i")
+    beta_taste: float = Field(0.6, description="click weight of the taste term τ_uc")
+    beta_rhythm: float = Field(1.0, description="click weight of the category's hour-of-week rhythm")
+    beta_rec: float = Field(1.0, description="click weight of the recency term r_uc")
+    tau_hours: float = Field(12.0, gt=0, description="decay time of the recency term")
+    gamma0: float = Field(-0.5, description="like logit offset, given a click")
+    gamma_taste: float = Field(0.5, description="like weight of the taste term")
+    gamma_rhythm: float = Field(0.8, description="like weight of the like rhythm")
+    dwell_mu_mean: float = Field(3.0, description="mean of the categories' log-dwell means μ_c")
+    dwell_mu_sd: float = Field(0.4, ge=0, description="sd of the categories' log-dwell means μ_c")
+    dwell_delta: float = Field(0.3, description="log-dwell shift per unit of taste (δ)")
+    dwell_sigma: float = Field(0.8, gt=0, description="sd of log dwell around its mean (σ)")
     dwell_threshold_shift: float = Field(0.5, description="ln T_c = mu_c + shift")
     off_utc_fraction: float = Field(0.5, ge=0, le=1)
     expose_timezone: bool = True

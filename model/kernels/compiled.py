@@ -106,31 +106,26 @@ def _address(x: torch.Tensor | None) -> int | None:
     return None if x is None else x.data_ptr()
 
 
+def _call(entry: str, io: torch.Tensor, a: torch.Tensor, pointers: list[int | None]) -> None:
+    """Run one kernel over io's [B, T, D] layout; `pointers` are the entry's tensors after the gate.
+
+    The gate keeps its own batch and time strides (0 where shared); every other tensor is
+    contiguous, in floats (complex channels count twice)."""
+    a, a_batch, a_time = _gate_strides(a)
+    batch, steps, channels = io.shape
+    width = channels * (2 if io.is_complex() else 1)
+    layout = (batch, steps, width, a_batch, a_time, steps * width, width)
+    status = getattr(library(), entry)(KINDS[io.dtype], a.data_ptr(), *pointers, *layout, torch.get_num_threads())
+    if status:
+        raise RuntimeError(f"compiled scan refused dtype {io.dtype}")
+
+
 def compiled_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
     """h [B, T, D] with b's dtype; the state is accumulated in fp32 (complex64)."""
     b = b.contiguous()
-    a, a_batch, a_time = _gate_strides(a)
     h = torch.empty_like(b)
-    batch, steps, channels = b.shape
-    scale = 2 if b.is_complex() else 1
-    state = _state(h0, b)
-    status = library().rotorec_scan_forward(
-        KINDS[b.dtype],
-        a.data_ptr(),
-        b.data_ptr(),
-        _address(state),
-        h.data_ptr(),
-        batch,
-        steps,
-        channels * scale,
-        a_batch,
-        a_time,
-        steps * channels * scale,
-        channels * scale,
-        torch.get_num_threads(),
-    )
-    if status:
-        raise RuntimeError(f"compiled scan refused dtype {b.dtype}")
+    state = _state(h0, b)  # held here: the kernel reads it through a raw pointer
+    _call("rotorec_scan_forward", b, a, [b.data_ptr(), _address(state), h.data_ptr()])
     return h
 
 
@@ -139,31 +134,11 @@ def compiled_scan_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(da, db, dh0) in one reverse pass: reads dh, a and h once, writes da and db once."""
     dh = dh.to(h.dtype).contiguous()
-    a, a_batch, a_time = _gate_strides(a)
-    batch, steps, channels = h.shape
-    scale = 2 if h.is_complex() else 1
+    batch, _, channels = h.shape
     da = torch.empty(h.shape, dtype=a.dtype)
     db = torch.empty_like(h)
     dh0 = None if h0 is None else torch.empty(batch, channels, dtype=a.dtype)
-    state = _state(h0, h)
-    status = library().rotorec_scan_backward(
-        KINDS[h.dtype],
-        a.data_ptr(),
-        h.data_ptr(),
-        _address(state),
-        dh.data_ptr(),
-        da.data_ptr(),
-        db.data_ptr(),
-        _address(dh0),
-        batch,
-        steps,
-        channels * scale,
-        a_batch,
-        a_time,
-        steps * channels * scale,
-        channels * scale,
-        torch.get_num_threads(),
-    )
-    if status:
-        raise RuntimeError(f"compiled scan refused dtype {h.dtype}")
+    state = _state(h0, h)  # held here: the kernel reads it through a raw pointer
+    pointers = [h.data_ptr(), _address(state), dh.data_ptr(), da.data_ptr(), db.data_ptr(), _address(dh0)]
+    _call("rotorec_scan_backward", h, a, pointers)
     return da, db, (None if dh0 is None else dh0.to(h0.dtype))

@@ -151,52 +151,30 @@ def _pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(x) if x.is_complex() else x
 
 
-def _grid(batch: int, channels: int) -> tuple[int, int]:
-    return triton.cdiv(channels, CHANNEL_TILE), batch
+def _launch(kernel, io: torch.Tensor, has_h0: bool, *tensors: torch.Tensor) -> None:
+    """One program per (channel tile, sequence) over io's [B, T, D] layout; a tensor the kernel
+    does not read (no h0) is passed as io, which HAS_H0 tells the kernel to ignore."""
+    batch, steps, channels = io.shape
+    grid = (triton.cdiv(channels, CHANNEL_TILE), batch)
+    pairs = [_pairs(io if t is None else t) for t in tensors]
+    kernel[grid](*pairs, steps, channels, HAS_H0=has_h0, COMPLEX=io.is_complex(), CT=TIME_TILE, BD=CHANNEL_TILE)
 
 
 def triton_scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
-    batch, steps, channels = b.shape
     a, b = a.contiguous(), b.contiguous()
     h = torch.empty_like(b)
     start = None if h0 is None else h0.contiguous()
-    _scan_forward[_grid(batch, channels)](
-        _pairs(a),
-        _pairs(b),
-        _pairs(start) if start is not None else _pairs(b),
-        _pairs(h),
-        steps,
-        channels,
-        HAS_H0=start is not None,
-        COMPLEX=b.is_complex(),
-        CT=TIME_TILE,
-        BD=CHANNEL_TILE,
-    )
+    _launch(_scan_forward, b, start is not None, a, b, start, h)
     return h
 
 
 def triton_scan_backward(
     a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    batch, steps, channels = h.shape
     a, h, dh = a.contiguous(), h.contiguous(), dh.contiguous().to(h.dtype)
     da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     db = torch.empty_like(h)
     start = None if h0 is None else h0.contiguous()
     dh0 = None if start is None else torch.empty_like(start)
-    _scan_backward[_grid(batch, channels)](
-        _pairs(a),
-        _pairs(h),
-        _pairs(start) if start is not None else _pairs(h),
-        _pairs(dh),
-        _pairs(da),
-        _pairs(db),
-        _pairs(dh0) if dh0 is not None else _pairs(db),
-        steps,
-        channels,
-        HAS_H0=start is not None,
-        COMPLEX=h.is_complex(),
-        CT=TIME_TILE,
-        BD=CHANNEL_TILE,
-    )
+    _launch(_scan_backward, h, start is not None, a, h, start, dh, da, db, dh0)
     return da, db, dh0

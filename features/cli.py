@@ -97,6 +97,12 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     seq.add_argument("--test-days", type=int, default=defaults.test_days)
     seq.add_argument("--windows", choices=["recent", "all"], default=defaults.windows)
     seq.add_argument("--min-count", type=int, default=defaults.min_count)
+    p.add_argument(
+        "--group-events",
+        type=int,
+        default=defaults.group_events,
+        help="events featurized at once: bounds memory whatever the log's size (users are never split)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_run_prepare)
 
@@ -139,6 +145,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
             test_days=args.test_days,
             windows=args.windows,
             min_count=args.min_count,
+            group_events=args.group_events,
             progress=not args.no_progress,
         ),
         "prepare",

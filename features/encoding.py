@@ -63,11 +63,12 @@ class RunningIndex:
         key_codes = self._lookup_or_add(batch_keys)
         return key_codes[positions]
 
-    def count(self, codes: np.ndarray) -> None:
-        """Record one occurrence per code (codes < 0 mean 'no value' and are skipped)."""
+    def count(self, codes: np.ndarray, sign: int = 1) -> None:
+        """Record one occurrence per code, or take it back with sign −1 (codes < 0 mean 'no value'
+        and are skipped)."""
         codes = codes[codes >= 0]
         if len(codes):
-            self._counts += np.bincount(codes, minlength=len(self._counts)).astype(np.int64)
+            self._counts += sign * np.bincount(codes, minlength=len(self._counts)).astype(np.int64)
 
     def add_keys(self, keys: np.ndarray) -> np.ndarray:
         """Register keys without counting an occurrence (catalogue items never seen in events)."""

@@ -1,4 +1,5 @@
-"""`rotorec prepare`: one streaming pass over a log, then vocabularies, sequences and splits.
+"""`rotorec prepare`: one streaming pass over a log, then vocabularies, sequences and splits,
+one group of users at a time so memory does not grow with the log (docs/prepare_at_scale.md).
 
 Output folder (written to a temporary sibling and renamed into place, so a failed run never
 leaves a half-written dataset):
@@ -16,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +44,8 @@ from rotorec.features.sequences import (
 from rotorec.features.source import LogSource
 from rotorec.features.splits import SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges, temporal_phases
 from rotorec.features.strict import StrictModel
-from rotorec.features.validate import BatchValidator, QuarantineWriter
+from rotorec.features.spill import EventSpill, user_groups
+from rotorec.features.validate import BatchValidator, QuarantineWriter, first_occurrences
 from rotorec.features.vocab import PAD, RESERVED, Vocabulary
 from rotorec.features.windows import WindowMode, plan_windows
 
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 
 PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
 """Sequence files are mostly high-cardinality ints: dictionary pages cost time and save nothing."""
+ROW_GROUP = 8192
+"""Windows per Parquet row group in the split files."""
 
 
 class NoValidEvents(FeaturesError):
@@ -67,6 +73,9 @@ class PrepareOptions(StrictModel):
     windows: WindowMode = Field("recent", description="train windows: 'recent' (newest max_len) or 'all'")
     min_count: int = Field(1, ge=1, description="items/values seen fewer times map to OOV")
     batch_rows: int = Field(1 << 20, ge=1)
+    group_events: int = Field(
+        2_000_000, ge=1, description="events featurized at once (bounds memory; a user's events always stay in one group)"
+    )
     progress: bool = True
 
 
@@ -106,89 +115,42 @@ class _PhaseClock:
 
 
 def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> dict:
+    """Three passes: read + validate + spill by user; find duplicates per user group (then
+    vocabularies); featurize, split and write each user group in turn."""
     clock = _PhaseClock()
     schema = source.schema
     quarantine = QuarantineWriter(folder / "quarantine.parquet", schema.source_columns())
     validator = BatchValidator(schema, quarantine)
-    parts: list[EventColumns] = []
-    try:
-        with tqdm(
-            total=source.total_rows, unit="rows", unit_scale=True, desc="validate", disable=None if options.progress else True, leave=False
-        ) as bar:
-            for batch in source.batches():
-                parts.append(validator.validate(batch))
-                bar.update(batch.batch.num_rows)
-    finally:
-        quarantine.close()
-    catalogue_codes, catalogue_categories = _register_catalogue(source, validator)
-    events = EventColumns.concat(parts) if parts else None
-    if events is None or len(events) == 0:
-        _write_json(
-            folder / "stats.json",
-            {
-                "source_format": source.format,
-                "inputs": source.inputs,
-                "input_rows": validator.rows_read,
-                "events": 0,
-                "quarantined": sum(validator.reasons.values()),
-                "quarantine_reasons": dict(sorted(validator.reasons.items())),
-            },
-        )
-        raise NoValidEvents(
-            f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
-            f"({dict(sorted(validator.reasons.items()))}); every row is in quarantine.parquet"
-        )
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.spill-", dir=folder.parent) as scratch:
+        try:
+            spill = EventSpill(Path(scratch))
+            latest = _read_and_spill(source, validator, spill, options)
+            clock.lap("read_validate_s")
+            if validator.events_kept == 0:
+                quarantine.close()
+                _no_valid_events(source, validator, folder)
+            groups = user_groups(validator.users.counts, options.group_events)
+            duplicates, mask_counts = _find_duplicates(spill, groups, validator, options)
+            _quarantine_duplicates(source, quarantine, duplicates)
+        finally:
+            quarantine.close()
+        clock.lap("deduplicate_s")
+        vocabularies = _Vocabularies.build(source, validator, mask_counts, folder / "vocab", options)
+        protocol = options.split if options.split != "auto" else source.protocol()
+        split_info, cutoffs = _split_plan(protocol, latest, options)
+        totals = _Totals.empty(schema.tasks, vocabularies)
+        writers = {split: _SplitWriter(folder / SPLIT_FILES[split]) for split in SPLITS}
+        bar = tqdm(groups, unit="groups", desc="featurize", disable=None if options.progress else True, leave=False)
+        for users in bar:
+            events, _ = spill.read_events(users, list(schema.categorical))
+            events = events.take(np.flatnonzero(~_among(events.row, duplicates)))
+            _featurize_group(events, validator, vocabularies, protocol, cutoffs, options, writers, totals)
+        for writer in writers.values():
+            writer.close()
+    clock.lap("featurize_split_write_s")
 
-    clock.lap("read_validate_s")
-    vocab_dir = folder / "vocab"
-    vocab_dir.mkdir()
-    keep_catalogue = np.zeros(len(validator.items), dtype=bool)
-    keep_catalogue[catalogue_codes] = True
-    items, item_map = Vocabulary.build("item", validator.items.keys, validator.items.counts, options.min_count, keep_catalogue)
-    items.save(vocab_dir)
-    category_maps: dict[str, np.ndarray] = {}
-    category_vocabs: dict[str, Vocabulary] = {}
-    for name, index in validator.categories.items():
-        vocab, category_maps[name] = Vocabulary.build(name, index.keys, index.counts, options.min_count)
-        vocab.save(vocab_dir)
-        category_vocabs[name] = vocab
-
-    ordered = OrderedEvents.sort(events)
-    events = ordered.events
-    masks = action_masks(events.labels)
-    mask_counts_all = np.bincount(masks)
-    mask_values = np.flatnonzero(mask_counts_all)
-    mask_counts = mask_counts_all[mask_values]
-    actions, action_map = Vocabulary.build("action", np.array([action_name(int(m), schema.tasks) for m in mask_values]), mask_counts)
-    actions.save(vocab_dir)
-    action_ids = action_map[np.searchsorted(mask_values, masks)]
-    categorical_ids = {name: _map_codes(events.categorical[name], category_maps[name]) for name in schema.categorical}
-    columns = event_feature_columns(ordered, schema, item_map[events.item], categorical_ids, action_ids)
-
-    clock.lap("vocab_order_features_s")
-    protocol = options.split if options.split != "auto" else source.protocol()
-    split_info, phase = _phases(protocol, ordered, columns["impression"], options)
-    user_keys = validator.users.keys[events.user[ordered.starts]]
-    split_stats: dict[str, dict] = {}
-    targets_by_split: dict[str, np.ndarray] = {}
-    for split, wanted in SPLITS.items():
-        ranges = phase_ranges(phase, ordered.starts, ordered.lengths, wanted)
-        mode: WindowMode = options.windows if split == "train" else "all"
-        windows = plan_windows(ordered.starts, ranges, options.max_len, mode)
-        table = window_table(windows, columns, user_keys)
-        pq.write_table(table, folder / SPLIT_FILES[split], row_group_size=8192, **PARQUET_OPTIONS)
-        index, _, target = windows.flat_index()
-        targets_by_split[split] = index[target]
-        split_stats[split] = _split_stats(windows, events, targets_by_split[split], schema.tasks)
-    if protocol == "temporal":
-        trained = set(np.unique(events.user[targets_by_split["train"]]).tolist())
-        for split in ("valid", "test"):
-            users = np.unique(events.user[targets_by_split[split]])
-            split_stats[split]["cold_users"] = int(sum(u not in trained for u in users.tolist()))
-
-    clock.lap("split_window_write_s")
-    _write_item_table(folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps)
-
+    items, actions = vocabularies.items, vocabularies.actions
+    _write_item_table(folder, items, totals, vocabularies, schema)
     feature_schema = FeatureSchema(
         source_format=source.format,
         tasks=schema.tasks,
@@ -196,7 +158,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         item_vocab_size=items.size,
         actions=list(actions.keys),
         categorical={
-            name: CategoricalInfo(vocab_size=category_vocabs[name].size, max_values=spec.max_values, level=spec.level)
+            name: CategoricalInfo(vocab_size=vocabularies.categories[name].size, max_values=spec.max_values, level=spec.level)
             for name, spec in schema.categorical.items()
         },
         max_len=options.max_len,
@@ -206,13 +168,245 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         log_schema=schema.model_dump(mode="json"),
     )
     feature_schema.save(folder)
-    impressions = int(columns["impression"].max()) if len(events) else 0
-    stats = _summary(
-        source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes, impressions
-    )
+    stats = _summary(source, validator, totals, vocabularies, split_info)
     clock.lap("items_schema_stats_s")
     stats["timings"] = clock.timings
     return stats
+
+
+def _read_and_spill(source: LogSource, validator: BatchValidator, spill: EventSpill, options: PrepareOptions) -> int | None:
+    """Pass 1: every row is validated once; good events go to the spill. Returns the latest time."""
+    latest: int | None = None
+    with tqdm(
+        total=source.total_rows, unit="rows", unit_scale=True, desc="validate", disable=None if options.progress else True, leave=False
+    ) as bar:
+        for batch in source.batches():
+            events = validator.validate(batch)
+            spill.append(events, validator.event_hashes(events))
+            if events.has_time.any():
+                newest = int(events.seconds[events.has_time].max())
+                latest = newest if latest is None else max(latest, newest)
+            bar.update(batch.batch.num_rows)
+    return latest
+
+
+def _no_valid_events(source: LogSource, validator: BatchValidator, folder: Path) -> None:
+    _write_json(
+        folder / "stats.json",
+        {
+            "source_format": source.format,
+            "inputs": source.inputs,
+            "input_rows": validator.rows_read,
+            "events": 0,
+            "quarantined": sum(validator.reasons.values()),
+            "quarantine_reasons": dict(sorted(validator.reasons.items())),
+        },
+    )
+    raise NoValidEvents(
+        f"{', '.join(source.inputs)}: no valid events among {validator.rows_read} rows "
+        f"({dict(sorted(validator.reasons.items()))}); every row is in quarantine.parquet"
+    )
+
+
+def _find_duplicates(
+    spill: EventSpill, groups: list[tuple[int, int]], validator: BatchValidator, options: PrepareOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back, and
+    the count of each action mask among the events that stay."""
+    schema = validator.schema
+    repeated: list[np.ndarray] = []
+    mask_counts = np.zeros(1 << len(schema.tasks), dtype=np.int64)
+    for users in tqdm(groups, unit="groups", desc="deduplicate", disable=None if options.progress else True, leave=False):
+        columns = spill.read(users, ["hash", "row", "labels"])
+        first = first_occurrences(columns["hash"])
+        mask_counts += np.bincount(action_masks(columns["labels"][first]), minlength=len(mask_counts))
+        if not first.all():
+            repeated.append(columns["row"][~first])
+    duplicates = np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)
+    if len(duplicates):
+        for users in groups:
+            events, _ = spill.read_events(users, list(schema.categorical))
+            validator.discount(events.take(np.flatnonzero(_among(events.row, duplicates))))
+    return duplicates, mask_counts
+
+
+def _among(rows: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
+    if len(sorted_rows) == 0:
+        return np.zeros(len(rows), dtype=bool)
+    slot = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    return sorted_rows[slot] == rows
+
+
+def _quarantine_duplicates(source: LogSource, quarantine: QuarantineWriter, duplicates: np.ndarray) -> None:
+    """Duplicates are known only once every event is read, so their rows are fetched by a second
+    read of the log (only when there are any) and quarantined as read, after the other rejects."""
+    if len(duplicates) == 0:
+        return
+    first = 0  # the validator's input-row ordinal: malformed lines count before their batch's rows
+    for batch in source.batches():
+        first += len(batch.malformed)
+        n = batch.batch.num_rows
+        lo, hi = np.searchsorted(duplicates, [first, first + n])
+        if hi > lo:
+            rows = duplicates[lo:hi] - first
+            quarantine.write(batch, rows, np.full(len(rows), "duplicate", dtype=object), np.full(len(rows), "", dtype=object))
+        first += n
+        if hi == len(duplicates):
+            return
+
+
+@dataclass
+class _Vocabularies:
+    """Every id mapping, built from whole-log counts before any group is featurized."""
+
+    items: Vocabulary
+    item_map: np.ndarray
+    categories: dict[str, Vocabulary]
+    category_maps: dict[str, np.ndarray]
+    actions: Vocabulary
+    mask_values: np.ndarray
+    action_map: np.ndarray
+    catalogue_codes: np.ndarray
+    catalogue_categories: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, source: LogSource, validator: BatchValidator, mask_counts: np.ndarray, folder: Path, options: PrepareOptions):
+        catalogue_codes, catalogue_categories = _register_catalogue(source, validator)
+        folder.mkdir()
+        keep_catalogue = np.zeros(len(validator.items), dtype=bool)
+        keep_catalogue[catalogue_codes] = True
+        items, item_map = Vocabulary.build("item", validator.items.keys, validator.items.counts, options.min_count, keep_catalogue)
+        items.save(folder)
+        categories: dict[str, Vocabulary] = {}
+        category_maps: dict[str, np.ndarray] = {}
+        for name, index in validator.categories.items():
+            categories[name], category_maps[name] = Vocabulary.build(name, index.keys, index.counts, options.min_count)
+            categories[name].save(folder)
+        mask_values = np.flatnonzero(mask_counts)
+        names = np.array([action_name(int(m), source.schema.tasks) for m in mask_values])
+        actions, action_map = Vocabulary.build("action", names, mask_counts[mask_values])
+        actions.save(folder)
+        return cls(items, item_map, categories, category_maps, actions, mask_values, action_map, catalogue_codes, catalogue_categories)
+
+
+@dataclass
+class _Totals:
+    """What the stats and the item table need from every group, summed as groups pass."""
+
+    split_stats: dict[str, dict]
+    split_observed: dict[str, np.ndarray]
+    events: int
+    untimed: int
+    first_timestamp: int | None
+    last_timestamp: int | None
+    positives: np.ndarray
+    observed: np.ndarray
+    impressions: int
+    item_first_seen: np.ndarray
+    item_latest: np.ndarray  # [items, 2]: (seconds, row) of each item's latest event, −1 if none
+    item_categories: dict[str, np.ndarray]  # item-level fields: the latest event's values
+
+    @classmethod
+    def empty(cls, tasks: list[str], vocabularies: _Vocabularies) -> _Totals:
+        size = vocabularies.items.size
+        zero = np.zeros(len(tasks), dtype=np.int64)
+        return cls(
+            split_stats={split: {"windows": 0, "users": 0, "targets": 0, "cold_users": 0} for split in SPLITS},
+            split_observed={split: np.zeros((2, len(tasks)), dtype=np.int64) for split in SPLITS},
+            events=0,
+            untimed=0,
+            first_timestamp=None,
+            last_timestamp=None,
+            positives=zero.copy(),
+            observed=zero.copy(),
+            impressions=0,
+            item_first_seen=np.full(size, np.iinfo(np.int64).max, dtype=np.int64),
+            item_latest=np.full((size, 2), -1, dtype=np.int64),
+            item_categories={},
+        )
+
+
+def _featurize_group(
+    events: EventColumns,
+    validator: BatchValidator,
+    vocab: _Vocabularies,
+    protocol: str,
+    cutoffs: TemporalCutoffs | None,
+    options: PrepareOptions,
+    writers: dict[str, _SplitWriter],
+    totals: _Totals,
+) -> None:
+    """Pass 3 for one group of users: order, featurize, split, window, write; add to the totals."""
+    schema = validator.schema
+    ordered = OrderedEvents.sort(events)
+    events = ordered.events
+    action_ids = vocab.action_map[np.searchsorted(vocab.mask_values, action_masks(events.labels))]
+    categorical_ids = {name: _map_codes(events.categorical[name], vocab.category_maps[name]) for name in schema.categorical}
+    item_ids = vocab.item_map[events.item]
+    columns = event_feature_columns(ordered, schema, item_ids, categorical_ids, action_ids)
+    impression = columns["impression"]
+    impression[impression > 0] += totals.impressions  # numbered densely across groups, in user order
+    totals.impressions = max(totals.impressions, int(impression.max()) if len(impression) else 0)
+    phase = _phases(protocol, ordered, impression, options, cutoffs)
+    user_keys = validator.users.keys[events.user[ordered.starts]]
+    targets_by_split: dict[str, np.ndarray] = {}
+    for split, wanted in SPLITS.items():
+        ranges = phase_ranges(phase, ordered.starts, ordered.lengths, wanted)
+        mode: WindowMode = options.windows if split == "train" else "all"
+        windows = plan_windows(ordered.starts, ranges, options.max_len, mode)
+        writers[split].write(window_table(windows, columns, user_keys))
+        index, _, target = windows.flat_index()
+        targets_by_split[split] = index[target]
+        _add_split_stats(totals, split, windows, events.labels[targets_by_split[split]])
+    if protocol == "temporal":
+        trained = np.unique(events.user[targets_by_split["train"]])
+        for split in ("valid", "test"):
+            users = np.unique(events.user[targets_by_split[split]])
+            totals.split_stats[split]["cold_users"] += int(np.count_nonzero(~np.isin(users, trained)))
+    _add_event_totals(totals, events, schema)
+    _add_item_totals(totals, item_ids, events, categorical_ids, schema)
+
+
+def _add_split_stats(totals: _Totals, split: str, windows, target_labels: np.ndarray) -> None:
+    stats = totals.split_stats[split]
+    stats["windows"] += len(windows)
+    stats["users"] += int(np.count_nonzero(np.diff(windows.user)) + 1) if len(windows) else 0
+    stats["targets"] += len(target_labels)
+    positives, observed = positives_and_counts(target_labels)
+    totals.split_observed[split] += np.stack([positives, observed])
+
+
+def _add_event_totals(totals: _Totals, events: EventColumns, schema) -> None:
+    scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
+    positives, observed = positives_and_counts(events.labels[scope])
+    totals.positives += positives
+    totals.observed += observed
+    totals.events += len(events)
+    totals.untimed += int((~events.has_time).sum())
+    timed = events.seconds[events.has_time]
+    if len(timed):
+        low, high = int(timed.min()), int(timed.max())
+        totals.first_timestamp = low if totals.first_timestamp is None else min(totals.first_timestamp, low)
+        totals.last_timestamp = high if totals.last_timestamp is None else max(totals.last_timestamp, high)
+
+
+def _add_item_totals(totals: _Totals, item_ids: np.ndarray, events: EventColumns, categorical_ids: dict, schema) -> None:
+    """Each item's first timed event, and the item-level categories of its latest event
+    (latest by time, then by input row), kept across groups."""
+    np.minimum.at(totals.item_first_seen, item_ids[events.has_time], events.seconds[events.has_time])
+    by_item_then_time = np.lexsort((events.row, events.seconds, item_ids))
+    ordered_ids = item_ids[by_item_then_time]
+    latest = by_item_then_time[np.flatnonzero(np.append(ordered_ids[1:] != ordered_ids[:-1], True))] if len(item_ids) else item_ids
+    ids = item_ids[latest]
+    known = totals.item_latest[ids]
+    newer = (events.seconds[latest] > known[:, 0]) | ((events.seconds[latest] == known[:, 0]) & (events.row[latest] > known[:, 1]))
+    ids, latest = ids[newer], latest[newer]
+    totals.item_latest[ids] = np.stack([events.seconds[latest], events.row[latest]], axis=1)
+    for name, spec in schema.categorical.items():
+        if spec.level != "item":
+            continue
+        table = totals.item_categories.setdefault(name, np.zeros((len(totals.item_latest), spec.max_values), dtype=np.int32))
+        table[ids] = categorical_ids[name][latest]
 
 
 def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -236,103 +430,133 @@ def _map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
     return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
 
 
-def _phases(protocol: str, ordered: OrderedEvents, impression: np.ndarray, options: PrepareOptions) -> tuple[SplitInfo, np.ndarray]:
-    events = ordered.events
+def _split_plan(protocol: str, latest: int | None, options: PrepareOptions) -> tuple[SplitInfo, TemporalCutoffs | None]:
     if protocol == "loo":
-        phase = leave_last_out_phases(ordered.starts, ordered.lengths, options.holdout)
-        return SplitInfo(protocol="loo", windows=options.windows, holdout=options.holdout), phase
-    if not events.has_time.any():
+        return SplitInfo(protocol="loo", windows=options.windows, holdout=options.holdout), None
+    if latest is None:
         raise FeaturesError("a temporal split needs timestamps, and no event has one (use --split loo)")
-    cutoffs = TemporalCutoffs.last_days(int(events.seconds[events.has_time].max()), options.valid_days, options.test_days)
-    phase = temporal_phases(impression_start_seconds(events.seconds, impression), events.has_time, cutoffs)
+    cutoffs = TemporalCutoffs.last_days(latest, options.valid_days, options.test_days)
     info = SplitInfo(protocol="temporal", windows=options.windows, valid_start=cutoffs.valid_start, test_start=cutoffs.test_start)
-    return info, phase
+    return info, cutoffs
 
 
-def _split_stats(windows, events: EventColumns, targets: np.ndarray, tasks: list[str]) -> dict:
-    positives, observed = positives_and_counts(events.labels[targets])
-    return {
-        "windows": len(windows),
-        "users": int(np.count_nonzero(np.diff(windows.user)) + 1) if len(windows) else 0,
-        "targets": int(len(targets)),
-        "positives": {t: int(p) for t, p in zip(tasks, positives)},
-        "base_rate": {t: (float(p / o) if o else None) for t, p, o in zip(tasks, positives, observed)},
-    }
+def _phases(
+    protocol: str, ordered: OrderedEvents, impression: np.ndarray, options: PrepareOptions, cutoffs: TemporalCutoffs | None
+) -> np.ndarray:
+    if protocol == "loo":
+        return leave_last_out_phases(ordered.starts, ordered.lengths, options.holdout)
+    events = ordered.events
+    return temporal_phases(impression_start_seconds(events.seconds, impression), events.has_time, cutoffs)
 
 
-def _write_item_table(
-    folder, items, item_map, events, categorical_ids, schema, catalogue_codes, catalogue_categories, category_maps
-) -> None:
+class _SplitWriter:
+    """Appends each group's windows to one Parquet file in row groups of ROW_GROUP rows, exactly
+    the row groups one write of the whole table would give."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._template: pa.Table | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._template is None:
+            self._template = table.slice(0, 0)
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP:
+            self._flush(whole_groups_only=True)
+
+    def close(self) -> None:
+        self._flush(whole_groups_only=False)
+        if self._writer is not None:
+            self._writer.close()
+        elif self._template is not None:
+            pq.write_table(self._template, self.path, row_group_size=ROW_GROUP, **PARQUET_OPTIONS)
+
+    def _flush(self, whole_groups_only: bool) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        cut = table.num_rows - table.num_rows % ROW_GROUP if whole_groups_only else table.num_rows
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
+        self._writer.write_table(table.slice(0, cut).combine_chunks(), row_group_size=ROW_GROUP)
+        rest = table.slice(cut)
+        self._pending, self._pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+
+def _write_item_table(folder: Path, items: Vocabulary, totals: _Totals, vocab: _Vocabularies, schema) -> None:
     """items.parquet: one row per item id (0 = PAD, 1 = OOV included) with item-level categories
     and the item's first timestamp in the log (what model.item_age measures ages from).
 
-    A catalogue's categories win; otherwise an item carries the values of its latest event."""
+    A catalogue's categories win; otherwise an item carries the values of its latest event. OOV
+    keeps no first timestamp even when rare items (min_count) map to it: at serving time OOV
+    stands for an item the run never saw, which is new, not as old as the log's first rare item."""
     ids = np.arange(items.size)
-    event_item_ids = item_map[events.item]
+    first_seen = totals.item_first_seen.copy()
+    first_seen[(first_seen == np.iinfo(np.int64).max) | (ids < RESERVED)] = NO_FIRST_SEEN
     data: dict[str, pa.Array] = {
         "id": pa.array(ids, pa.int32()),
         "key": pa.array(items.key_of(ids).astype(str), pa.string()),
         "count": pa.array(np.concatenate([[0, 0], items.counts]), pa.int64()),
-        "first_seen": pa.array(_first_seen(event_item_ids, events.seconds, events.has_time, items.size), pa.int64()),
+        "first_seen": pa.array(first_seen, pa.int64()),
     }
-    by_item_then_time = np.lexsort((events.row, events.seconds, event_item_ids))
-    ordered_ids = event_item_ids[by_item_then_time]
-    latest = by_item_then_time[np.flatnonzero(np.append(ordered_ids[1:] != ordered_ids[:-1], True))]
     for name, spec in schema.categorical.items():
         if spec.level != "item":
             continue
-        table = np.zeros((items.size, spec.max_values), dtype=np.int32)
-        table[event_item_ids[latest]] = categorical_ids[name][latest]  # each item's latest event
-        if name in catalogue_categories:
-            mapped = _map_codes(catalogue_categories[name], category_maps[name])
-            known = item_map[catalogue_codes] >= RESERVED
-            table[item_map[catalogue_codes][known]] = mapped[known]
+        table = totals.item_categories.get(name, np.zeros((items.size, spec.max_values), dtype=np.int32))
+        if name in vocab.catalogue_categories:
+            mapped = _map_codes(vocab.catalogue_categories[name], vocab.category_maps[name])
+            catalogue_ids = vocab.item_map[vocab.catalogue_codes]
+            known = catalogue_ids >= RESERVED
+            table[catalogue_ids[known]] = mapped[known]
         table[:RESERVED] = PAD
         offsets = pa.array(np.arange(items.size + 1) * spec.max_values, pa.int32())
         data[f"cat_{name}"] = pa.ListArray.from_arrays(offsets, pa.array(table.reshape(-1)))
     pq.write_table(pa.table(data), folder / "items.parquet")
 
 
-def _first_seen(item_ids: np.ndarray, seconds: np.ndarray, has_time: np.ndarray, size: int) -> np.ndarray:
-    """Each item's earliest timed event (UTC seconds), NO_FIRST_SEEN where it has none. OOV stays
-    NO_FIRST_SEEN even when rare items (min_count) map to it: at serving time OOV stands for an
-    item the run never saw, which is new, not as old as the log's first rare item."""
-    never = np.iinfo(np.int64).max
-    first = np.full(size, never, dtype=np.int64)
-    np.minimum.at(first, item_ids[has_time], seconds[has_time])
-    first[first == never] = NO_FIRST_SEEN
-    first[:RESERVED] = NO_FIRST_SEEN
-    return first
-
-
-def _summary(
-    source, validator, events, schema, items, category_vocabs, actions, split_stats, split_info, catalogue_codes, impressions
-) -> dict:
-    positives_scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
-    positives, observed = positives_and_counts(events.labels[positives_scope])
-    timed = events.seconds[events.has_time]
+def _summary(source: LogSource, validator: BatchValidator, totals: _Totals, vocab: _Vocabularies, split_info: SplitInfo) -> dict:
+    schema = validator.schema
+    rate = lambda p, o: {t: (float(pt / ot) if ot else None) for t, pt, ot in zip(schema.tasks, p, o)}  # noqa: E731
+    splits = {}
+    for split, counted in totals.split_stats.items():
+        positives, observed = totals.split_observed[split]
+        splits[split] = {
+            "windows": counted["windows"],
+            "users": counted["users"],
+            "targets": counted["targets"],
+            "positives": {t: int(p) for t, p in zip(schema.tasks, positives)},
+            "base_rate": rate(positives, observed),
+        }
+        if split_info.protocol == "temporal" and split != "train":
+            splits[split]["cold_users"] = counted["cold_users"]
     stats = {
         "source_format": source.format,
         "inputs": source.inputs,
         "input_rows": int(validator.rows_read),
-        "events": int(len(events)),
+        "events": int(totals.events),
         "quarantined": int(sum(validator.reasons.values())),
         "quarantine_reasons": dict(sorted(validator.reasons.items())),
         "users": int(np.count_nonzero(validator.users.counts)),
         "items": int(np.count_nonzero(validator.items.counts)),
-        "catalogue_items": int(len(catalogue_codes)),
-        "vocab_sizes": {"item": items.size, "action": actions.size, **{n: v.size for n, v in category_vocabs.items()}},
+        "catalogue_items": int(len(vocab.catalogue_codes)),
+        "vocab_sizes": {"item": vocab.items.size, "action": vocab.actions.size, **{n: v.size for n, v in vocab.categories.items()}},
         "timestamp_unit": validator.times.resolved_unit if schema.timestamp else "none",
-        "events_without_timestamp": int((~events.has_time).sum()),
-        "first_timestamp": int(timed.min()) if len(timed) else None,
-        "last_timestamp": int(timed.max()) if len(timed) else None,
-        "positives": {t: int(p) for t, p in zip(schema.tasks, positives)},
-        "label_rate": {t: (float(p / o) if o else None) for t, p, o in zip(schema.tasks, positives, observed)},
+        "events_without_timestamp": int(totals.untimed),
+        "first_timestamp": totals.first_timestamp,
+        "last_timestamp": totals.last_timestamp,
+        "positives": {t: int(p) for t, p in zip(schema.tasks, totals.positives)},
+        "label_rate": rate(totals.positives, totals.observed),
         "split": split_info.model_dump(mode="json"),
-        "splits": split_stats,
+        "splits": splits,
     }
     if schema.impression_id is not None:
-        stats["impressions"] = int(impressions)
+        stats["impressions"] = int(totals.impressions)
     return stats
 
 

@@ -97,34 +97,18 @@ def row_hashes(columns: list[np.ndarray]) -> np.ndarray:
     return state
 
 
-class RowDeduplicator:
-    """Remembers the hash of every accepted row; a row whose hash was seen is a duplicate.
+def first_occurrences(hashes: np.ndarray) -> np.ndarray:
+    """True for the earliest row of each distinct hash; every later one is a duplicate.
 
-    Holds 8 bytes per distinct event. A 64-bit collision (a false duplicate) has probability
-    about n^2 / 2^65: ~3e-6 at ten million events, and such a row lands in quarantine, not lost.
-    """
-
-    def __init__(self) -> None:
-        self._seen = np.zeros(0, dtype=np.uint64)
-
-    def first_seen(self, hashes: np.ndarray) -> np.ndarray:
-        """True for rows whose hash is new: not seen before, and the earliest of its kind here."""
-        is_first = np.zeros(len(hashes), dtype=bool)
-        if len(hashes) == 0:
-            return is_first
-        order = np.argsort(hashes)
+    Duplicates always share their user (the user code is hashed), so this runs per group of
+    users. A 64-bit collision (a false duplicate) has probability about n^2 / 2^65 among a
+    user group's n events, and such a row lands in quarantine, not lost."""
+    is_first = np.zeros(len(hashes), dtype=bool)
+    if len(hashes):
+        order = np.argsort(hashes, kind="stable")
         ordered = hashes[order]
-        group_starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-        distinct = ordered[group_starts]
-        earliest_row = np.minimum.reduceat(order, group_starts)
-        fresh = np.ones(len(distinct), dtype=bool)
-        if len(self._seen):
-            slot = np.minimum(np.searchsorted(self._seen, distinct), len(self._seen) - 1)
-            fresh = self._seen[slot] != distinct
-        is_first[earliest_row[fresh]] = True
-        # Two sorted runs: the stable sort (timsort for 64-bit keys) merges them in linear time.
-        self._seen = np.sort(np.concatenate([self._seen, distinct[fresh]]), kind="stable")
-        return is_first
+        is_first[order[np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))]] = True
+    return is_first
 
 
 class QuarantineWriter:
@@ -195,7 +179,6 @@ class BatchValidator:
         self.times = TimestampParser(
             schema.timestamp_unit, naive_offset_minutes=fixed, naive_zone=None if fixed is not None else schema.default_timezone
         )
-        self.dedupe = RowDeduplicator()
         self.reasons: Counter[str] = Counter()
         self.rows_read = 0
         self.events_kept = 0
@@ -271,13 +254,6 @@ class BatchValidator:
                 name: self.encode_categorical(batch.column(schema.categorical_column(name)).take(keep), name) for name in schema.categorical
             },
         )
-        unique = self.dedupe.first_seen(self._event_hashes(events))
-        if not unique.all():
-            duplicates = valid_rows[~unique]
-            reason[duplicates], field[duplicates] = REASONS.index("duplicate"), 0
-            failed[duplicates] = True
-            events = events.take(np.flatnonzero(unique))
-
         self._count(events)
         bad = np.flatnonzero(failed)
         if len(bad):
@@ -344,7 +320,8 @@ class BatchValidator:
         return codes
 
     @staticmethod
-    def _event_hashes(events: EventColumns) -> np.ndarray:
+    def event_hashes(events: EventColumns) -> np.ndarray:
+        """What makes two events duplicates: every encoded field (codes are stable within a run)."""
         columns = [
             events.user,
             events.item,
@@ -359,8 +336,14 @@ class BatchValidator:
         columns += [events.categorical[name] for name in sorted(events.categorical)]
         return row_hashes(columns)
 
-    def _count(self, events: EventColumns) -> None:
-        self.users.count(events.user)
-        self.items.count(events.item)
+    def _count(self, events: EventColumns, sign: int = 1) -> None:
+        self.users.count(events.user, sign)
+        self.items.count(events.item, sign)
         for name, codes in events.categorical.items():
-            self.categories[name].count(codes.reshape(-1))
+            self.categories[name].count(codes.reshape(-1), sign)
+
+    def discount(self, duplicates: EventColumns) -> None:
+        """Take back the counts of events found to be duplicates after they were counted."""
+        self._count(duplicates, -1)
+        self.events_kept -= len(duplicates)
+        self.reasons["duplicate"] += len(duplicates)

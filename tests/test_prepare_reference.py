@@ -1,0 +1,191 @@
+"""`rotorec prepare` reproduces the outputs recorded from its in-memory implementation.
+
+The reference folders under tests/data/prepare_reference were written by the in-memory prepare
+(every event held at once, before events were grouped by user on disk) on the two logs built
+here: a synthetic impression feed (temporal split) and a messy CSV (malformed lines, duplicates
+inside and across read batches, missing and unreadable times, rare items; leave-last-out). The
+grouped prepare must give the same tables, row groups, vocabularies, schema and stats, and the
+same quarantined rows; only the order of quarantine rows may differ (duplicates are found after
+the read, docs/prepare_at_scale.md).
+
+Regenerate (only when a change of output is intended): python tests/test_prepare_reference.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rotorec.features.adapters.events import events_source
+from rotorec.features.errors import FeaturesError
+from rotorec.features.prepare import PrepareOptions, prepare
+from rotorec.features.schema import LogSchema
+from rotorec.features.synth.config import PRESETS, SynthConfig
+from rotorec.features.synth.writer import write_feed
+
+REFERENCE = Path(__file__).parent / "data" / "prepare_reference"
+START = 1_700_000_000
+VOLATILE_STATS = ("elapsed_s", "events_per_s", "timings", "inputs")
+
+
+def _feed_log(folder: Path) -> Path:
+    write_feed(SynthConfig(**PRESETS["tiny"], seed=3), folder, progress=False)
+    return folder
+
+
+def _messy_log(folder: Path) -> Path:
+    """3,000 rows: a few users with long histories, repeated rows (some far apart, in later read
+    batches), rows without time, bad cells, lines that are not rows, multi-valued categories."""
+    rng = np.random.default_rng(11)
+    lines = ["user_id,item_id,timestamp,click,tags"]
+    kept: list[str] = []
+    for k in range(3000):
+        user = f"u{int(rng.zipf(1.6)) % 40}"
+        item = f"i{int(rng.zipf(1.3)) % 300}"
+        time = "" if rng.random() < 0.03 else str(1_700_000_000 + int(rng.integers(0, 40 * 86_400)))
+        click = ["0", "1", "1.0", "true", "2", "x"][int(rng.choice(6, p=[0.5, 0.3, 0.05, 0.05, 0.05, 0.05]))]
+        tags = "|".join(f"t{int(t)}" for t in rng.integers(0, 12, size=int(rng.integers(0, 4))))
+        line = f"{user},{item},{time},{click},{tags}"
+        roll = rng.random()
+        if roll < 0.04 and kept:
+            line = kept[int(rng.integers(0, len(kept)))]  # an exact repeat of an earlier row
+        elif roll < 0.05:
+            line = f'{user},"{item},{time}'  # a stray quote
+        elif roll < 0.06:
+            line = f"{user},{item}"  # too few fields
+        kept.append(line)
+        lines.append(line)
+    log = folder / "log.csv"
+    log.write_text("\n".join(lines) + "\n")
+    return log
+
+
+CASES = {
+    "feed": (_feed_log, None, {"max_len": 16, "windows": "all"}),
+    "messy": (_messy_log, {"labels": "click", "categorical": "tags"}, {"max_len": 8, "windows": "all", "min_count": 2, "split": "loo"}),
+}
+
+
+def _source(case: str, folder: Path, batch_rows: int):
+    make, flags, _ = CASES[case]
+    log = make(folder)
+    schema = None
+    if flags is not None:
+        schema = LogSchema.from_flags(flags["labels"], flags["categorical"])
+        schema = LogSchema.from_mapping(
+            {**schema.model_dump(mode="json", exclude_defaults=True), "categorical": {"tags": {"separator": "|", "max_values": 3}}}
+        )
+    return events_source(log, schema, batch_rows=batch_rows)
+
+
+def _prepare(case: str, folder: Path, out: Path, batch_rows: int, **options) -> None:
+    prepare(_source(case, folder, batch_rows), out, PrepareOptions(**CASES[case][2], progress=False, **options))
+
+
+def _stats(folder: Path) -> dict:
+    stats = json.loads((folder / "stats.json").read_text())
+    return {k: v for k, v in stats.items() if k not in VOLATILE_STATS}
+
+
+def _quarantine_rows(folder: Path) -> list[tuple]:
+    table = pq.read_table(folder / "quarantine.parquet")
+    return sorted(tuple("" if v is None else str(v) for v in row.values()) for row in table.to_pylist())
+
+
+def _row_groups(path: Path) -> list[int]:
+    metadata = pq.ParquetFile(path).metadata
+    return [metadata.row_group(k).num_rows for k in range(metadata.num_row_groups)]
+
+
+def assert_same_prepared(got: Path, want: Path) -> None:
+    """Same tables and row groups in every Parquet output, same JSON, same quarantined rows."""
+    for path in sorted(want.rglob("*.parquet")):
+        if path.name == "quarantine.parquet":
+            continue
+        mine = got / path.relative_to(want)
+        assert pq.read_table(mine).equals(pq.read_table(path)), f"{path.relative_to(want)} differs"
+        assert _row_groups(mine) == _row_groups(path), f"{path.relative_to(want)}: other row groups"
+    assert json.loads((got / "schema.json").read_text()) == json.loads((want / "schema.json").read_text())
+    assert _stats(got) == _stats(want)
+    assert _quarantine_rows(got) == _quarantine_rows(want)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("batch_rows,group_events", [(1 << 20, 1 << 30), (500, 1), (700, 900)])
+def test_prepare_matches_the_in_memory_reference(tmp_path: Path, case: str, batch_rows: int, group_events: int) -> None:
+    out = tmp_path / "out"
+    _prepare(case, tmp_path, out, batch_rows, group_events=group_events)
+    assert_same_prepared(out, REFERENCE / case)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 6),  # user
+            st.integers(0, 9),  # item
+            st.one_of(st.none(), st.integers(0, 12)),  # day (None: no time)
+            st.integers(0, 3),  # impression
+            st.sampled_from([0, 1, 1, 0, 7]),  # click (7 is quarantined)
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    repeats=st.lists(st.integers(0, 119), max_size=20),
+    batch_rows=st.integers(1, 40),
+    group_events=st.integers(1, 30),
+    protocol=st.sampled_from(["loo", "temporal"]),
+)
+def test_grouped_prepare_equals_one_group(tmp_path_factory, rows, repeats, batch_rows, group_events, protocol) -> None:
+    """Any read batch size and any group size give the outputs of one batch and one group."""
+    rows = rows + [rows[k % len(rows)] for k in repeats]  # repeated rows anywhere later in the log
+    folder = tmp_path_factory.mktemp("grouped")
+    table = pa.table(
+        {
+            "user_id": [f"u{u}" for u, *_ in rows],
+            "item_id": [f"i{i}" for _, i, *_ in rows],
+            "timestamp": pa.array([None if r[2] is None else START + r[2] * 86_400 + k for k, r in enumerate(rows)], pa.int64()),
+            "impression_id": pa.array([m for *_, m, _ in rows], pa.int64()),
+            "click": pa.array([c for *_, c in rows], pa.int64()),
+        }
+    )
+    pq.write_table(table, folder / "log.parquet")
+    schema = LogSchema.from_flags("click", None, impression_id="impression_id")
+    options = {"max_len": 4, "windows": "all", "split": protocol, "progress": False}
+
+    def run(name: str, batch_rows: int, group_events: int) -> None:
+        source = events_source(folder / "log.parquet", schema, batch_rows=batch_rows)
+        prepare(source, folder / name, PrepareOptions(**options, group_events=group_events))
+
+    try:
+        run("one", 1 << 20, 1 << 30)
+    except FeaturesError:  # e.g. a temporal split of a log without times: the grouped run must fail alike
+        with pytest.raises(FeaturesError):
+            run("many", batch_rows, group_events)
+        return
+    run("many", batch_rows, group_events)
+    assert_same_prepared(folder / "many", folder / "one")
+
+
+def _regenerate() -> None:
+    import tempfile
+
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as scratch:
+            target = REFERENCE / case
+            shutil.rmtree(target, ignore_errors=True)
+            _prepare(case, Path(scratch), target, 1 << 20)
+            (target / "stats.json").write_text(json.dumps(_stats(target), indent=2) + "\n")
+            print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    _regenerate()

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,7 @@ def _schema():
     )
 
 
-def run_one(log_dir: Path, out_dir: Path) -> dict:
+def run_one(log_dir: Path, out_dir: Path, group_events: int | None) -> dict:
     """Runs in the child process: prepare once, report wall time and peak RSS."""
     import resource
 
@@ -93,8 +94,11 @@ def run_one(log_dir: Path, out_dir: Path) -> dict:
         labels={"click": {}, "like": {}},
         categorical={"category": {}},
     )
+    options = {"max_len": 200, "progress": False}
+    if group_events is not None:  # None: the code's default (and a commit from before the option)
+        options["group_events"] = group_events
     started = time.perf_counter()
-    stats = prepare(events_source(log_dir, schema), out_dir, PrepareOptions(max_len=200, progress=False))
+    stats = prepare(events_source(log_dir, schema), out_dir, PrepareOptions(**options))
     wall = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
@@ -103,6 +107,7 @@ def run_one(log_dir: Path, out_dir: Path) -> dict:
         "events_per_s": stats["input_rows"] / wall,
         "peak_rss_mib": peak_kib / 1024,
         "peak_rss_bytes_per_event": peak_kib * 1024 / stats["input_rows"],
+        "timings": stats["timings"],
     }
 
 
@@ -116,19 +121,33 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _commit() -> str | None:
+    """The commit of the rotorec that runs (this interpreter's install), not of this script."""
+    import rotorec.features
+
+    try:
+        where = Path(rotorec.features.__file__).parent
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=where)
+    except OSError:
+        return None
+    return found.stdout.strip() or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeats", type=int, default=2, help="runs per size; the best is reported")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/features.json"))
+    parser.add_argument("--group-events", type=int, help="prepare's --group-events (default: its own default)")
+    parser.add_argument("--work", type=Path, help="scratch folder for logs, spills and outputs (default: a temporary one)")
     parser.add_argument("--child", nargs=2, metavar=("LOG_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]))))
+        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events)))
         return
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for size in args.sizes:
             log_dir = Path(tmp) / f"log{size}"
             log_dir.mkdir()
@@ -136,16 +155,18 @@ def main() -> None:
             runs = []
             for repeat in range(args.repeats):
                 child = subprocess.run(
-                    [sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")],
+                    [sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")]
+                    + ([] if args.group_events is None else ["--group-events", str(args.group_events)]),
                     check=True,
                     capture_output=True,
                     text=True,
-                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
                 )
                 runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(Path(tmp) / f"out{size}", ignore_errors=True)
             best = min(runs, key=lambda r: r["wall_s"])
             best["log_mib"] = (log_dir / "events.parquet").stat().st_size / 2**20
             rows.append(best)
+            shutil.rmtree(log_dir)  # a 100M-event log is a few GB: one size on disk at a time
 
     print(f"{'events':>12} {'wall s':>8} {'events/s':>12} {'peak RSS MiB':>13} {'B/event':>8} {'log MiB':>8}")
     for r in rows:
@@ -159,6 +180,8 @@ def main() -> None:
         "machine": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        "commit": _commit(),
+        "group_events": args.group_events,
         "threads": 1,
         "results": rows,
     }

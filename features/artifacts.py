@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +73,35 @@ class FeatureSchema(StrictModel):
         """SHA-256 of the canonical JSON: equal fingerprints mean interchangeable data."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def shard_file(split: str, shard: int, shards: int) -> str:
+    """File name of one shard of a split: `train.parquet` unsharded, else `train-00003-of-00008.parquet`."""
+    return SPLIT_FILES[split] if shards == 1 else f"{split}-{shard:05d}-of-{shards:05d}.parquet"
+
+
+def split_files(folder: str | Path, split: str) -> list[Path]:
+    """A split's files in shard order (one file unless prepared with --shards)."""
+    folder = Path(folder)
+    single = folder / SPLIT_FILES[split]
+    if single.exists():
+        return [single]
+    found = sorted(p for p in folder.glob(f"{split}-*-of-*.parquet") if re.fullmatch(rf"{split}-\d{{5}}-of-\d{{5}}\.parquet", p.name))
+    if not found:
+        raise FeaturesError(f"{folder}: no {split} split ({single.name}, or {split}-KKKKK-of-NNNNN.parquet shards)")
+    shards = int(found[0].name[-13:-8])
+    expected = [folder / shard_file(split, k, shards) for k in range(shards)]
+    if found != expected:
+        raise FeaturesError(f"{folder}: the {split} shards are not {split}-00000 … {shards - 1:05d} of {shards:05d}")
+    return found
+
+
+def shard_of_users(keys: np.ndarray, shards: int) -> np.ndarray:
+    """Shard of each user key: CRC-32 of its text, mod `shards`. It depends on the key alone, so a
+    user lands in the same shard whatever else the log holds, on any machine."""
+    if shards == 1:
+        return np.zeros(len(keys), dtype=np.int64)
+    return np.fromiter((zlib.crc32(str(key).encode("utf-8")) for key in keys), dtype=np.int64, count=len(keys)) % shards
 
 
 def item_first_seen(folder: str | Path) -> np.ndarray:

@@ -98,6 +98,12 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     seq.add_argument("--windows", choices=["recent", "all"], default=defaults.windows)
     seq.add_argument("--min-count", type=int, default=defaults.min_count)
     p.add_argument(
+        "--shards",
+        type=int,
+        default=defaults.shards,
+        help="write each split as N files by a hash of the user (torchrun ranks then read only their own)",
+    )
+    p.add_argument(
         "--group-events",
         type=int,
         default=defaults.group_events,
@@ -146,6 +152,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
             windows=args.windows,
             min_count=args.min_count,
             group_events=args.group_events,
+            shards=args.shards,
             progress=not args.no_progress,
         ),
         "prepare",

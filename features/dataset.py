@@ -8,16 +8,17 @@ marks real events and `target` the events this split predicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rotorec.features.artifacts import SPLIT_FILES, FeatureSchema
+from rotorec.features.artifacts import FeatureSchema, split_files
 from rotorec.features.events import MISSING_LABEL
 
 
@@ -56,12 +57,17 @@ class SequenceBatch:
 
 
 class SequenceDataset(Dataset):
-    """One split of a prepared folder; `len` = number of windows."""
+    """One split of a prepared folder, or some of its shards (windows in shard order); `len` =
+    number of windows. Only the files of the chosen shards are read."""
 
-    def __init__(self, folder: str | Path, split: str = "train") -> None:
+    def __init__(self, folder: str | Path, split: str = "train", shards: Sequence[int] | None = None) -> None:
         self.folder = Path(folder)
         self.schema = FeatureSchema.load(self.folder)
-        table = pq.read_table(self.folder / SPLIT_FILES[split])
+        files = split_files(self.folder, split)
+        chosen = [files[k] for k in shards] if shards is not None else files
+        tables = [pq.read_table(path) for path in chosen]
+        self.shard_sizes = [table.num_rows for table in tables]
+        table = pa.concat_tables(tables)
         self.users = np.asarray(table.column("user").to_numpy(zero_copy_only=False), dtype=object)
         lengths = table.column("length").to_numpy().astype(np.int64)
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)

@@ -4,7 +4,9 @@ one group of users at a time so memory does not grow with the log (docs/prepare_
 Output folder (written to a temporary sibling and renamed into place, so a failed run never
 leaves a half-written dataset):
 
-    train.parquet valid.parquet test.parquet   windows of user sequences (list columns)
+    train.parquet valid.parquet test.parquet   windows of user sequences (list columns); with
+                                               --shards N, train-KKKKK-of-NNNNN.parquet etc.,
+                                               users spread over the shards by a hash of their key
     items.parquet                              item id -> key, count, item-level categories
     vocab/<name>.parquet                       key -> id for items, categorical fields, actions
     schema.json                                the FeatureSchema every later stage reads
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rotorec.features.artifacts import NO_FIRST_SEEN, SPLIT_FILES, CategoricalInfo, FeatureSchema, SplitInfo
+from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSchema, SplitInfo, shard_file, shard_of_users
 from rotorec.features.errors import FeaturesError
 from rotorec.features.events import EventColumns
 from rotorec.features.files import replace_folder
@@ -73,6 +75,7 @@ class PrepareOptions(StrictModel):
     windows: WindowMode = Field("recent", description="train windows: 'recent' (newest max_len) or 'all'")
     min_count: int = Field(1, ge=1, description="items/values seen fewer times map to OOV")
     batch_rows: int = Field(1 << 20, ge=1)
+    shards: int = Field(1, ge=1, description="split files per split, users spread by a hash of their key (distributed training)")
     group_events: int = Field(
         2_000_000, ge=1, description="events featurized at once (bounds memory; a user's events always stay in one group)"
     )
@@ -139,14 +142,15 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         protocol = options.split if options.split != "auto" else source.protocol()
         split_info, cutoffs = _split_plan(protocol, latest, options)
         totals = _Totals.empty(schema.tasks, vocabularies)
-        writers = {split: _SplitWriter(folder / SPLIT_FILES[split]) for split in SPLITS}
+        writers = {split: [_SplitWriter(folder / shard_file(split, k, options.shards)) for k in range(options.shards)] for split in SPLITS}
         bar = tqdm(groups, unit="groups", desc="featurize", disable=None if options.progress else True, leave=False)
         for users in bar:
             events, _ = spill.read_events(users, list(schema.categorical))
             events = events.take(np.flatnonzero(~_among(events.row, duplicates)))
             _featurize_group(events, validator, vocabularies, protocol, cutoffs, options, writers, totals)
-        for writer in writers.values():
-            writer.close()
+        for shard_writers in writers.values():
+            for writer in shard_writers:
+                writer.close()
     clock.lap("featurize_split_write_s")
 
     items, actions = vocabularies.items, vocabularies.actions
@@ -169,6 +173,8 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     )
     feature_schema.save(folder)
     stats = _summary(source, validator, totals, vocabularies, split_info)
+    if options.shards > 1:
+        stats["shards"] = options.shards
     clock.lap("items_schema_stats_s")
     stats["timings"] = clock.timings
     return stats
@@ -333,7 +339,7 @@ def _featurize_group(
     protocol: str,
     cutoffs: TemporalCutoffs | None,
     options: PrepareOptions,
-    writers: dict[str, _SplitWriter],
+    writers: dict[str, list[_SplitWriter]],
     totals: _Totals,
 ) -> None:
     """Pass 3 for one group of users: order, featurize, split, window, write; add to the totals."""
@@ -349,12 +355,19 @@ def _featurize_group(
     totals.impressions = max(totals.impressions, int(impression.max()) if len(impression) else 0)
     phase = _phases(protocol, ordered, impression, options, cutoffs)
     user_keys = validator.users.keys[events.user[ordered.starts]]
+    user_shards = shard_of_users(user_keys, len(writers["train"]))
     targets_by_split: dict[str, np.ndarray] = {}
     for split, wanted in SPLITS.items():
         ranges = phase_ranges(phase, ordered.starts, ordered.lengths, wanted)
         mode: WindowMode = options.windows if split == "train" else "all"
         windows = plan_windows(ordered.starts, ranges, options.max_len, mode)
-        writers[split].write(window_table(windows, columns, user_keys))
+        table = window_table(windows, columns, user_keys)
+        if len(writers[split]) == 1:
+            writers[split][0].write(table)
+        else:
+            window_shards = user_shards[windows.user]
+            for shard, writer in enumerate(writers[split]):
+                writer.write(table.filter(pa.array(window_shards == shard)))
         index, _, target = windows.flat_index()
         targets_by_split[split] = index[target]
         _add_split_stats(totals, split, windows, events.labels[targets_by_split[split]])

@@ -221,12 +221,26 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, 
     assert {p.suffix for p in folder.iterdir()} <= {".safetensors", ".json"}
 
 
+@pytest.fixture(scope="module")
+def sharded_prepared(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rotorec.features.adapters.events import events_source
+    from rotorec.features.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("sharded") / "data"
+    prepare(events_source(tiny_feed), out, PrepareOptions(max_len=50, windows="all", shards=4, progress=False))
+    return out
+
+
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: Path, tiny_prepared: Path) -> None:
-    """torchrun with 2 CPU processes (gloo) follows the single-process loss trajectory."""
+@pytest.mark.parametrize("sharded", [False, True], ids=["one-file", "sharded"])
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(
+    tmp_path: Path, tiny_prepared: Path, sharded_prepared: Path, sharded: bool
+) -> None:
+    """torchrun with 2 CPU processes (gloo) follows the single-process loss trajectory, whether
+    every rank reads the whole split or (sharded) only its own shards."""
     common = [
         "--data",
-        str(tiny_prepared),
+        str(sharded_prepared if sharded else tiny_prepared),
         "--config",
         str(TINY),
         "--no-progress",

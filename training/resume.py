@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rotorec.features.artifacts import SPLIT_FILES
+from rotorec.features.artifacts import split_files
 from rotorec.features.files import file_digest
 from rotorec.model.config import ModelConfig
 from rotorec.training.config import ConfigError, RunConfig
@@ -40,8 +40,8 @@ def data_fingerprint(data: Path) -> dict[str, str]:
     catalogue and the vocabularies (the test split and stats.json, with its timings, are not)."""
     files = [
         data / "schema.json",
-        data / SPLIT_FILES["train"],
-        data / SPLIT_FILES["valid"],
+        *split_files(data, "train"),
+        *split_files(data, "valid"),
         data / "items.parquet",
         *sorted((data / "vocab").glob("*.parquet")),
     ]

@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from rotorec.model.inputs import batch_inputs, encode_batch
 from rotorec.model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 from rotorec.model.ranker import Ranker
 from rotorec import __version__
+from rotorec.training.batches import Distributed, TrainingBatches
 from rotorec.training.checkpoint import (
     MODEL_FILE,
     STATE_FILE,
@@ -55,14 +54,6 @@ from rotorec.training.retrieval import retrieval_report
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_FORMAT = 1
-
-
-def batch_indices(size: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Rows of the training set for `step`: epoch-wise permutations seeded by (seed, epoch)."""
-    per_epoch = math.ceil(size / batch_size)
-    epoch, position = divmod(step, per_epoch)
-    permutation = np.random.default_rng([seed, epoch]).permutation(size)
-    return permutation[position * batch_size : (position + 1) * batch_size]
 
 
 def seed_everything(seed: int) -> None:
@@ -123,28 +114,6 @@ def use_autocast(device: torch.device, gpu_bf16: bool, cpu_bf16: bool) -> bool:
 def task_columns(schema: FeatureSchema, tasks: list[str]) -> torch.Tensor:
     """Positions of the model's tasks among the data's label columns (a model may use a subset)."""
     return torch.tensor([schema.tasks.index(task) for task in tasks], dtype=torch.long)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a `torchrun` job (absent when run as a single process)."""
-
-    rank: int
-    world: int
-    local_rank: int
-
-    @classmethod
-    def from_env(cls) -> Distributed | None:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return None
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    def share(self, mean_loss: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """Rescale a rank's mean so DDP's gradient average equals the mean over the global batch."""
-        total = count.detach().float().clone()
-        torch.distributed.all_reduce(total)
-        return mean_loss * count.float() * self.world / total.clamp(min=1)
 
 
 def compute_loss(
@@ -257,12 +226,12 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(loop.seed)
 
-    train_set, valid_set = SequenceDataset(data, "train"), SequenceDataset(data, "valid")
+    batches, valid_set = TrainingBatches(data, loop.batch_size, loop.seed, distributed), SequenceDataset(data, "valid")
     model = Ranker(model_config).to(device)
     if model.item_age is not None:
         model.item_age.set_first_seen(item_first_seen(data))
     if model.cold_items is not None:
-        model.cold_items.set_trained(train_set.items_present())
+        model.cold_items.set_trained(batches.items_present())
     optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, learning_rate_factor(optim.schedule, optim.warmup_steps, loop.max_steps, optim.min_lr_ratio)
@@ -270,7 +239,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     head = model_config.next_item
     sampler = None
     if head is not None and head.loss == "sampled" and head.negatives != "in_batch":
-        sampler = NegativeSampler(train_set.target_item_counts(), head).to(device)
+        sampler = NegativeSampler(batches.target_item_counts(), head).to(device)
     watched = selection_metric(model, schema)
     start, best, stale = 0, {"metric": watched, watched: None, "step": -1}, 0
     if resuming:
@@ -291,10 +260,7 @@ def train(data_dir: str | Path, config: RunConfig, out_dir: str | Path, resume: 
     step = start
     try:
         while step < loop.max_steps and stale < loop.patience:
-            rows = batch_indices(len(train_set), loop.batch_size, loop.seed, step)
-            if distributed is not None:
-                rows = rows[distributed.rank :: distributed.world]
-            batch = train_set.__getitems__(rows).to(device)
+            batch = batches.batch(step).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, parts = compute_loss(network, model, batch, loop.seed * 1_000_003 + step, columns, distributed, sampler)
             optimizer.zero_grad(set_to_none=True)

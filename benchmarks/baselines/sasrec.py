@@ -34,7 +34,8 @@ from rotorec.features.dataset import SequenceBatch, SequenceDataset
 from rotorec.model.losses import FIRST_ITEM_ID, full_softmax_loss
 from rotorec.training.metrics import next_item_metrics
 from rotorec.training.retrieval import next_item_ranks
-from rotorec.training.trainer import batch_indices, use_autocast
+from rotorec.training.batches import batch_indices
+from rotorec.training.trainer import use_autocast
 
 
 class SASRecBlock(nn.Module):

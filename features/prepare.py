@@ -46,15 +46,16 @@ from rotorec.features.sequences import (
 from rotorec.features.source import LogSource
 from rotorec.features.splits import SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges, temporal_phases
 from rotorec.features.strict import StrictModel
-from rotorec.features.spill import EventSpill, user_groups
+from rotorec.features.spill import EventSpill, is_among, user_groups
 from rotorec.features.validate import BatchValidator, QuarantineWriter, first_occurrences
 from rotorec.features.vocab import PAD, RESERVED, Vocabulary
 from rotorec.features.windows import WindowMode, plan_windows
 
 log = logging.getLogger(__name__)
 
-PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False}
-"""Sequence files are mostly high-cardinality ints: dictionary pages cost time and save nothing."""
+PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
+"""Sequence files are mostly high-cardinality ints: dictionary pages cost time and save nothing,
+and min/max statistics of list columns (which no reader here uses) double the write time."""
 ROW_GROUP = 8192
 """Windows per Parquet row group in the split files."""
 
@@ -126,7 +127,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     validator = BatchValidator(schema, quarantine)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.spill-", dir=folder.parent) as scratch:
         try:
-            spill = EventSpill(Path(scratch))
+            spill = EventSpill(Path(scratch), memory_events=options.group_events)
             latest = _read_and_spill(source, validator, spill, options)
             clock.lap("read_validate_s")
             if validator.events_kept == 0:
@@ -145,8 +146,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         writers = {split: [_SplitWriter(folder / shard_file(split, k, options.shards)) for k in range(options.shards)] for split in SPLITS}
         bar = tqdm(groups, unit="groups", desc="featurize", disable=None if options.progress else True, leave=False)
         for users in bar:
-            events, _ = spill.read_events(users, list(schema.categorical))
-            events = events.take(np.flatnonzero(~_among(events.row, duplicates)))
+            events = spill.read_events(users, list(schema.categorical), duplicates)
             _featurize_group(events, validator, vocabularies, protocol, cutoffs, options, writers, totals)
         for shard_writers in writers.values():
             for writer in shard_writers:
@@ -231,16 +231,9 @@ def _find_duplicates(
     duplicates = np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)
     if len(duplicates):
         for users in groups:
-            events, _ = spill.read_events(users, list(schema.categorical))
-            validator.discount(events.take(np.flatnonzero(_among(events.row, duplicates))))
+            events = spill.read_events(users, list(schema.categorical), np.zeros(0, dtype=np.int64))
+            validator.discount(events.take(np.flatnonzero(is_among(events.row, duplicates))))
     return duplicates, mask_counts
-
-
-def _among(rows: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
-    if len(sorted_rows) == 0:
-        return np.zeros(len(rows), dtype=bool)
-    slot = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
-    return sorted_rows[slot] == rows
 
 
 def _quarantine_duplicates(source: LogSource, quarantine: QuarantineWriter, duplicates: np.ndarray) -> None:
@@ -309,7 +302,7 @@ class _Totals:
     observed: np.ndarray
     impressions: int
     item_first_seen: np.ndarray
-    item_latest: np.ndarray  # [items, 2]: (seconds, row) of each item's latest event, −1 if none
+    item_latest: np.ndarray  # [2, items]: (seconds, row) of each item's latest event, −1 if none
     item_categories: dict[str, np.ndarray]  # item-level fields: the latest event's values
 
     @classmethod
@@ -327,7 +320,7 @@ class _Totals:
             observed=zero.copy(),
             impressions=0,
             item_first_seen=np.full(size, np.iinfo(np.int64).max, dtype=np.int64),
-            item_latest=np.full((size, 2), -1, dtype=np.int64),
+            item_latest=np.full((2, size), -1, dtype=np.int64),
             item_categories={},
         )
 
@@ -407,19 +400,21 @@ def _add_item_totals(totals: _Totals, item_ids: np.ndarray, events: EventColumns
     """Each item's first timed event, and the item-level categories of its latest event
     (latest by time, then by input row), kept across groups."""
     np.minimum.at(totals.item_first_seen, item_ids[events.has_time], events.seconds[events.has_time])
-    by_item_then_time = np.lexsort((events.row, events.seconds, item_ids))
-    ordered_ids = item_ids[by_item_then_time]
-    latest = by_item_then_time[np.flatnonzero(np.append(ordered_ids[1:] != ordered_ids[:-1], True))] if len(item_ids) else item_ids
-    ids = item_ids[latest]
-    known = totals.item_latest[ids]
-    newer = (events.seconds[latest] > known[:, 0]) | ((events.seconds[latest] == known[:, 0]) & (events.row[latest] > known[:, 1]))
-    ids, latest = ids[newer], latest[newer]
-    totals.item_latest[ids] = np.stack([events.seconds[latest], events.row[latest]], axis=1)
-    for name, spec in schema.categorical.items():
-        if spec.level != "item":
-            continue
-        table = totals.item_categories.setdefault(name, np.zeros((len(totals.item_latest), spec.max_values), dtype=np.int32))
-        table[ids] = categorical_ids[name][latest]
+    item_level = [name for name, spec in schema.categorical.items() if spec.level == "item"]
+    if not item_level or len(item_ids) == 0:
+        return
+    # Latest (seconds, row) per item over this group and the earlier ones, by two scatter-max
+    # passes instead of a sort: the newest second, then the last row within it.
+    seconds, rows = totals.item_latest
+    before = seconds.copy()
+    np.maximum.at(seconds, item_ids, events.seconds)
+    rows[seconds > before] = -1  # a newer second in this group: the old row no longer counts
+    at_newest = np.flatnonzero(events.seconds == seconds[item_ids])
+    np.maximum.at(rows, item_ids[at_newest], events.row[at_newest])
+    winners = at_newest[events.row[at_newest] == rows[item_ids[at_newest]]]  # rows are unique
+    for name in item_level:
+        table = totals.item_categories.setdefault(name, np.zeros((len(seconds), schema.categorical[name].max_values), dtype=np.int32))
+        table[item_ids[winners]] = categorical_ids[name][winners]
 
 
 def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[np.ndarray, dict[str, np.ndarray]]:

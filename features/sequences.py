@@ -28,13 +28,18 @@ class OrderedEvents:
 
     @classmethod
     def sort(cls, events: EventColumns) -> OrderedEvents:
-        """Events must arrive in input-row order; stable sorts then break every tie by row.
+        """Events must arrive in input-row order, or grouped by user with each user's events in
+        input-row order (as prepare reads a group back); stable sorts then break every tie by row.
 
         Most logs are written in time order, in which case one stable sort by user suffices."""
-        if np.any(np.diff(events.row) < 0):
-            raise ValueError("events must be in input-row order")
-        timed = events.seconds[events.has_time]
-        if len(timed) < 2 or np.all(timed[1:] >= timed[:-1]):
+        grouped = bool(np.all(np.diff(events.user) >= 0))
+        same_user = events.user[1:] == events.user[:-1]
+        if np.any(np.diff(events.row) < 0) and not (grouped and np.all(np.diff(events.row)[same_user] > 0)):
+            raise ValueError("events must be in input-row order (or grouped by user, each user's in input-row order)")
+        timed, owner = events.seconds[events.has_time], events.user[events.has_time]
+        # In time order: overall, or (grouped input) within each user.
+        in_time_order = np.all((timed[1:] >= timed[:-1]) | (grouped & (owner[1:] != owner[:-1])))
+        if len(timed) < 2 or in_time_order:
             order = np.argsort(events.user * 2 + events.has_time, kind="stable")
         else:
             order = np.lexsort((events.seconds, events.has_time, events.user))

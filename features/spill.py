@@ -26,22 +26,40 @@ def _columns(events: EventColumns) -> dict[str, np.ndarray]:
 
 
 class EventSpill:
-    """Runs of validated events (plus each event's duplicate-detection hash) under `folder`."""
+    """Runs of validated events (plus each event's duplicate-detection hash). They stay in memory
+    while they hold at most `memory_events` events in all (a log that fits one group never touches
+    the disk); past that every run is written under `folder`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, memory_events: int) -> None:
         self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._runs: list[Path] = []
+        self.memory_events = memory_events
+        self._runs: list[dict[str, np.ndarray] | Path] = []
+        self._held = 0
 
     def append(self, events: EventColumns, hashes: np.ndarray) -> None:
         if len(events) == 0:
             return
         order = np.argsort(events.user, kind="stable")
-        run = self.folder / f"run{len(self._runs):06d}"
-        run.mkdir()
-        for name, values in {**_columns(events), "hash": hashes}.items():
-            np.save(run / f"{name}.npy", values[order])
-        self._runs.append(run)
+        self._runs.append({name: values[order] for name, values in {**_columns(events), "hash": hashes}.items()})
+        self._held += len(events)
+        if self._held > self.memory_events:
+            self._runs = [self._to_disk(k, run) for k, run in enumerate(self._runs)]
+            self._held = 0
+
+    def _to_disk(self, number: int, run: dict[str, np.ndarray] | Path) -> Path:
+        if isinstance(run, Path):
+            return run
+        folder = self.folder / f"run{number:06d}"
+        folder.mkdir(parents=True)
+        for name, values in run.items():
+            np.save(folder / f"{name}.npy", values)
+        return folder
+
+    @staticmethod
+    def _column(run: dict[str, np.ndarray] | Path, name: str) -> np.ndarray:
+        # On disk, columns are memory-mapped: a binary search on the sorted user column touches
+        # a few pages, and a slice reads only its own, so memory does not grow with the spill.
+        return np.load(run / f"{name}.npy", mmap_mode="r") if isinstance(run, Path) else run[name]
 
     def read(self, users: tuple[int, int], names: list[str]) -> dict[str, np.ndarray]:
         """Columns `names` of the events of user codes [first, end): by run, then user, then
@@ -49,27 +67,28 @@ class EventSpill:
         first, end = users
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for run in self._runs:
-            # The sorted user column is searched where it lies on disk: a few pages per run, so
-            # memory does not grow with the number of events spilled.
-            lo, hi = np.searchsorted(np.load(run / "user.npy", mmap_mode="r"), [first, end])
+            lo, hi = np.searchsorted(self._column(run, "user"), [first, end])
             if hi == lo:
                 continue
             for name in names:
-                parts[name].append(np.load(run / f"{name}.npy", mmap_mode="r")[lo:hi])
+                parts[name].append(self._column(run, name)[lo:hi])
         return {name: (np.concatenate(chunks) if chunks else self._empty(name)) for name, chunks in parts.items()}
 
-    def read_events(self, users: tuple[int, int], categorical: list[str]) -> tuple[EventColumns, np.ndarray]:
-        """The whole events of user codes [first, end) and their hashes, in input-row order."""
+    def read_events(self, users: tuple[int, int], categorical: list[str], dropped: np.ndarray) -> EventColumns:
+        """The events of user codes [first, end) but the input rows in `dropped` (sorted), grouped
+        by user and in input-row order within each user."""
         names = [f.name for f in fields(EventColumns) if f.name != "categorical"]
-        columns = self.read(users, [*names, *(CATEGORICAL_PREFIX + c for c in categorical), "hash"])
-        hashes = columns.pop("hash")
-        codes = {name: columns.pop(CATEGORICAL_PREFIX + name) for name in categorical}
-        events = EventColumns(**columns, categorical=codes)
-        by_row = np.argsort(events.row)
-        return events.take(by_row), hashes[by_row]
+        columns = self.read(users, [*names, *(CATEGORICAL_PREFIX + c for c in categorical)])
+        # Runs follow the read order and each run's slice is in (user, row) order, so a stable
+        # sort by user (timsort merges the sorted runs) gives (user, row) order.
+        order = np.argsort(columns["user"], kind="stable")
+        if len(dropped):
+            order = order[~is_among(columns["row"][order], dropped)]
+        codes = {name: columns.pop(CATEGORICAL_PREFIX + name)[order] for name in categorical}
+        return EventColumns(**{name: values[order] for name, values in columns.items()}, categorical=codes)
 
     def _empty(self, name: str) -> np.ndarray:
-        template = np.load(self._runs[0] / f"{name}.npy", mmap_mode="r")
+        template = self._column(self._runs[0], name)
         return np.zeros((0, *template.shape[1:]), dtype=template.dtype)
 
 
@@ -87,3 +106,11 @@ def user_groups(events_per_user: np.ndarray, budget: int) -> list[tuple[int, int
         end = int(np.searchsorted(total, already + budget, side="right"))
         bounds.append(max(end, start + 1))
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+def is_among(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """values ∈ sorted_values, by binary search (sorted_values may be empty)."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    slot = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[slot] == values

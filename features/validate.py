@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -103,12 +104,7 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
     Duplicates always share their user (the user code is hashed), so this runs per group of
     users. A 64-bit collision (a false duplicate) has probability about n^2 / 2^65 among a
     user group's n events, and such a row lands in quarantine, not lost."""
-    is_first = np.zeros(len(hashes), dtype=bool)
-    if len(hashes):
-        order = np.argsort(hashes, kind="stable")
-        ordered = hashes[order]
-        is_first[order[np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))]] = True
-    return is_first
+    return ~pd.Series(hashes, copy=False).duplicated(keep="first").to_numpy()
 
 
 class QuarantineWriter:

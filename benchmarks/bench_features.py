@@ -146,6 +146,7 @@ def main() -> None:
         print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events)))
         return
 
+    commit = _commit()  # before the runs: the checkout may move on while they go
     rows = []
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for size in args.sizes:
@@ -180,7 +181,7 @@ def main() -> None:
         "machine": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "commit": _commit(),
+        "commit": commit,
         "group_events": args.group_events,
         "threads": 1,
         "results": rows,

@@ -46,7 +46,7 @@ from rotorec.features.sequences import (
 from rotorec.features.source import LogSource
 from rotorec.features.splits import SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges, temporal_phases
 from rotorec.features.strict import StrictModel
-from rotorec.features.spill import EventSpill, is_among, user_groups
+from rotorec.features.spill import CATEGORICAL_PREFIX, EventSpill, user_groups
 from rotorec.features.validate import BatchValidator, QuarantineWriter, first_occurrences
 from rotorec.features.vocab import PAD, RESERVED, Vocabulary
 from rotorec.features.windows import WindowMode, plan_windows
@@ -220,20 +220,19 @@ def _find_duplicates(
     """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back, and
     the count of each action mask among the events that stay."""
     schema = validator.schema
+    categorical = [CATEGORICAL_PREFIX + name for name in schema.categorical]
     repeated: list[np.ndarray] = []
     mask_counts = np.zeros(1 << len(schema.tasks), dtype=np.int64)
     for users in tqdm(groups, unit="groups", desc="deduplicate", disable=None if options.progress else True, leave=False):
-        columns = spill.read(users, ["hash", "row", "labels"])
+        columns = spill.read(users, ["hash", "row", "labels", "user", "item", *categorical])
         first = first_occurrences(columns["hash"])
         mask_counts += np.bincount(action_masks(columns["labels"][first]), minlength=len(mask_counts))
         if not first.all():
-            repeated.append(columns["row"][~first])
-    duplicates = np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)
-    if len(duplicates):
-        for users in groups:
-            events = spill.read_events(users, list(schema.categorical), np.zeros(0, dtype=np.int64))
-            validator.discount(events.take(np.flatnonzero(is_among(events.row, duplicates))))
-    return duplicates, mask_counts
+            again = ~first
+            repeated.append(columns["row"][again])
+            codes = {name: columns[CATEGORICAL_PREFIX + name][again] for name in schema.categorical}
+            validator.discount(columns["user"][again], columns["item"][again], codes)
+    return (np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)), mask_counts
 
 
 def _quarantine_duplicates(source: LogSource, quarantine: QuarantineWriter, duplicates: np.ndarray) -> None:
@@ -492,7 +491,7 @@ class _SplitWriter:
         cut = table.num_rows - table.num_rows % ROW_GROUP if whole_groups_only else table.num_rows
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
-        self._writer.write_table(table.slice(0, cut).combine_chunks(), row_group_size=ROW_GROUP)
+        self._writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP)
         rest = table.slice(cut)
         self._pending, self._pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
 

@@ -92,7 +92,9 @@ def _is_log_file(path: Path) -> bool:
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer keeps every row group it has read buffered until the file is closed (about
+        # 10 MB per million rows here): memory would grow with the log, and local reads gain nothing.
+        return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise LogReadError(path, f"not a readable Parquet file ({first_line(exc)})") from exc
 

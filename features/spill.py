@@ -26,34 +26,43 @@ def _columns(events: EventColumns) -> dict[str, np.ndarray]:
 
 
 class EventSpill:
-    """Runs of validated events (plus each event's duplicate-detection hash). They stay in memory
-    while they hold at most `memory_events` events in all (a log that fits one group never touches
-    the disk); past that every run is written under `folder`."""
+    """Runs of validated events (plus each event's duplicate-detection hash). Read batches are held
+    in memory until they exceed `memory_events` events, then written under `folder` as one run;
+    what is held when reading starts stays in memory as the last run (so a log that fits one group
+    never touches the disk)."""
 
     def __init__(self, folder: Path, memory_events: int) -> None:
         self.folder = folder
         self.memory_events = memory_events
-        self._runs: list[dict[str, np.ndarray] | Path] = []
-        self._held = 0
+        self._runs: list[Path] = []
+        self._held: list[dict[str, np.ndarray]] = []  # batches not yet in a run, in read order
+        self._held_events = 0
+        self._memory_run: dict[str, np.ndarray] | None = None
 
     def append(self, events: EventColumns, hashes: np.ndarray) -> None:
         if len(events) == 0:
             return
-        order = np.argsort(events.user, kind="stable")
-        self._runs.append({name: values[order] for name, values in {**_columns(events), "hash": hashes}.items()})
-        self._held += len(events)
-        if self._held > self.memory_events:
-            self._runs = [self._to_disk(k, run) for k, run in enumerate(self._runs)]
-            self._held = 0
+        self._held.append({**_columns(events), "hash": hashes})
+        self._held_events += len(events)
+        if self._held_events > self.memory_events:
+            self._write_held()
 
-    def _to_disk(self, number: int, run: dict[str, np.ndarray] | Path) -> Path:
-        if isinstance(run, Path):
-            return run
-        folder = self.folder / f"run{number:06d}"
+    def _write_held(self) -> None:
+        """The batches held so far become one run on disk: fewer, larger runs keep the reads of
+        each group to a few slices."""
+        run = _sorted_by_user(self._held)
+        folder = self.folder / f"run{len(self._runs):06d}"
         folder.mkdir(parents=True)
         for name, values in run.items():
             np.save(folder / f"{name}.npy", values)
-        return folder
+        self._runs.append(folder)
+        self._held, self._held_events = [], 0
+
+    def _all_runs(self) -> list[dict[str, np.ndarray] | Path]:
+        if self._held:  # whatever is still in memory is one more run, the last in read order
+            self._memory_run = _sorted_by_user(self._held)
+            self._held, self._held_events = [], 0
+        return self._runs + ([self._memory_run] if self._memory_run is not None else [])
 
     @staticmethod
     def _column(run: dict[str, np.ndarray] | Path, name: str) -> np.ndarray:
@@ -66,7 +75,7 @@ class EventSpill:
         input row, so each user's events are in input-row order."""
         first, end = users
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for run in self._runs:
+        for run in self._all_runs():
             lo, hi = np.searchsorted(self._column(run, "user"), [first, end])
             if hi == lo:
                 continue
@@ -88,7 +97,7 @@ class EventSpill:
         return EventColumns(**{name: values[order] for name, values in columns.items()}, categorical=codes)
 
     def _empty(self, name: str) -> np.ndarray:
-        template = self._column(self._runs[0], name)
+        template = self._column(self._all_runs()[0], name)
         return np.zeros((0, *template.shape[1:]), dtype=template.dtype)
 
 
@@ -114,3 +123,11 @@ def is_among(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
         return np.zeros(len(values), dtype=bool)
     slot = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
     return sorted_values[slot] == values
+
+
+def _sorted_by_user(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Batches in read order as one run sorted by user; stable, so each user's events keep their
+    input-row order."""
+    columns = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+    order = np.argsort(columns["user"], kind="stable")
+    return {name: values[order] for name, values in columns.items()}

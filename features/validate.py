@@ -332,14 +332,17 @@ class BatchValidator:
         columns += [events.categorical[name] for name in sorted(events.categorical)]
         return row_hashes(columns)
 
-    def _count(self, events: EventColumns, sign: int = 1) -> None:
-        self.users.count(events.user, sign)
-        self.items.count(events.item, sign)
-        for name, codes in events.categorical.items():
+    def _count(self, events: EventColumns) -> None:
+        self._count_codes(events.user, events.item, events.categorical, 1)
+
+    def _count_codes(self, user: np.ndarray, item: np.ndarray, categorical: dict[str, np.ndarray], sign: int) -> None:
+        self.users.count(user, sign)
+        self.items.count(item, sign)
+        for name, codes in categorical.items():
             self.categories[name].count(codes.reshape(-1), sign)
 
-    def discount(self, duplicates: EventColumns) -> None:
+    def discount(self, user: np.ndarray, item: np.ndarray, categorical: dict[str, np.ndarray]) -> None:
         """Take back the counts of events found to be duplicates after they were counted."""
-        self._count(duplicates, -1)
-        self.events_kept -= len(duplicates)
-        self.reasons["duplicate"] += len(duplicates)
+        self._count_codes(user, item, categorical, -1)
+        self.events_kept -= len(user)
+        self.reasons["duplicate"] += len(user)

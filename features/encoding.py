@@ -9,7 +9,6 @@ built from the counts once the whole log has been seen.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -40,14 +39,22 @@ def _decimal_text(keys: np.ndarray) -> np.ndarray:
 
 
 class RunningIndex:
-    """Dense codes for keys in order of first appearance, plus how often each code occurred."""
+    """Dense codes for keys in order of first appearance, plus how often each code occurred.
+
+    Lookups cost the batch, not the index: integer keys are found by binary search in a sorted
+    copy that new keys are merged into, text keys in a dict; rebuilding a hash index per batch
+    (as a pandas Index append does) made a 100M-event log's reading quadratic in its items."""
 
     def __init__(self) -> None:
-        self._index: pd.Index | None = None  # typed by the first keys seen (int64 or object)
+        self._chunks: list[np.ndarray] = []  # keys in code order, as added
+        self._text: dict | None = None  # key -> code, once any key is text
+        self._sorted_keys = np.zeros(0, dtype=np.int64)  # integer keys, sorted, with their codes
+        self._sorted_codes = np.zeros(0, dtype=np.int64)
+        self._size = 0
         self._counts = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return 0 if self._index is None else len(self._index)
+        return self._size
 
     def encode(self, values: pa.Array) -> np.ndarray:
         """Codes (int64) for non-null `values`; new keys get the next free codes.
@@ -79,30 +86,46 @@ class RunningIndex:
     def _lookup_or_add(self, keys: np.ndarray) -> np.ndarray:
         """Codes for distinct `keys`; unseen ones take the next free codes in the given order.
 
-        Integer ids stay in an int64 index (hashing them as Python objects is ~10x slower);
-        anything else is an object index. Once a log mixes integer and text ids (a Parquet file
-        with int ids beside a CSV file with text ids) integers become their decimal text, so 7
-        and "7" stay one key, as the vocabulary's lookups treat them."""
+        Integer ids stay integers (hashing them as Python objects is ~10x slower); anything else
+        is text. Once a log mixes integer and text ids (a Parquet file with int ids beside a CSV
+        file with text ids) integers become their decimal text, so 7 and "7" stay one key, as the
+        vocabulary's lookups treat them."""
         if keys.dtype.kind in "iu":
             fits = keys.dtype.kind == "i" or not len(keys) or keys.max() <= np.iinfo(np.int64).max
             keys = keys.astype(np.int64) if fits else _decimal_text(keys)  # uint64 above 2^63 − 1: text
-        if self._index is None:
-            self._index = pd.Index(keys[:0])
-        if self._index.dtype != keys.dtype:
-            if self._index.dtype.kind in "iu":  # once, when the first text ids arrive
-                self._index = pd.Index(_decimal_text(self._index.to_numpy()), dtype=object)
+        if keys.dtype.kind not in "iu" and self._text is None:  # once, when the first text ids arrive
+            self._chunks = [_decimal_text(np.concatenate(self._chunks))] if self._chunks else []
+            self._text = dict(zip(self._chunks[0].tolist(), range(self._size))) if self._chunks else {}
+        if self._text is not None:
             keys = _decimal_text(keys)
-        codes = np.asarray(self._index.get_indexer(keys), dtype=np.int64)
+            codes = np.fromiter((self._text.get(key, -1) for key in keys.tolist()), dtype=np.int64, count=len(keys))
+        else:
+            slot = np.minimum(np.searchsorted(self._sorted_keys, keys), max(len(self._sorted_keys) - 1, 0))
+            found = self._sorted_keys[slot] == keys if len(self._sorted_keys) else np.zeros(len(keys), dtype=bool)
+            codes = np.where(found, self._sorted_codes[slot] if len(self._sorted_codes) else -1, -1)
         new = np.flatnonzero(codes < 0)
         if len(new):
-            codes[new] = len(self._index) + np.arange(len(new))
-            self._index = self._index.append(pd.Index(keys[new], dtype=self._index.dtype))
-            self._counts = np.concatenate([self._counts, np.zeros(len(new), dtype=np.int64)])
+            codes[new] = self._size + np.arange(len(new))
+            self._add(keys[new], codes[new])
         return codes
+
+    def _add(self, keys: np.ndarray, codes: np.ndarray) -> None:
+        self._chunks.append(keys)
+        self._size += len(keys)
+        self._counts = np.concatenate([self._counts, np.zeros(len(keys), dtype=np.int64)])
+        if self._text is not None:
+            self._text.update(zip(keys.tolist(), codes.tolist()))
+            return
+        order = np.argsort(keys)
+        at = np.searchsorted(self._sorted_keys, keys[order])
+        self._sorted_keys = np.insert(self._sorted_keys, at, keys[order])
+        self._sorted_codes = np.insert(self._sorted_codes, at, codes[order])
 
     @property
     def keys(self) -> np.ndarray:
-        return np.zeros(0, dtype=object) if self._index is None else self._index.to_numpy()
+        if len(self._chunks) > 1:  # joined once when read (after the log), not per batch
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, dtype=object)
 
     @property
     def counts(self) -> np.ndarray:

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import run_rotorec
 from rotorec.features.encoding import RunningIndex, canonical_keys
@@ -49,6 +51,24 @@ def test_uint64_ids_above_int64_keep_their_value() -> None:
     assert index.encode(pa.array([3, 5], pa.uint64())).tolist() == [0, 1]
     assert index.encode(pa.array([5, 2**64 - 1], pa.uint64())).tolist() == [1, 2]
     assert index.keys.tolist() == ["3", "5", "18446744073709551615"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.integers(-5, 40), st.sampled_from(["3", "7", "x", "y", "-2"])), max_size=30), max_size=8))
+def test_running_codes_follow_first_appearance_across_batches(batches: list[list]) -> None:
+    """Against a dict: codes in order of first appearance over all batches; once text ids appear,
+    integers are their decimal text (7 and "7" are one key), before and after."""
+    index, reference = RunningIndex(), {}
+    texts_seen = False
+    for batch in batches:
+        texts_seen = texts_seen or any(isinstance(key, str) for key in batch)
+        text = any(isinstance(key, str) for key in batch)  # a text file: every id is text there
+        values = pa.array([str(key) for key in batch], pa.string()) if text else pa.array(batch, pa.int64())
+        codes = index.encode(values).tolist()
+        assert codes == [reference.setdefault(str(key), len(reference)) for key in batch]
+    keys = index.keys.tolist()
+    assert [str(key) for key in keys] == list(reference)
+    assert all(isinstance(key, str) for key in keys) or not texts_seen
 
 
 @pytest.mark.slow

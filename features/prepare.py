@@ -16,6 +16,8 @@ leaves a half-written dataset):
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import shutil
@@ -58,6 +60,25 @@ PARQUET_OPTIONS = {"compression": "lz4", "use_dictionary": False, "write_statist
 and min/max statistics of list columns (which no reader here uses) double the write time."""
 ROW_GROUP = 8192
 """Windows per Parquet row group in the split files."""
+
+
+def _glibc_trim():
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory one group freed back to the OS before the next. glibc keeps freed heap
+    memory for reuse, and each group's large arrays leave it fragmented: without this, peak RSS
+    at 30M events was 1.73 GB instead of 1.33 GB (benchmarks/RESULTS.md), for no measurable time."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class NoValidEvents(FeaturesError):
@@ -148,6 +169,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         for users in bar:
             events = spill.read_events(users, list(schema.categorical), duplicates)
             _featurize_group(events, validator, vocabularies, protocol, cutoffs, options, writers, totals)
+            _release_freed_memory()
         for shard_writers in writers.values():
             for writer in shard_writers:
                 writer.close()
@@ -232,6 +254,7 @@ def _find_duplicates(
             repeated.append(columns["row"][again])
             codes = {name: columns[CATEGORICAL_PREFIX + name][again] for name in schema.categorical}
             validator.discount(columns["user"][again], columns["item"][again], codes)
+        _release_freed_memory()
     return (np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)), mask_counts
 
 

@@ -103,6 +103,15 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
         default=defaults.shards,
         help="write each split as N files by a hash of the user (torchrun ranks then read only their own)",
     )
+    engine = p.add_argument_group("engines (docs/prepare_at_scale.md)")
+    engine.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default=defaults.engine,
+        help="where the per-user-group passes run: this process, or Dask workers",
+    )
+    engine.add_argument("--engine-address", help="Dask scheduler (tcp://host:8786); default: a local cluster")
+    engine.add_argument("--engine-workers", type=int, default=defaults.engine_workers, help="processes of the local Dask cluster")
     p.add_argument(
         "--group-events",
         type=int,
@@ -153,6 +162,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
             min_count=args.min_count,
             group_events=args.group_events,
             shards=args.shards,
+            engine=args.engine,
+            engine_address=args.engine_address,
+            engine_workers=args.engine_workers,
             progress=not args.no_progress,
         ),
         "prepare",

@@ -33,25 +33,19 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSchema, SplitInfo, shard_file, shard_of_users
+from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSchema, SplitInfo, shard_file
+from rotorec.features.engines import ENGINES, Engine, open_engine
 from rotorec.features.errors import FeaturesError
-from rotorec.features.events import EventColumns
 from rotorec.features.files import replace_folder
-from rotorec.features.sequences import (
-    OrderedEvents,
-    action_masks,
-    action_name,
-    event_feature_columns,
-    positives_and_counts,
-    window_table,
-)
+from rotorec.features.groups import FeaturizePlan, GroupFeatures, IdMaps, deduplicate_group, featurize_group, map_codes
+from rotorec.features.sequences import action_name
 from rotorec.features.source import LogSource
-from rotorec.features.splits import SPLITS, TemporalCutoffs, impression_start_seconds, leave_last_out_phases, phase_ranges, temporal_phases
+from rotorec.features.splits import SPLITS, TemporalCutoffs
 from rotorec.features.strict import StrictModel
-from rotorec.features.spill import CATEGORICAL_PREFIX, EventSpill, user_groups
-from rotorec.features.validate import BatchValidator, QuarantineWriter, first_occurrences
+from rotorec.features.spill import EventSpill, user_groups
+from rotorec.features.validate import BatchValidator, QuarantineWriter
 from rotorec.features.vocab import PAD, RESERVED, Vocabulary
-from rotorec.features.windows import WindowMode, plan_windows
+from rotorec.features.windows import WindowMode
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +92,9 @@ class PrepareOptions(StrictModel):
     min_count: int = Field(1, ge=1, description="items/values seen fewer times map to OOV")
     batch_rows: int = Field(1 << 20, ge=1)
     shards: int = Field(1, ge=1, description="split files per split, users spread by a hash of their key (distributed training)")
+    engine: Literal[ENGINES] = Field("local", description="where the per-group passes run: this process, or Dask workers")
+    engine_address: str | None = Field(None, description="Dask scheduler address; none: a local cluster of engine_workers processes")
+    engine_workers: int = Field(2, ge=1, description="processes of the local Dask cluster")
     group_events: int = Field(
         2_000_000, ge=1, description="events featurized at once (bounds memory; a user's events always stay in one group)"
     )
@@ -146,6 +143,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     schema = source.schema
     quarantine = QuarantineWriter(folder / "quarantine.parquet", schema.source_columns())
     validator = BatchValidator(schema, quarantine)
+    engine = open_engine(options.engine, options.engine_address, options.engine_workers)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.spill-", dir=folder.parent) as scratch:
         try:
             spill = EventSpill(Path(scratch), memory_events=options.group_events)
@@ -153,9 +151,11 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             clock.lap("read_validate_s")
             if validator.events_kept == 0:
                 quarantine.close()
+                engine.close()
                 _no_valid_events(source, validator, folder)
+            spill.finish(on_disk=engine.on_disk)
             groups = user_groups(validator.users.counts, options.group_events)
-            duplicates, mask_counts = _find_duplicates(spill, groups, validator, options)
+            duplicates, mask_counts = _find_duplicates(engine, spill, groups, validator, options)
             _quarantine_duplicates(source, quarantine, duplicates)
         finally:
             quarantine.close()
@@ -163,13 +163,28 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         vocabularies = _Vocabularies.build(source, validator, mask_counts, folder / "vocab", options)
         protocol = options.split if options.split != "auto" else source.protocol()
         split_info, cutoffs = _split_plan(protocol, latest, options)
+        plan = FeaturizePlan(
+            schema=schema,
+            maps=vocabularies.maps,
+            protocol=protocol,
+            cutoffs=cutoffs,
+            max_len=options.max_len,
+            windows=options.windows,
+            holdout=options.holdout,
+            shards=options.shards,
+            duplicates=duplicates,
+        )
         totals = _Totals.empty(schema.tasks, vocabularies)
         writers = {split: [_SplitWriter(folder / shard_file(split, k, options.shards)) for k in range(options.shards)] for split in SPLITS}
-        bar = tqdm(groups, unit="groups", desc="featurize", disable=None if options.progress else True, leave=False)
-        for users in bar:
-            events = spill.read_events(users, list(schema.categorical), duplicates)
-            _featurize_group(events, validator, vocabularies, protocol, cutoffs, options, writers, totals)
-            _release_freed_memory()
+        user_keys = [validator.users.keys[first:end] for first, end in groups]
+        try:
+            results = engine.map(featurize_group, (spill, plan), groups, user_keys)
+            for result in _progress(results, len(groups), "featurize", options):
+                _merge_group(result, writers, totals, schema)
+                del result
+                _release_freed_memory()
+        finally:
+            engine.close()
         for shard_writers in writers.values():
             for writer in shard_writers:
                 writer.close()
@@ -200,6 +215,10 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     clock.lap("items_schema_stats_s")
     stats["timings"] = clock.timings
     return stats
+
+
+def _progress(results, total: int, phase: str, options: PrepareOptions):
+    return tqdm(results, total=total, unit="groups", desc=phase, disable=None if options.progress else True, leave=False)
 
 
 def _read_and_spill(source: LogSource, validator: BatchValidator, spill: EventSpill, options: PrepareOptions) -> int | None:
@@ -237,23 +256,19 @@ def _no_valid_events(source: LogSource, validator: BatchValidator, folder: Path)
 
 
 def _find_duplicates(
-    spill: EventSpill, groups: list[tuple[int, int]], validator: BatchValidator, options: PrepareOptions
+    engine: Engine, spill: EventSpill, groups: list[tuple[int, int]], validator: BatchValidator, options: PrepareOptions
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back, and
     the count of each action mask among the events that stay."""
     schema = validator.schema
-    categorical = [CATEGORICAL_PREFIX + name for name in schema.categorical]
     repeated: list[np.ndarray] = []
     mask_counts = np.zeros(1 << len(schema.tasks), dtype=np.int64)
-    for users in tqdm(groups, unit="groups", desc="deduplicate", disable=None if options.progress else True, leave=False):
-        columns = spill.read(users, ["hash", "row", "labels", "user", "item", *categorical])
-        first = first_occurrences(columns["hash"])
-        mask_counts += np.bincount(action_masks(columns["labels"][first]), minlength=len(mask_counts))
-        if not first.all():
-            again = ~first
-            repeated.append(columns["row"][again])
-            codes = {name: columns[CATEGORICAL_PREFIX + name][again] for name in schema.categorical}
-            validator.discount(columns["user"][again], columns["item"][again], codes)
+    results = engine.map(deduplicate_group, (spill, schema), groups)
+    for found in _progress(results, len(groups), "deduplicate", options):
+        mask_counts += found.mask_counts
+        if len(found.rows):
+            repeated.append(found.rows)
+            validator.discount(found.user, found.item, found.categorical)
         _release_freed_memory()
     return (np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)), mask_counts
 
@@ -309,6 +324,10 @@ class _Vocabularies:
         actions.save(folder)
         return cls(items, item_map, categories, category_maps, actions, mask_values, action_map, catalogue_codes, catalogue_categories)
 
+    @property
+    def maps(self) -> IdMaps:
+        return IdMaps(item=self.item_map, categorical=self.category_maps, mask_values=self.mask_values, action=self.action_map)
+
 
 @dataclass
 class _Totals:
@@ -347,96 +366,53 @@ class _Totals:
         )
 
 
-def _featurize_group(
-    events: EventColumns,
-    validator: BatchValidator,
-    vocab: _Vocabularies,
-    protocol: str,
-    cutoffs: TemporalCutoffs | None,
-    options: PrepareOptions,
-    writers: dict[str, list[_SplitWriter]],
-    totals: _Totals,
-) -> None:
-    """Pass 3 for one group of users: order, featurize, split, window, write; add to the totals."""
-    schema = validator.schema
-    ordered = OrderedEvents.sort(events)
-    events = ordered.events
-    action_ids = vocab.action_map[np.searchsorted(vocab.mask_values, action_masks(events.labels))]
-    categorical_ids = {name: _map_codes(events.categorical[name], vocab.category_maps[name]) for name in schema.categorical}
-    item_ids = vocab.item_map[events.item]
-    columns = event_feature_columns(ordered, schema, item_ids, categorical_ids, action_ids)
-    impression = columns["impression"]
-    impression[impression > 0] += totals.impressions  # numbered densely across groups, in user order
-    totals.impressions = max(totals.impressions, int(impression.max()) if len(impression) else 0)
-    phase = _phases(protocol, ordered, impression, options, cutoffs)
-    user_keys = validator.users.keys[events.user[ordered.starts]]
-    user_shards = shard_of_users(user_keys, len(writers["train"]))
-    targets_by_split: dict[str, np.ndarray] = {}
-    for split, wanted in SPLITS.items():
-        ranges = phase_ranges(phase, ordered.starts, ordered.lengths, wanted)
-        mode: WindowMode = options.windows if split == "train" else "all"
-        windows = plan_windows(ordered.starts, ranges, options.max_len, mode)
-        table = window_table(windows, columns, user_keys)
-        if len(writers[split]) == 1:
-            writers[split][0].write(table)
-        else:
-            window_shards = user_shards[windows.user]
-            for shard, writer in enumerate(writers[split]):
-                writer.write(table.filter(pa.array(window_shards == shard)))
-        index, _, target = windows.flat_index()
-        targets_by_split[split] = index[target]
-        _add_split_stats(totals, split, windows, events.labels[targets_by_split[split]])
-    if protocol == "temporal":
-        trained = np.unique(events.user[targets_by_split["train"]])
-        for split in ("valid", "test"):
-            users = np.unique(events.user[targets_by_split[split]])
-            totals.split_stats[split]["cold_users"] += int(np.count_nonzero(~np.isin(users, trained)))
-    _add_event_totals(totals, events, schema)
-    _add_item_totals(totals, item_ids, events, categorical_ids, schema)
+def _merge_group(result: GroupFeatures, writers: dict[str, list[_SplitWriter]], totals: _Totals, schema) -> None:
+    """Append one group's windows (in group order, whichever engine made them) and add its share
+    of every total."""
+    shift = totals.impressions  # impressions are numbered densely across groups, in user order
+    for split, part in result.splits.items():
+        for writer, table in zip(writers[split], part.tables):
+            writer.write(_shift_impressions(table, shift) if shift else table)
+        stats = totals.split_stats[split]
+        stats["windows"] += part.windows
+        stats["users"] += part.users
+        stats["targets"] += part.targets
+        stats["cold_users"] += part.cold_users
+        totals.split_observed[split] += np.stack([part.positives, part.observed])
+    totals.impressions += result.impressions
+    totals.events += result.events
+    totals.untimed += result.untimed
+    totals.positives += result.positives
+    totals.observed += result.observed
+    if result.first_timestamp is not None:
+        first, last = totals.first_timestamp, totals.last_timestamp
+        totals.first_timestamp = result.first_timestamp if first is None else min(first, result.first_timestamp)
+        totals.last_timestamp = result.last_timestamp if last is None else max(last, result.last_timestamp)
+    ids, earliest = result.item_first_seen
+    np.minimum.at(totals.item_first_seen, ids, earliest)
+    _merge_latest(totals, *result.item_latest, schema)
 
 
-def _add_split_stats(totals: _Totals, split: str, windows, target_labels: np.ndarray) -> None:
-    stats = totals.split_stats[split]
-    stats["windows"] += len(windows)
-    stats["users"] += int(np.count_nonzero(np.diff(windows.user)) + 1) if len(windows) else 0
-    stats["targets"] += len(target_labels)
-    positives, observed = positives_and_counts(target_labels)
-    totals.split_observed[split] += np.stack([positives, observed])
+def _shift_impressions(table: pa.Table, shift: int) -> pa.Table:
+    lists = table.column("impression").combine_chunks()
+    values = lists.values.to_numpy()
+    shifted = pa.array(np.where(values > 0, values + shift, 0))
+    column = type(lists).from_arrays(lists.offsets, shifted)
+    return table.set_column(table.schema.get_field_index("impression"), "impression", column)
 
 
-def _add_event_totals(totals: _Totals, events: EventColumns, schema) -> None:
-    scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
-    positives, observed = positives_and_counts(events.labels[scope])
-    totals.positives += positives
-    totals.observed += observed
-    totals.events += len(events)
-    totals.untimed += int((~events.has_time).sum())
-    timed = events.seconds[events.has_time]
-    if len(timed):
-        low, high = int(timed.min()), int(timed.max())
-        totals.first_timestamp = low if totals.first_timestamp is None else min(totals.first_timestamp, low)
-        totals.last_timestamp = high if totals.last_timestamp is None else max(totals.last_timestamp, high)
-
-
-def _add_item_totals(totals: _Totals, item_ids: np.ndarray, events: EventColumns, categorical_ids: dict, schema) -> None:
-    """Each item's first timed event, and the item-level categories of its latest event
-    (latest by time, then by input row), kept across groups."""
-    np.minimum.at(totals.item_first_seen, item_ids[events.has_time], events.seconds[events.has_time])
-    item_level = [name for name, spec in schema.categorical.items() if spec.level == "item"]
-    if not item_level or len(item_ids) == 0:
+def _merge_latest(totals: _Totals, ids: np.ndarray, seconds: np.ndarray, rows: np.ndarray, values: dict, schema) -> None:
+    """Keep each item's latest event (by time, then input row) and its item-level values over
+    the groups merged so far; a group offers at most one event per item."""
+    if len(ids) == 0:
         return
-    # Latest (seconds, row) per item over this group and the earlier ones, by two scatter-max
-    # passes instead of a sort: the newest second, then the last row within it.
-    seconds, rows = totals.item_latest
-    before = seconds.copy()
-    np.maximum.at(seconds, item_ids, events.seconds)
-    rows[seconds > before] = -1  # a newer second in this group: the old row no longer counts
-    at_newest = np.flatnonzero(events.seconds == seconds[item_ids])
-    np.maximum.at(rows, item_ids[at_newest], events.row[at_newest])
-    winners = at_newest[events.row[at_newest] == rows[item_ids[at_newest]]]  # rows are unique
-    for name in item_level:
-        table = totals.item_categories.setdefault(name, np.zeros((len(seconds), schema.categorical[name].max_values), dtype=np.int32))
-        table[item_ids[winners]] = categorical_ids[name][winners]
+    best_seconds, best_rows = totals.item_latest
+    newer = (seconds > best_seconds[ids]) | ((seconds == best_seconds[ids]) & (rows > best_rows[ids]))
+    ids = ids[newer]
+    best_seconds[ids], best_rows[ids] = seconds[newer], rows[newer]
+    for name, picked in values.items():
+        table = totals.item_categories.setdefault(name, np.zeros((len(best_seconds), schema.categorical[name].max_values), dtype=np.int32))
+        table[ids] = picked[newer]
 
 
 def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -453,13 +429,6 @@ def _register_catalogue(source: LogSource, validator: BatchValidator) -> tuple[n
     return codes, categories
 
 
-def _map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
-    """Running codes -> vocabulary ids; 'no value' (-1) -> PAD (also when a field never had a value)."""
-    if len(code_to_id) == 0:
-        return np.full(codes.shape, PAD, dtype=np.int64)
-    return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
-
-
 def _split_plan(protocol: str, latest: int | None, options: PrepareOptions) -> tuple[SplitInfo, TemporalCutoffs | None]:
     if protocol == "loo":
         return SplitInfo(protocol="loo", windows=options.windows, holdout=options.holdout), None
@@ -468,15 +437,6 @@ def _split_plan(protocol: str, latest: int | None, options: PrepareOptions) -> t
     cutoffs = TemporalCutoffs.last_days(latest, options.valid_days, options.test_days)
     info = SplitInfo(protocol="temporal", windows=options.windows, valid_start=cutoffs.valid_start, test_start=cutoffs.test_start)
     return info, cutoffs
-
-
-def _phases(
-    protocol: str, ordered: OrderedEvents, impression: np.ndarray, options: PrepareOptions, cutoffs: TemporalCutoffs | None
-) -> np.ndarray:
-    if protocol == "loo":
-        return leave_last_out_phases(ordered.starts, ordered.lengths, options.holdout)
-    events = ordered.events
-    return temporal_phases(impression_start_seconds(events.seconds, impression), events.has_time, cutoffs)
 
 
 class _SplitWriter:
@@ -540,7 +500,7 @@ def _write_item_table(folder: Path, items: Vocabulary, totals: _Totals, vocab: _
             continue
         table = totals.item_categories.get(name, np.zeros((items.size, spec.max_values), dtype=np.int32))
         if name in vocab.catalogue_categories:
-            mapped = _map_codes(vocab.catalogue_categories[name], vocab.category_maps[name])
+            mapped = map_codes(vocab.catalogue_categories[name], vocab.category_maps[name])
             catalogue_ids = vocab.item_map[vocab.catalogue_codes]
             known = catalogue_ids >= RESERVED
             table[catalogue_ids[known]] = mapped[known]

@@ -58,10 +58,20 @@ class EventSpill:
         self._runs.append(folder)
         self._held, self._held_events = [], 0
 
-    def _all_runs(self) -> list[dict[str, np.ndarray] | Path]:
-        if self._held:  # whatever is still in memory is one more run, the last in read order
+    def finish(self, on_disk: bool) -> None:
+        """Reading is over: what is still held becomes the last run, in memory unless workers in
+        other processes must read it (`on_disk`)."""
+        if not self._held:
+            return
+        if on_disk:
+            self._write_held()
+        else:
             self._memory_run = _sorted_by_user(self._held)
             self._held, self._held_events = [], 0
+
+    def _all_runs(self) -> list[dict[str, np.ndarray] | Path]:
+        if self._held:
+            raise RuntimeError("EventSpill.finish() must come before reading")
         return self._runs + ([self._memory_run] if self._memory_run is not None else [])
 
     @staticmethod

@@ -126,6 +126,17 @@ def test_prepare_matches_the_in_memory_reference(tmp_path: Path, case: str, batc
     assert_same_prepared(out, REFERENCE / case)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_dask_engine_on_a_two_process_cluster_matches_the_reference(tmp_path: Path, case: str) -> None:
+    """The per-group passes on a local Dask cluster of two worker processes (the spill read from
+    disk by other processes, results merged in group order) give the same outputs."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'rotorec[dask]')")
+    out = tmp_path / "out"
+    _prepare(case, tmp_path, out, 700, group_events=900, engine="dask", engine_workers=2)
+    assert_same_prepared(out, REFERENCE / case)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     rows=st.lists(

@@ -73,3 +73,18 @@ def test_a_missing_shard_is_named(sharded: Path, tmp_path: Path) -> None:
     (tmp_path / shard_file("valid", 1, SHARDS)).unlink()
     with pytest.raises(FeaturesError, match="valid shards are not"):
         split_files(tmp_path, "valid")
+
+
+@pytest.mark.slow
+def test_cli_dask_engine_writes_the_local_engines_shards(tiny_feed: Path, sharded: Path, tmp_path: Path) -> None:
+    """`rotorec prepare --engine dask --shards 3` on a 2-process local cluster equals the local run."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'rotorec[dask]')")
+    from conftest import run_rotorec
+    from test_prepare_reference import assert_same_prepared
+
+    out = tmp_path / "dask"
+    flags = ["--max-len", "50", "--windows", "all", "--shards", str(SHARDS), "--group-events", "500"]
+    run_rotorec(
+        "prepare", "--input", str(tiny_feed), "--out", str(out), *flags, "--engine", "dask", "--engine-workers", "2", "--no-progress"
+    )
+    assert_same_prepared(out, sharded)

@@ -75,7 +75,7 @@ def _schema():
     )
 
 
-def run_one(log_dir: Path, out_dir: Path, group_events: int | None) -> dict:
+def run_one(log_dir: Path, out_dir: Path, group_events: int | None, engine: str | None) -> dict:
     """Runs in the child process: prepare once, report wall time and peak RSS."""
     import resource
 
@@ -97,6 +97,8 @@ def run_one(log_dir: Path, out_dir: Path, group_events: int | None) -> dict:
     options = {"max_len": 200, "progress": False}
     if group_events is not None:  # None: the code's default (and a commit from before the option)
         options["group_events"] = group_events
+    if engine is not None:  # "dask": a local cluster of 2 worker processes (the driver's RSS is reported)
+        options.update(engine=engine, engine_workers=2)
     started = time.perf_counter()
     stats = prepare(events_source(log_dir, schema), out_dir, PrepareOptions(**options))
     wall = time.perf_counter() - started
@@ -139,11 +141,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per size; the best is reported")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/features.json"))
     parser.add_argument("--group-events", type=int, help="prepare's --group-events (default: its own default)")
+    parser.add_argument("--engine", choices=["local", "dask"], help="prepare's --engine (dask: 2 local workers)")
     parser.add_argument("--work", type=Path, help="scratch folder for logs, spills and outputs (default: a temporary one)")
     parser.add_argument("--child", nargs=2, metavar=("LOG_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events)))
+        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events, args.engine)))
         return
 
     commit = _commit()  # before the runs: the checkout may move on while they go
@@ -157,7 +160,8 @@ def main() -> None:
             for repeat in range(args.repeats):
                 child = subprocess.run(
                     [sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")]
-                    + ([] if args.group_events is None else ["--group-events", str(args.group_events)]),
+                    + ([] if args.group_events is None else ["--group-events", str(args.group_events)])
+                    + ([] if args.engine is None else ["--engine", args.engine]),
                     check=True,
                     capture_output=True,
                     text=True,
@@ -183,6 +187,7 @@ def main() -> None:
         "python": platform.python_version(),
         "commit": commit,
         "group_events": args.group_events,
+        "engine": args.engine or "local",
         "threads": 1,
         "results": rows,
     }

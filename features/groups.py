@@ -94,6 +94,37 @@ class SplitPart:
 
 
 @dataclass
+class EventTotals:
+    """Counts over events that add up across groups: events, untimed ones, the time range, and
+    per task the positives and observed labels (impression events only, in impression logs)."""
+
+    events: int
+    untimed: int
+    first_timestamp: int | None
+    last_timestamp: int | None
+    positives: np.ndarray
+    observed: np.ndarray
+
+    @classmethod
+    def of(cls, events: EventColumns, schema: LogSchema) -> EventTotals:
+        scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
+        positives, observed = positives_and_counts(events.labels[scope])
+        timed = events.seconds[events.has_time]
+        first, last = (int(timed.min()), int(timed.max())) if len(timed) else (None, None)
+        return cls(len(events), int((~events.has_time).sum()), first, last, positives, observed)
+
+    def add(self, other: EventTotals) -> None:
+        self.events += other.events
+        self.untimed += other.untimed
+        self.positives = self.positives + other.positives
+        self.observed = self.observed + other.observed
+        if other.first_timestamp is not None:
+            first, last = self.first_timestamp, self.last_timestamp
+            self.first_timestamp = other.first_timestamp if first is None else min(first, other.first_timestamp)
+            self.last_timestamp = other.last_timestamp if last is None else max(last, other.last_timestamp)
+
+
+@dataclass
 class GroupFeatures:
     """Pass 3 of one group: its windows per split and shard, and its share of every total.
     Impressions are numbered from 1 within the group; the merge shifts them after the earlier
@@ -101,12 +132,7 @@ class GroupFeatures:
 
     splits: dict[str, SplitPart]
     impressions: int
-    events: int
-    untimed: int
-    first_timestamp: int | None
-    last_timestamp: int | None
-    positives: np.ndarray
-    observed: np.ndarray
+    totals: EventTotals
     item_first_seen: tuple[np.ndarray, np.ndarray]  # (item ids, earliest timed second)
     item_latest: tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]  # (ids, seconds, rows, item-level values)
 
@@ -157,19 +183,11 @@ def featurize_group(spill: EventSpill, plan: FeaturizePlan, users: tuple[int, in
         for split in ("valid", "test"):
             split_users = np.unique(events.user[targets_by_split[split]])
             splits[split].cold_users = int(np.count_nonzero(~np.isin(split_users, trained)))
-    scope = events.has_impression if schema.impression_id is not None else np.ones(len(events), bool)
-    positives, observed = positives_and_counts(events.labels[scope])
-    timed = events.seconds[events.has_time]
     return GroupFeatures(
         splits=splits,
         impressions=int(impression.max()) if len(impression) else 0,
-        events=len(events),
-        untimed=int((~events.has_time).sum()),
-        first_timestamp=int(timed.min()) if len(timed) else None,
-        last_timestamp=int(timed.max()) if len(timed) else None,
-        positives=positives,
-        observed=observed,
-        item_first_seen=_earliest_per_item(item_ids[events.has_time], timed),
+        totals=EventTotals.of(events, schema),
+        item_first_seen=_earliest_per_item(item_ids[events.has_time], events.seconds[events.has_time]),
         item_latest=_latest_per_item(item_ids, events, categorical_ids, schema),
     )
 

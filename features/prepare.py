@@ -37,7 +37,7 @@ from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSc
 from rotorec.features.engines import ENGINES, Engine, open_engine
 from rotorec.features.errors import FeaturesError
 from rotorec.features.files import replace_folder
-from rotorec.features.groups import FeaturizePlan, GroupFeatures, IdMaps, deduplicate_group, featurize_group, map_codes
+from rotorec.features.groups import EventTotals, FeaturizePlan, GroupFeatures, IdMaps, deduplicate_group, featurize_group, map_codes
 from rotorec.features.sequences import action_name
 from rotorec.features.source import LogSource
 from rotorec.features.splits import SPLITS, TemporalCutoffs
@@ -335,12 +335,7 @@ class _Totals:
 
     split_stats: dict[str, dict]
     split_observed: dict[str, np.ndarray]
-    events: int
-    untimed: int
-    first_timestamp: int | None
-    last_timestamp: int | None
-    positives: np.ndarray
-    observed: np.ndarray
+    events: EventTotals
     impressions: int
     item_first_seen: np.ndarray
     item_latest: np.ndarray  # [2, items]: (seconds, row) of each item's latest event, −1 if none
@@ -353,12 +348,7 @@ class _Totals:
         return cls(
             split_stats={split: {"windows": 0, "users": 0, "targets": 0, "cold_users": 0} for split in SPLITS},
             split_observed={split: np.zeros((2, len(tasks)), dtype=np.int64) for split in SPLITS},
-            events=0,
-            untimed=0,
-            first_timestamp=None,
-            last_timestamp=None,
-            positives=zero.copy(),
-            observed=zero.copy(),
+            events=EventTotals(0, 0, None, None, zero.copy(), zero.copy()),
             impressions=0,
             item_first_seen=np.full(size, np.iinfo(np.int64).max, dtype=np.int64),
             item_latest=np.full((2, size), -1, dtype=np.int64),
@@ -380,14 +370,7 @@ def _merge_group(result: GroupFeatures, writers: dict[str, list[_SplitWriter]], 
         stats["cold_users"] += part.cold_users
         totals.split_observed[split] += np.stack([part.positives, part.observed])
     totals.impressions += result.impressions
-    totals.events += result.events
-    totals.untimed += result.untimed
-    totals.positives += result.positives
-    totals.observed += result.observed
-    if result.first_timestamp is not None:
-        first, last = totals.first_timestamp, totals.last_timestamp
-        totals.first_timestamp = result.first_timestamp if first is None else min(first, result.first_timestamp)
-        totals.last_timestamp = result.last_timestamp if last is None else max(last, result.last_timestamp)
+    totals.events.add(result.totals)
     ids, earliest = result.item_first_seen
     np.minimum.at(totals.item_first_seen, ids, earliest)
     _merge_latest(totals, *result.item_latest, schema)
@@ -529,7 +512,7 @@ def _summary(source: LogSource, validator: BatchValidator, totals: _Totals, voca
         "source_format": source.format,
         "inputs": source.inputs,
         "input_rows": int(validator.rows_read),
-        "events": int(totals.events),
+        "events": int(totals.events.events),
         "quarantined": int(sum(validator.reasons.values())),
         "quarantine_reasons": dict(sorted(validator.reasons.items())),
         "users": int(np.count_nonzero(validator.users.counts)),
@@ -537,11 +520,11 @@ def _summary(source: LogSource, validator: BatchValidator, totals: _Totals, voca
         "catalogue_items": int(len(vocab.catalogue_codes)),
         "vocab_sizes": {"item": vocab.items.size, "action": vocab.actions.size, **{n: v.size for n, v in vocab.categories.items()}},
         "timestamp_unit": validator.times.resolved_unit if schema.timestamp else "none",
-        "events_without_timestamp": int(totals.untimed),
-        "first_timestamp": totals.first_timestamp,
-        "last_timestamp": totals.last_timestamp,
-        "positives": {t: int(p) for t, p in zip(schema.tasks, totals.positives)},
-        "label_rate": rate(totals.positives, totals.observed),
+        "events_without_timestamp": int(totals.events.untimed),
+        "first_timestamp": totals.events.first_timestamp,
+        "last_timestamp": totals.events.last_timestamp,
+        "positives": {t: int(p) for t, p in zip(schema.tasks, totals.events.positives)},
+        "label_rate": rate(totals.events.positives, totals.events.observed),
         "split": split_info.model_dump(mode="json"),
         "splits": splits,
     }

@@ -230,6 +230,7 @@ def _read_and_spill(source: LogSource, validator: BatchValidator, spill: EventSp
         for batch in source.batches():
             events = validator.validate(batch)
             spill.append(events, validator.event_hashes(events))
+            _release_freed_memory()
             if events.has_time.any():
                 newest = int(events.seconds[events.has_time].max())
                 latest = newest if latest is None else max(latest, newest)

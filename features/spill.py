@@ -90,7 +90,9 @@ class EventSpill:
             if hi == lo:
                 continue
             for name in names:
-                parts[name].append(self._column(run, name)[lo:hi])
+                # Copied out at once, so each file is mapped only while its slice is read: mapped
+                # pages count as resident, and the kernel maps well beyond a slice (read-around).
+                parts[name].append(np.array(self._column(run, name)[lo:hi]))
         return {name: (np.concatenate(chunks) if chunks else self._empty(name)) for name, chunks in parts.items()}
 
     def read_events(self, users: tuple[int, int], categorical: list[str], dropped: np.ndarray) -> EventColumns:

@@ -100,9 +100,11 @@ class RunningIndex:
             keys = _decimal_text(keys)
             codes = np.fromiter((self._text.get(key, -1) for key in keys.tolist()), dtype=np.int64, count=len(keys))
         else:
-            slot = np.minimum(np.searchsorted(self._sorted_keys, keys), max(len(self._sorted_keys) - 1, 0))
-            found = self._sorted_keys[slot] == keys if len(self._sorted_keys) else np.zeros(len(keys), dtype=bool)
-            codes = np.where(found, self._sorted_codes[slot] if len(self._sorted_codes) else -1, -1)
+            codes = np.full(len(keys), -1, dtype=np.int64)
+            if len(self._sorted_keys):
+                slot = np.minimum(np.searchsorted(self._sorted_keys, keys), len(self._sorted_keys) - 1)
+                found = self._sorted_keys[slot] == keys
+                codes[found] = self._sorted_codes[slot[found]]
         new = np.flatnonzero(codes < 0)
         if len(new):
             codes[new] = self._size + np.arange(len(new))

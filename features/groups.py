@@ -187,8 +187,7 @@ def featurize_group(spill: EventSpill, plan: FeaturizePlan, users: tuple[int, in
         splits=splits,
         impressions=int(impression.max()) if len(impression) else 0,
         totals=EventTotals.of(events, schema),
-        item_first_seen=_earliest_per_item(item_ids[events.has_time], events.seconds[events.has_time]),
-        item_latest=_latest_per_item(item_ids, events, categorical_ids, schema),
+        **_per_item(item_ids, events, categorical_ids, schema),
     )
 
 
@@ -199,26 +198,21 @@ def map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
     return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
 
 
-def _earliest_per_item(item_ids: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _per_item(item_ids: np.ndarray, events: EventColumns, categorical_ids: dict[str, np.ndarray], schema: LogSchema) -> dict:
+    """Each item's earliest timed second in the group, and its latest event (by time, then input
+    row) with the item-level values, from one sort of the group's item ids."""
     ids, slot = np.unique(item_ids, return_inverse=True)
-    earliest = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(earliest, slot, seconds)
-    return ids, earliest
-
-
-def _latest_per_item(
-    item_ids: np.ndarray, events: EventColumns, categorical_ids: dict[str, np.ndarray], schema: LogSchema
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Each item's latest event in the group (by time, then input row) with its item-level values."""
+    earliest = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)  # stays at max: never timed
+    np.minimum.at(earliest, slot[events.has_time], events.seconds[events.has_time])
     item_level = [name for name, spec in schema.categorical.items() if spec.level == "item"]
     if not item_level or len(item_ids) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, {}
-    ids, slot = np.unique(item_ids, return_inverse=True)
+        return {"item_first_seen": (ids, earliest), "item_latest": (empty, empty, empty, {})}
     newest = np.full(len(ids), -1, dtype=np.int64)
     np.maximum.at(newest, slot, events.seconds)
     at_newest = np.flatnonzero(events.seconds == newest[slot])
     last_row = np.full(len(ids), -1, dtype=np.int64)
     np.maximum.at(last_row, slot[at_newest], events.row[at_newest])
     winners = at_newest[events.row[at_newest] == last_row[slot[at_newest]]]  # one per item: rows are unique
-    return item_ids[winners], events.seconds[winners], events.row[winners], {name: categorical_ids[name][winners] for name in item_level}
+    values = {name: categorical_ids[name][winners] for name in item_level}
+    return {"item_first_seen": (ids, earliest), "item_latest": (item_ids[winners], events.seconds[winners], events.row[winners], values)}

@@ -23,6 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -143,22 +144,23 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     schema = source.schema
     quarantine = QuarantineWriter(folder / "quarantine.parquet", schema.source_columns())
     validator = BatchValidator(schema, quarantine)
-    engine = open_engine(options.engine, options.engine_address, options.engine_workers)
-    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.spill-", dir=folder.parent) as scratch:
-        try:
-            spill = EventSpill(Path(scratch), memory_events=options.group_events)
-            latest = _read_and_spill(source, validator, spill, options)
-            clock.lap("read_validate_s")
-            if validator.events_kept == 0:
-                quarantine.close()
-                engine.close()
-                _no_valid_events(source, validator, folder)
-            spill.finish(on_disk=engine.on_disk)
-            groups = user_groups(validator.users.counts, options.group_events)
-            duplicates, mask_counts = _find_duplicates(engine, spill, groups, validator, options)
-            _quarantine_duplicates(source, quarantine, duplicates)
-        finally:
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.spill-", dir=folder.parent) as scratch, ExitStack() as cleanup:
+        cleanup.callback(quarantine.close)  # closing twice is harmless; it is closed early where it must be
+        spill = EventSpill(Path(scratch), memory_events=options.group_events)
+        latest = _read_and_spill(source, validator, spill, options)
+        clock.lap("read_validate_s")
+        if validator.events_kept == 0:
             quarantine.close()
+            _no_valid_events(source, validator, folder)
+        # Opened once the log is read (none for a log without a valid event) and closed on every
+        # way out, so a Dask cluster never outlives the job.
+        engine = open_engine(options.engine, options.engine_address, options.engine_workers)
+        cleanup.callback(engine.close)
+        spill.finish(on_disk=engine.on_disk)
+        groups = user_groups(validator.users.counts, options.group_events)
+        duplicates, mask_counts = _find_duplicates(engine, spill, groups, validator, options)
+        _quarantine_duplicates(source, quarantine, duplicates)
+        quarantine.close()
         clock.lap("deduplicate_s")
         vocabularies = _Vocabularies.build(source, validator, mask_counts, folder / "vocab", options)
         protocol = options.split if options.split != "auto" else source.protocol()
@@ -177,14 +179,11 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         totals = _Totals.empty(schema.tasks, vocabularies)
         writers = {split: [_SplitWriter(folder / shard_file(split, k, options.shards)) for k in range(options.shards)] for split in SPLITS}
         user_keys = [validator.users.keys[first:end] for first, end in groups]
-        try:
-            results = engine.map(featurize_group, (spill, plan), groups, user_keys)
-            for result in _progress(results, len(groups), "featurize", options):
-                _merge_group(result, writers, totals, schema)
-                del result
-                _release_freed_memory()
-        finally:
-            engine.close()
+        results = engine.map(featurize_group, (spill, plan), groups, user_keys)
+        for result in _progress(results, len(groups), "featurize", options):
+            _merge_group(result, writers, totals, schema)
+            del result
+            _release_freed_memory()
         for shard_writers in writers.values():
             for writer in shard_writers:
                 writer.close()

@@ -32,18 +32,19 @@ class OrderedEvents:
         input-row order (as prepare reads a group back); stable sorts then break every tie by row.
 
         Most logs are written in time order, in which case one stable sort by user suffices."""
-        grouped = bool(np.all(np.diff(events.user) >= 0))
-        same_user = events.user[1:] == events.user[:-1]
-        if np.any(np.diff(events.row) < 0) and not (grouped and np.all(np.diff(events.row)[same_user] > 0)):
+        user_steps, row_steps = np.diff(events.user), np.diff(events.row)
+        grouped = bool(np.all(user_steps >= 0))
+        if np.any(row_steps < 0) and not (grouped and np.all(row_steps[user_steps == 0] > 0)):
             raise ValueError("events must be in input-row order (or grouped by user, each user's in input-row order)")
         timed, owner = events.seconds[events.has_time], events.user[events.has_time]
         # In time order: overall, or (grouped input) within each user.
         in_time_order = np.all((timed[1:] >= timed[:-1]) | (grouped & (owner[1:] != owner[:-1])))
         if len(timed) < 2 or in_time_order:
-            order = np.argsort(events.user * 2 + events.has_time, kind="stable")
+            key = events.user * 2 + events.has_time
+            # A group read back from prepare's spill is usually in this order already: no copy then.
+            ordered = events if np.all(key[1:] >= key[:-1]) else events.take(np.argsort(key, kind="stable"))
         else:
-            order = np.lexsort((events.seconds, events.has_time, events.user))
-        ordered = events.take(order)
+            ordered = events.take(np.lexsort((events.seconds, events.has_time, events.user)))
         if len(ordered) == 0:
             return cls(ordered, np.zeros(0, np.int64), np.zeros(0, np.int64))
         boundary = np.flatnonzero(np.diff(ordered.user)) + 1

@@ -76,8 +76,8 @@ class EventSpill:
 
     @staticmethod
     def _column(run: dict[str, np.ndarray] | Path, name: str) -> np.ndarray:
-        # On disk, columns are memory-mapped: a binary search on the sorted user column touches
-        # a few pages, and a slice reads only its own, so memory does not grow with the spill.
+        # On disk, columns are memory-mapped: a binary search on the sorted user column touches a
+        # few pages, and `read` copies a slice out before it maps the next file.
         return np.load(run / f"{name}.npy", mmap_mode="r") if isinstance(run, Path) else run[name]
 
     def read(self, users: tuple[int, int], names: list[str]) -> dict[str, np.ndarray]:
@@ -96,7 +96,7 @@ class EventSpill:
         return {name: (np.concatenate(chunks) if chunks else self._empty(name)) for name, chunks in parts.items()}
 
     def read_events(self, users: tuple[int, int], categorical: list[str], dropped: np.ndarray) -> EventColumns:
-        """The events of user codes [first, end) but the input rows in `dropped` (sorted), grouped
+        """The events of user codes [first, end) but the input rows in `dropped`, grouped
         by user and in input-row order within each user."""
         names = [f.name for f in fields(EventColumns) if f.name != "categorical"]
         columns = self.read(users, [*names, *(CATEGORICAL_PREFIX + c for c in categorical)])
@@ -104,7 +104,7 @@ class EventSpill:
         # sort by user (timsort merges the sorted runs) gives (user, row) order.
         order = np.argsort(columns["user"], kind="stable")
         if len(dropped):
-            order = order[~is_among(columns["row"][order], dropped)]
+            order = order[~np.isin(columns["row"][order], dropped)]
         codes = {name: columns.pop(CATEGORICAL_PREFIX + name)[order] for name in categorical}
         return EventColumns(**{name: values[order] for name, values in columns.items()}, categorical=codes)
 
@@ -127,14 +127,6 @@ def user_groups(events_per_user: np.ndarray, budget: int) -> list[tuple[int, int
         end = int(np.searchsorted(total, already + budget, side="right"))
         bounds.append(max(end, start + 1))
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-def is_among(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """values ∈ sorted_values, by binary search (sorted_values may be empty)."""
-    if len(sorted_values) == 0:
-        return np.zeros(len(values), dtype=bool)
-    slot = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
-    return sorted_values[slot] == values
 
 
 def _sorted_by_user(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

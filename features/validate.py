@@ -317,7 +317,7 @@ class BatchValidator:
 
     @staticmethod
     def event_hashes(events: EventColumns) -> np.ndarray:
-        """What makes two events duplicates: every encoded field (codes are stable within a run)."""
+        """What makes two events duplicates: every encoded field (codes are fixed for the whole prepare)."""
         columns = [
             events.user,
             events.item,

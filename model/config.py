@@ -92,6 +92,9 @@ class NextItemConfig(StrictModel):
     similarity: Literal["dot", "cosine"] = "dot"
     temperature: float = Field(0.05, gt=0, description="cosine logits are divided by τ (dot: unused)")
     query_projection: bool = Field(False, description="a linear map from the hidden state to the query")
+    repeat_bias: bool = Field(
+        False, description="learn a per-query logit offset for items already in the query's history (model/repeats.py)"
+    )
     negatives: Literal["uniform", "popularity", "in_batch"] = Field("uniform", description="sampled loss only")
     num_negatives: int = Field(1024, ge=1, description="pool size per step (sampled loss)")
     popularity_alpha: float = Field(0.75, ge=0, description="Q ∝ (count + 1)^α for popularity negatives")

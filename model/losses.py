@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from rotorec.features.vocab import RESERVED
 from rotorec.model.config import NextItemConfig
+from rotorec.model.repeats import RepeatOffsets
 
 FIRST_ITEM_ID = RESERVED
 """Ids 0 and 1 are PAD and OOV: never a target of the softmax, never a negative."""
@@ -73,6 +74,7 @@ def sampled_softmax_loss(
     scale: float,
     sampler: NegativeSampler | None = None,
     generator: torch.Generator | None = None,
+    repeats: RepeatOffsets | None = None,
 ) -> torch.Tensor:
     """Softmax of the true next item against sampled negatives.
 
@@ -81,7 +83,8 @@ def sampled_softmax_loss(
     (uniform/popularity) are shared by the batch, so each row sees `num_negatives` of them for one
     [N, m] matmul; in-batch negatives are the other rows' positives. A negative equal to the row's
     positive is masked out. With `log_q_correction`, log(m·Q(j)) is subtracted from the positive's
-    and every negative's logit (in-batch: Q is the batch's own positive frequency)."""
+    and every negative's logit (in-batch: Q is the batch's own positive frequency). `repeats` adds
+    the repeat gate's offset to the positive and every negative its row's history holds."""
     positives = item_table[positive_items]
     positive_logit = (query * positives).sum(-1, keepdim=True) * scale
     if config.negatives == "in_batch":
@@ -102,6 +105,9 @@ def sampled_softmax_loss(
             positive_logit = positive_logit - correction.unsqueeze(1)
         else:
             positive_logit = positive_logit - (sampler.log_probabilities[positive_items] + math.log(pool)).unsqueeze(1)
+    if repeats is not None:
+        positive_logit = positive_logit + repeats.over(positive_items.unsqueeze(1))
+        negative_logits = negative_logits + repeats.over(negative_ids)
     clash = negative_ids.unsqueeze(0) == positive_items.unsqueeze(1)
     logits = torch.cat([positive_logit, negative_logits.masked_fill(clash, float("-inf"))], dim=1)
     return F.cross_entropy(logits.float(), torch.zeros(len(query), dtype=torch.long, device=query.device))

@@ -82,10 +82,15 @@ class Ranker(nn.Module):
         self.blocks = nn.ModuleList(Block(config, kind) for kind in config.mixers)
         self.final_norm = nn.LayerNorm(d)
         self.task_head = nn.Linear(d, len(config.tasks)) if config.tasks else None
-        self.next_item_query = nn.Linear(d, d) if config.next_item is not None and config.next_item.query_projection else None
+        head = config.next_item
+        self.next_item_query = nn.Linear(d, d) if head is not None and head.query_projection else None
+        self.repeat_gate = nn.Linear(d, 1) if head is not None and head.repeat_bias else None
         nn.init.normal_(self.item_embedding.weight, std=d**-0.5)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+        if self.repeat_gate is not None:  # starts as no preference for or against repeats
+            nn.init.zeros_(self.repeat_gate.weight)
+            nn.init.zeros_(self.repeat_gate.bias)
 
     # -- shared pieces -------------------------------------------------------------------------
 
@@ -138,11 +143,11 @@ class Ranker(nn.Module):
 
     def forward(self, item, categorical, action, time: TimeInputs, valid: torch.Tensor):
         """The training entry point (what DistributedDataParallel wraps): hidden states, task
-        logits and next-item queries at every position (None for absent heads)."""
+        logits, next-item queries and repeat offsets at every position (None for absent heads)."""
         hidden = self.encode(item, categorical, action, time, valid).hidden
         logits = self.task_head(hidden) if self.task_head is not None else None
         queries = self.next_item_embeddings(hidden) if self.has_next_item else None
-        return hidden, logits, queries
+        return hidden, logits, queries, self.repeat_offsets(hidden)
 
     def task_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.task_head is None:
@@ -177,6 +182,11 @@ class Ranker(nn.Module):
             raise ValueError("this model has no next-item head")
         query = self.next_item_query(hidden) if self.next_item_query is not None else hidden
         return F.normalize(query, dim=-1) if self.config.next_item.similarity == "cosine" else query
+
+    def repeat_offsets(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The logit added to items already in a query's history ([...] per hidden state), or None
+        without the repeat gate (model/repeats.py)."""
+        return None if self.repeat_gate is None else self.repeat_gate(hidden).squeeze(-1)
 
     def catalogue_embeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """Output item embeddings, tied to the input table (all ids when `items` is None)."""

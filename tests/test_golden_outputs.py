@@ -71,7 +71,7 @@ def golden_outputs() -> dict[str, torch.Tensor]:
         candidates = torch.randint(2, ITEMS, (BATCH, CANDIDATES), generator=generator)
         candidate_time = _time(generator, torch.full((BATCH, CANDIDATES), LENGTH), 1_704_067_200 + 90_000)
         with torch.no_grad():
-            hidden, logits, queries = model(item * valid, time.categorical, action, time, valid)
+            hidden, logits, queries, _ = model(item * valid, time.categorical, action, time, valid)
             history = model.encode(item * valid, time.categorical, action, time, valid)
             scored = model.candidate_hidden(history, candidates, candidate_time.categorical, candidate_time)
         outputs.update({f"{name}.hidden": hidden, f"{name}.logits": logits, f"{name}.queries": queries, f"{name}.candidates": scored})

@@ -205,7 +205,7 @@ def test_every_parameter_of_a_recurrent_stack_learns(batch, mixers: list[str]) -
     model = Ranker(
         _config(schema, mixers=mixers, rotrnn={"time_conditioned": True, "orthogonal": True}, fprnn={"time_conditioned": True})
     ).train()
-    _, logits, _ = model(data.item, data.categorical, data.action, batch_time(data), data.valid)
+    _, logits, _, _ = model(data.item, data.categorical, data.action, batch_time(data), data.valid)
     logits.sum().backward()
     silent = [
         name

@@ -41,6 +41,8 @@ def next_item_run(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "train.batch_size=16",
         "--set",
         "model.d_model=16",
+        "--set",
+        "model.next_item.repeat_bias=true",
     )
     return root / "run", root / "data"
 
@@ -59,11 +61,14 @@ def test_ranks_match_a_direct_full_catalogue_computation(next_item_run) -> None:
             for t in range(1, int(batch.lengths[w])):
                 if batch.target[w, t]:
                     scores = run.model.next_item_embeddings(hidden[w, t - 1]).numpy() @ catalogue.T
+                    held = {int(i) - FIRST_ITEM_ID for i in batch.item[w, :t] if i >= FIRST_ITEM_ID}
+                    scores[sorted(held)] += float(run.model.repeat_offsets(hidden[w, t - 1]))  # the repeat gate's offset
                     target = int(batch.item[w, t]) - FIRST_ITEM_ID
                     is_target = np.zeros((1, len(scores)), dtype=bool)
                     is_target[0, target] = True
                     expected.append(int(ranks_against(scores[None], scores[[target]], is_target)[0]))
     assert ranks.tolist() == expected and len(users) == len(expected) > 0
+    assert float(run.model.repeat_gate.weight.abs().sum()) > 0  # the gate trained: its offsets took part
 
 
 def test_evaluate_reports_next_item_retrieval(next_item_run, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from rotorec.features.dataset import SequenceBatch, SequenceDataset
 from rotorec.model.inputs import encode_batch
 from rotorec.model.losses import FIRST_ITEM_ID
 from rotorec.model.ranker import Ranker
+from rotorec.model.repeats import RepeatOffsets, history_columns, query_histories
 from rotorec.training.metrics import next_item_metrics
 
 
@@ -47,7 +48,11 @@ class RankerScorer:
         model = self.model
         hidden = encode_batch(model, batch).hidden
         queries = model.next_item_embeddings(hidden[:, :-1][rows]).float()
-        return queries @ self.catalogue.T
+        scores = queries @ self.catalogue.T
+        offsets = model.repeat_offsets(hidden)
+        if offsets is not None:
+            scores = scores + RepeatOffsets.at(offsets.float(), batch.item, batch.valid, rows).over_catalogue(scores.shape[1])
+        return scores
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -77,10 +82,7 @@ def next_item_ranks(
         targets = batch.item[:, 1:][rows] - FIRST_ITEM_ID
         if exclude_seen:  # drop items already in the query's history (HSTU's protocol), never the target
             window, position = rows.nonzero(as_tuple=True)
-            history = batch.item[window] - FIRST_ITEM_ID
-            before = torch.arange(history.shape[1], device=device)[None, :] <= position[:, None]
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            seen.scatter_(1, history.clamp(min=0), before & batch.valid[window] & (history >= 0))
+            seen = history_columns(query_histories(batch.item, batch.valid, window, position), scores.shape[1])
             seen[torch.arange(len(targets)), targets.clamp(min=0)] = False
             scores = scores.masked_fill(seen, float("-inf"))
         ranks.append(target_ranks(scores, targets).cpu().numpy())

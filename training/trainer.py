@@ -34,6 +34,7 @@ from rotorec.features.files import file_digest
 from rotorec.model.inputs import batch_inputs, encode_batch
 from rotorec.model.losses import FIRST_ITEM_ID, NegativeSampler, full_softmax_loss, sampled_softmax_loss, task_loss
 from rotorec.model.ranker import Ranker
+from rotorec.model.repeats import RepeatOffsets
 from rotorec import __version__
 from rotorec.training.batches import Distributed, TrainingBatches
 from rotorec.training.checkpoint import (
@@ -127,7 +128,7 @@ def compute_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training objective; `network` is the model itself or its DDP wrapper."""
     share = distributed.share if distributed is not None else (lambda loss, _count: loss)
-    _, logits, queries = network(*batch_inputs(batch))
+    _, logits, queries, repeat_offsets = network(*batch_inputs(batch))
     total = batch.labels.new_zeros(())
     parts: dict[str, float] = {}
     weight = batch.target & batch.valid
@@ -141,12 +142,18 @@ def compute_loss(
         rows = weight[:, 1:] & batch.valid[:, :-1] & (batch.item[:, 1:] >= FIRST_ITEM_ID)
         query, positives = queries[:, :-1][rows], batch.item[:, 1:][rows]
         head = model.config.next_item
+        repeats = None if repeat_offsets is None else RepeatOffsets.at(repeat_offsets, batch.item, batch.valid, rows)
         if head.loss == "full":
             logits = query @ model.catalogue_embeddings()[FIRST_ITEM_ID:].T
-            loss = full_softmax_loss(logits if model.next_item_scale == 1.0 else logits * model.next_item_scale, positives)
+            logits = logits if model.next_item_scale == 1.0 else logits * model.next_item_scale
+            if repeats is not None:
+                logits = logits + repeats.over_catalogue(logits.shape[1])
+            loss = full_softmax_loss(logits, positives)
         else:
             generator = torch.Generator(device=queries.device).manual_seed(step_seed)
-            loss = sampled_softmax_loss(query, positives, model.catalogue_embeddings(), head, model.next_item_scale, sampler, generator)
+            loss = sampled_softmax_loss(
+                query, positives, model.catalogue_embeddings(), head, model.next_item_scale, sampler, generator, repeats
+            )
         total = total + head.weight * share(loss, rows.sum())
         parts["next_item"] = float(loss.detach())
     return total, parts

@@ -101,12 +101,15 @@ class EventSpill:
         names = [f.name for f in fields(EventColumns) if f.name != "categorical"]
         columns = self.read(users, [*names, *(CATEGORICAL_PREFIX + c for c in categorical)])
         # Runs follow the read order and each run's slice is in (user, row) order, so a stable
-        # sort by user (timsort merges the sorted runs) gives (user, row) order.
-        order = np.argsort(columns["user"], kind="stable")
+        # sort by user gives (user, row) order; a group held by one run is in that order already.
+        user = columns["user"]
+        order = None if np.all(user[1:] >= user[:-1]) else stable_user_order(user)
         if len(dropped):
-            order = order[~np.isin(columns["row"][order], dropped)]
-        codes = {name: columns.pop(CATEGORICAL_PREFIX + name)[order] for name in categorical}
-        return EventColumns(**{name: values[order] for name, values in columns.items()}, categorical=codes)
+            kept = ~np.isin(columns["row"] if order is None else columns["row"][order], dropped)
+            order = np.flatnonzero(kept) if order is None else order[kept]
+        pick = (lambda values: values) if order is None else (lambda values: np.take(values, order, axis=0))
+        codes = {name: pick(columns.pop(CATEGORICAL_PREFIX + name)) for name in categorical}
+        return EventColumns(**{name: pick(values) for name, values in columns.items()}, categorical=codes)
 
     def _empty(self, name: str) -> np.ndarray:
         template = self._column(self._all_runs()[0], name)
@@ -129,9 +132,22 @@ def user_groups(events_per_user: np.ndarray, budget: int) -> list[tuple[int, int
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def stable_user_order(user: np.ndarray) -> np.ndarray:
+    """The stable argsort of non-negative user codes, as a least-significant-digit radix sort on
+    16-bit digits: numpy's stable sort of a 16-bit key is a linear-time radix sort, of a 64-bit key
+    a merge sort (1.4× slower at 2M events here). Logs under 65,536 users take one pass."""
+    order = np.argsort(user.astype(np.uint16), kind="stable")  # the low digit (astype keeps the low 16 bits)
+    shift, top = 16, int(user.max()) if len(user) else 0
+    while top >> shift:
+        digit = (np.take(user, order) >> shift).astype(np.uint16)
+        order = np.take(order, np.argsort(digit, kind="stable"))
+        shift += 16
+    return order
+
+
 def _sorted_by_user(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Batches in read order as one run sorted by user; stable, so each user's events keep their
     input-row order."""
     columns = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
-    order = np.argsort(columns["user"], kind="stable")
-    return {name: values[order] for name, values in columns.items()}
+    order = stable_user_order(columns["user"])
+    return {name: np.take(values, order, axis=0) for name, values in columns.items()}

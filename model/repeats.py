@@ -41,12 +41,19 @@ def history_columns(histories: torch.Tensor, catalogue_size: int) -> torch.Tenso
 
 def history_contains(histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """bool [N, K]: whether each query's history holds each of `items` ([N, K] ids, or [K] shared by
-    every query). A binary search per item in each sorted history: memory O(N·(S + K)) however large
-    the catalogue (sampled softmax over millions of items)."""
-    ordered = histories.sort(dim=1).values
-    wanted = items.expand(len(histories), -1).contiguous() if items.dim() == 1 else items
-    at = torch.searchsorted(ordered, wanted).clamp(max=ordered.shape[1] - 1)
-    return ordered.gather(1, at) == wanted
+    every query). Memory O(N·(S + K)) however large the catalogue (sampled softmax over millions of
+    items): per-row items are found by binary search in each sorted history; shared items are
+    deduplicated once and each history slot looked up among them."""
+    if items.dim() == 2:
+        ordered = histories.sort(dim=1).values
+        at = torch.searchsorted(ordered, items).clamp(max=ordered.shape[1] - 1)
+        return ordered.gather(1, at) == items
+    distinct, inverse = items.unique(return_inverse=True)
+    at = torch.searchsorted(distinct, histories).clamp(max=len(distinct) - 1)
+    found = distinct[at] == histories
+    held = torch.zeros(len(histories), len(distinct) + 1, dtype=torch.bool, device=histories.device)
+    held.scatter_(1, torch.where(found, at, len(distinct)), True)  # misses land in a spare column
+    return held[:, inverse]
 
 
 @dataclass
@@ -63,9 +70,15 @@ class RepeatOffsets:
         window, position = rows.nonzero(as_tuple=True)
         return cls(offset=offsets[:, :-1][rows], histories=query_histories(item, valid, window, position))
 
-    def over_catalogue(self, catalogue_size: int) -> torch.Tensor:
-        """[N, catalogue_size] additive logits for a softmax over every item."""
-        return self.offset.unsqueeze(1) * history_columns(self.histories, catalogue_size).to(self.offset.dtype)
+    def add_to_catalogue(self, logits: torch.Tensor) -> torch.Tensor:
+        """`logits` [N, catalogue] (column = id − FIRST_ITEM_ID) with each held item's raised by its
+        row's offset: one scatter of O(N·S) values, each item once however often it was read."""
+        ordered = self.histories.sort(dim=1).values
+        first = torch.ones_like(ordered, dtype=torch.bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        keep = first & (ordered >= 0)
+        columns = torch.where(keep, ordered - FIRST_ITEM_ID, 0)  # the rest add 0 to column 0
+        return logits.scatter_add(1, columns, self.offset.unsqueeze(1).to(logits.dtype) * keep.to(logits.dtype))
 
     def over(self, items: torch.Tensor) -> torch.Tensor:
         """[N, K] additive logits for `items` ([N, K], or [K] shared by every query)."""

@@ -44,7 +44,7 @@ def test_history_membership_matches_python_sets(seed: int) -> None:
     catalogue = 14 - FIRST_ITEM_ID
     dense = history_columns(histories, catalogue)
     candidates = torch.randint(0, 16, (len(expected), 6), generator=torch.Generator().manual_seed(seed))
-    shared = torch.arange(0, 16)
+    shared = torch.randint(0, 16, (24,), generator=torch.Generator().manual_seed(seed + 7))  # repeats, ids absent from every history
     per_row, per_shared = history_contains(histories, candidates), history_contains(histories, shared)
     for n, held in enumerate(expected):
         assert {c + FIRST_ITEM_ID for c in dense[n].nonzero().flatten().tolist()} == held
@@ -52,21 +52,44 @@ def test_history_membership_matches_python_sets(seed: int) -> None:
         assert per_shared[n].tolist() == [int(c) in held for c in shared]
 
 
-def test_sampled_softmax_adds_the_offset_to_every_held_item() -> None:
-    """In-batch negatives, no correction: each logit is q·e + offset·[item in the row's history]."""
+def test_the_catalogue_offsets_equal_a_dense_sum_forward_and_backward() -> None:
+    """Histories that read an item several times raise it once."""
+    item, valid = random_windows(5, windows=6, length=12, vocab=8)
+    rows = valid[:, 1:]
+    window, position = rows.nonzero(as_tuple=True)
+    histories = query_histories(item, valid, window, position)
+    assert any(len(set(h.tolist()) - {-1}) < int((h >= 0).sum()) for h in histories)  # some item read twice
+    logits = torch.randn(len(window), 6, requires_grad=True)
+    offset = torch.randn(len(window), requires_grad=True)
+    got = RepeatOffsets(offset, histories).add_to_catalogue(logits)
+    expected = logits + offset[:, None] * history_columns(histories, 6).float()
+    weights = torch.randn_like(expected)
+    assert torch.allclose(got, expected)
+    gradients_got = torch.autograd.grad((got * weights).sum(), (logits, offset))
+    gradients_expected = torch.autograd.grad((expected * weights).sum(), (logits, offset))
+    assert all(torch.allclose(a, b) for a, b in zip(gradients_got, gradients_expected))
+
+
+@pytest.mark.parametrize("log_q", [False, True])
+def test_sampled_softmax_adds_the_offset_to_every_held_item(log_q: bool) -> None:
+    """In-batch negatives: each logit is q·e + offset·[item in the row's history] (− log of the
+    item's count in the batch with the correction); some positives repeat their own history."""
     generator = torch.Generator().manual_seed(3)
-    table = torch.randn(14, 8, generator=generator)
-    item, valid = random_windows(3, windows=3, length=6)
+    table = torch.randn(8, 8, generator=generator)
+    item, valid = random_windows(3, windows=4, length=7, vocab=8)
     rows = valid[:, 1:] & (item[:, 1:] >= FIRST_ITEM_ID)
     window, position = rows.nonzero(as_tuple=True)
     repeats = RepeatOffsets(offset=torch.randn(len(window), generator=generator), histories=query_histories(item, valid, window, position))
     query, positives = torch.randn(len(window), 8, generator=generator), item[:, 1:][rows]
-    config = NextItemConfig(loss="sampled", negatives="in_batch", log_q_correction=False)
+    config = NextItemConfig(loss="sampled", negatives="in_batch", log_q_correction=log_q)
     loss = sampled_softmax_loss(query, positives, table, config, 1.0, repeats=repeats)
     held = python_histories(item, valid, rows)
+    assert any(int(p) in h for p, h in zip(positives, held)) and len(set(positives.tolist())) < len(positives)
+    count = torch.bincount(positives, minlength=8).float()
     expected = []
     for i in range(len(query)):
-        logit = lambda j: query[i] @ table[positives[j]] + repeats.offset[i] * (int(positives[j]) in held[i])  # noqa: E731
+        correction = lambda j: torch.log(count[positives[j]]) if log_q else 0.0  # noqa: E731  log(m · count/m)
+        logit = lambda j: query[i] @ table[positives[j]] - correction(j) + repeats.offset[i] * (int(positives[j]) in held[i])  # noqa: E731
         row = torch.stack([logit(i), *[logit(j) for j in range(len(query)) if positives[j] != positives[i]]])
         expected.append(-torch.log_softmax(row, 0)[0])
     assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
@@ -152,3 +175,27 @@ def test_training_learns_whether_targets_repeat(loss: str, repeating: bool) -> N
         _, _, _, offsets = model(*batch_inputs(batch))
     mean = float(offsets[batch.valid].mean())
     assert (mean > 1.0) if repeating else (mean < -1.0)
+
+
+def test_retrieval_scores_add_the_offset_in_logit_units_under_cosine() -> None:
+    """Training adds the offset to similarity / τ; retrieval must rank by the same logits."""
+    from rotorec.training.retrieval import RankerScorer
+
+    torch.manual_seed(1)
+    vocab = 12
+    head = {"similarity": "cosine", "temperature": 0.1, "repeat_bias": True}
+    model = Ranker(ModelConfig(item_vocab_size=vocab, action_vocab_size=2, d_model=16, heads=2, layers=1, dropout=0.0, next_item=head))
+    with torch.no_grad():
+        model.repeat_gate.bias.fill_(4.0)
+    model.eval()
+    item, valid = random_windows(2, windows=3, length=6, vocab=vocab)
+    batch = next_item_batch(item)
+    rows = valid[:, 1:]
+    with torch.no_grad():
+        scores = RankerScorer(model).next_item_scores(batch, rows)
+        hidden, _, queries, offsets = model(*batch_inputs(batch))
+        window, position = rows.nonzero(as_tuple=True)
+        held = history_columns(query_histories(item, valid, window, position), vocab - FIRST_ITEM_ID)
+        catalogue = model.catalogue_embeddings()[FIRST_ITEM_ID:]
+        logits = queries[:, :-1][rows] @ catalogue.T / 0.1 + offsets[:, :-1][rows, None] * held
+    assert held.any() and torch.allclose(scores, logits, atol=1e-4)

@@ -47,11 +47,19 @@ def next_item_run(tiny_feed: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return root / "run", root / "data"
 
 
-def test_ranks_match_a_direct_full_catalogue_computation(next_item_run) -> None:
+@pytest.mark.parametrize("gate_bias", [None, 50.0])
+def test_ranks_match_a_direct_full_catalogue_computation(next_item_run, gate_bias: float | None) -> None:
+    """As trained, and with the repeat gate's bias forced to +50 (history items first), so the
+    comparison fails if retrieval left the gate out."""
     run_dir, data = next_item_run
     run = load_run(run_dir)
     dataset = SequenceDataset(data, "test")
+    trained_ranks, _ = next_item_ranks(run.model, dataset, batch_size=7)
+    if gate_bias is not None:
+        with torch.no_grad():
+            run.model.repeat_gate.bias.fill_(gate_bias)
     ranks, users = next_item_ranks(run.model, dataset, batch_size=7)
+    assert (gate_bias is None) or not np.array_equal(ranks, trained_ranks)
     expected = []
     with torch.inference_mode():
         batch = dataset.__getitems__(np.arange(len(dataset)))
@@ -68,7 +76,7 @@ def test_ranks_match_a_direct_full_catalogue_computation(next_item_run) -> None:
                     is_target[0, target] = True
                     expected.append(int(ranks_against(scores[None], scores[[target]], is_target)[0]))
     assert ranks.tolist() == expected and len(users) == len(expected) > 0
-    assert float(run.model.repeat_gate.weight.abs().sum()) > 0  # the gate trained: its offsets took part
+    assert float(run.model.repeat_gate.weight.abs().sum()) > 0  # the gate trained
 
 
 def test_evaluate_reports_next_item_retrieval(next_item_run, tmp_path: Path) -> None:

@@ -185,6 +185,19 @@ def test_a_checkpoint_without_a_recorded_contract_is_not_resumed(tmp_path: Path)
         check_resume(None, {"settings": {}, "data": {}}, tmp_path / "run", tmp_path / "data")
 
 
+def test_a_setting_added_after_the_checkpoint_reads_as_its_default(tmp_path: Path) -> None:
+    """A checkpoint from before `model.next_item.repeat_bias` existed resumes when the setting is
+    at its default, and is refused when it is not."""
+    from rotorec.training.resume import check_resume
+
+    older = {"settings": {"model.next_item.loss": "full", "optim.lr": 0.001}, "data": {}}
+    now = {"settings": {"model.next_item.loss": "full", "model.next_item.repeat_bias": False, "optim.lr": 0.001}, "data": {}}
+    check_resume(older, now, tmp_path / "run", tmp_path / "data")
+    now["settings"]["model.next_item.repeat_bias"] = True
+    with pytest.raises(ConfigError, match=r"model.next_item.repeat_bias \(false -> true\)"):
+        check_resume(older, now, tmp_path / "run", tmp_path / "data")
+
+
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
     from rotorec.model.config import ModelConfig
     from rotorec.model.ranker import Ranker

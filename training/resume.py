@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
+
+from pydantic import BaseModel
 
 from rotorec.features.artifacts import split_files
 from rotorec.features.files import file_digest
@@ -66,12 +69,43 @@ def check_resume(saved: dict | None, current: dict, out: Path, data: Path) -> No
     if other:
         raise ConfigError(f"{out}: --resume on other data: {data} differs from the data this run was trained on in {', '.join(other)}")
     keys = sorted(set(saved["settings"]) | set(current["settings"]))
-    changed = [key for key in keys if key not in RESUMABLE and saved["settings"].get(key) != current["settings"].get(key)]
+    changed = [key for key in keys if key not in RESUMABLE and _saved_value(saved["settings"], key) != current["settings"].get(key)]
     if changed:
-        shown = ", ".join(f"{key} ({_text(saved['settings'].get(key))} -> {_text(current['settings'].get(key))})" for key in changed)
+        shown = ", ".join(
+            f"{key} ({_text(_saved_value(saved['settings'], key))} -> {_text(current['settings'].get(key))})" for key in changed
+        )
         raise ConfigError(
             f"{out}: --resume cannot change {shown}; only {', '.join(RESUMABLE)} may change (start a new run folder for the others)"
         )
+
+
+def _saved_value(settings: dict, key: str) -> object:
+    """A setting added to rotorec after the checkpoint was written reads as its default, which is
+    what the older code did without it."""
+    return settings[key] if key in settings else _default(key)
+
+
+def _default(key: str) -> object:
+    """The declared default of a flattened setting ("model.next_item.repeat_bias"), or None."""
+    section, *path = key.split(".")
+    owner = ModelConfig if section == "model" else _model_class(getattr(RunConfig.model_fields.get(section), "annotation", None))
+    for name in path[:-1]:
+        field = owner.model_fields.get(name) if owner is not None else None
+        owner = _model_class(field.annotation) if field is not None else None
+    field = owner.model_fields.get(path[-1]) if owner is not None and path else None
+    return None if field is None or field.is_required() else _json(field.get_default(call_default_factory=True))
+
+
+def _model_class(annotation: object) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `NextItemConfig | None`."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _json(value: object) -> object:
+    return json.loads(json.dumps(value.model_dump(mode="json") if isinstance(value, BaseModel) else value))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

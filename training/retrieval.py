@@ -50,9 +50,10 @@ class RankerScorer:
         queries = model.next_item_embeddings(hidden[:, :-1][rows]).float()
         scores = queries @ self.catalogue.T
         offsets = model.repeat_offsets(hidden)
-        if offsets is not None:
-            scores = scores + RepeatOffsets.at(offsets.float(), batch.item, batch.valid, rows).over_catalogue(scores.shape[1])
-        return scores
+        if offsets is None:
+            return scores
+        # The offset is in logit units, as in training: the similarity is scaled first (1/τ for cosine).
+        return RepeatOffsets.at(offsets.float(), batch.item, batch.valid, rows).add_to_catalogue(scores * model.next_item_scale)
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

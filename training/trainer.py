@@ -147,7 +147,7 @@ def compute_loss(
             logits = query @ model.catalogue_embeddings()[FIRST_ITEM_ID:].T
             logits = logits if model.next_item_scale == 1.0 else logits * model.next_item_scale
             if repeats is not None:
-                logits = logits + repeats.over_catalogue(logits.shape[1])
+                logits = repeats.add_to_catalogue(logits)
             loss = full_softmax_loss(logits, positives)
         else:
             generator = torch.Generator(device=queries.device).manual_seed(step_seed)

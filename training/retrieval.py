@@ -52,8 +52,9 @@ class RankerScorer:
         offsets = model.repeat_offsets(hidden)
         if offsets is None:
             return scores
-        # The offset is in logit units, as in training: the similarity is scaled first (1/τ for cosine).
-        return RepeatOffsets.at(offsets.float(), batch.item, batch.valid, rows).add_to_catalogue(scores * model.next_item_scale)
+        if model.next_item_scale != 1.0:  # the offset is in logit units, as in training: 1/τ first for cosine
+            scores.mul_(model.next_item_scale)
+        return RepeatOffsets.at(offsets.float(), batch.item, batch.valid, rows).add_to_catalogue(scores)
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,15 @@
-"""Featurization throughput of `rotorec prepare` on the canonical Parquet path, one core.
+"""Featurization throughput of `rotorec prepare` on the canonical Parquet path, per core.
 
 For each size, a canonical event log is generated in time order, as appended logs are (users,
 items, int64 seconds, impressions, per-event time zones, a categorical field, two binary
 labels; ~500 events per user over 60 days), then `prepare` runs in a fresh
-process pinned to one Arrow thread. Reported: wall time of prepare, events/s, peak RSS, and
-peak RSS per event (memory should grow with the compact per-event columns, not the raw log).
+process pinned to one Arrow thread. With `--threads 1 2`, each repeat runs prepare with
+`--threads 1` pinned to one core, then `--threads 2` pinned to two (Linux CPU affinity), so
+the scaling is read from runs side by side. Reported: wall time of prepare, events/s, peak
+RSS, and peak RSS per event (memory should grow with the compact per-event columns, not the
+raw log).
 
-    python benchmarks/bench_features.py --sizes 1000000 10000000 --json benchmarks/out/features.json
+    python benchmarks/bench_features.py --sizes 1000000 10000000 --threads 1 2 --json benchmarks/out/features.json
 """
 
 from __future__ import annotations
@@ -75,9 +78,13 @@ def _schema():
     )
 
 
-def run_one(log_dir: Path, out_dir: Path, group_events: int | None, engine: str | None) -> dict:
-    """Runs in the child process: prepare once, report wall time and peak RSS."""
+def run_one(log_dir: Path, out_dir: Path, group_events: int | None, engine: str | None, threads: int | None) -> dict:
+    """Runs in the child process: prepare once, report wall time and peak RSS. With `threads`,
+    the process is pinned to that many cores first."""
     import resource
+
+    if threads is not None:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
 
     import pyarrow as pa
 
@@ -99,6 +106,8 @@ def run_one(log_dir: Path, out_dir: Path, group_events: int | None, engine: str 
         options["group_events"] = group_events
     if engine is not None:  # "dask": a local cluster of 2 worker processes (the driver's RSS is reported)
         options.update(engine=engine, engine_workers=2)
+    if threads is not None:  # None: a commit from before the option
+        options["threads"] = threads
     started = time.perf_counter()
     stats = prepare(events_source(log_dir, schema), out_dir, PrepareOptions(**options))
     wall = time.perf_counter() - started
@@ -107,6 +116,8 @@ def run_one(log_dir: Path, out_dir: Path, group_events: int | None, engine: str 
         "events": stats["input_rows"],
         "wall_s": wall,
         "events_per_s": stats["input_rows"] / wall,
+        "threads": threads or 1,
+        "cores": len(os.sched_getaffinity(0)),
         "peak_rss_mib": peak_kib / 1024,
         "peak_rss_bytes_per_event": peak_kib * 1024 / stats["input_rows"],
         "timings": stats["timings"],
@@ -142,11 +153,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/features.json"))
     parser.add_argument("--group-events", type=int, help="prepare's --group-events (default: its own default)")
     parser.add_argument("--engine", choices=["local", "dask"], help="prepare's --engine (dask: 2 local workers)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", help="prepare's --threads, each pinned to as many cores, alternating within each repeat"
+    )
     parser.add_argument("--work", type=Path, help="scratch folder for logs, spills and outputs (default: a temporary one)")
     parser.add_argument("--child", nargs=2, metavar=("LOG_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events, args.engine)))
+        threads = None if args.threads is None else args.threads[0]
+        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events, args.engine, threads)))
         return
 
     commit = _commit()  # before the runs: the checkout may move on while they go
@@ -156,28 +171,36 @@ def main() -> None:
             log_dir = Path(tmp) / f"log{size}"
             log_dir.mkdir()
             make_log(log_dir / "events.parquet", size)
-            runs = []
-            for repeat in range(args.repeats):
-                child = subprocess.run(
-                    [sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")]
-                    + ([] if args.group_events is None else ["--group-events", str(args.group_events)])
-                    + ([] if args.engine is None else ["--engine", args.engine]),
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
-                shutil.rmtree(Path(tmp) / f"out{size}", ignore_errors=True)
-            best = min(runs, key=lambda r: r["wall_s"])
-            best["log_mib"] = (log_dir / "events.parquet").stat().st_size / 2**20
-            rows.append(best)
+            runs: dict[int | None, list[dict]] = {}
+            for _ in range(args.repeats):
+                for threads in args.threads or [None]:
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--child", str(log_dir), str(Path(tmp) / f"out{size}")]
+                        + ([] if args.group_events is None else ["--group-events", str(args.group_events)])
+                        + ([] if args.engine is None else ["--engine", args.engine])
+                        + ([] if threads is None else ["--threads", str(threads)]),
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    runs.setdefault(threads, []).append(json.loads(child.stdout.strip().splitlines()[-1]))
+                    shutil.rmtree(Path(tmp) / f"out{size}", ignore_errors=True)
+            single = None
+            for threads, tries in runs.items():
+                best = min(tries, key=lambda r: r["wall_s"])
+                best["log_mib"] = (log_dir / "events.parquet").stat().st_size / 2**20
+                best["walls_s"] = [round(r["wall_s"], 3) for r in tries]
+                single = single or best
+                best["speedup"] = single["wall_s"] / best["wall_s"]
+                rows.append(best)
             shutil.rmtree(log_dir)  # a 100M-event log is a few GB: one size on disk at a time
 
-    print(f"{'events':>12} {'wall s':>8} {'events/s':>12} {'peak RSS MiB':>13} {'B/event':>8} {'log MiB':>8}")
+    print(f"{'events':>12} {'threads':>7} {'wall s':>8} {'events/s':>12} {'speedup':>7} {'peak RSS MiB':>13} {'B/event':>8}", end=" ")
+    print(f"{'log MiB':>8}")
     for r in rows:
         print(
-            f"{r['events']:>12,} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['peak_rss_mib']:>13.0f} "
-            f"{r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}"
+            f"{r['events']:>12,} {r['threads']:>7} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['speedup']:>6.2f}x "
+            f"{r['peak_rss_mib']:>13.0f} {r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}"
         )
     report = {
         "benchmark": "features",
@@ -188,7 +211,7 @@ def main() -> None:
         "commit": commit,
         "group_events": args.group_events,
         "engine": args.engine or "local",
-        "threads": 1,
+        "arrow_threads": 1,
         "results": rows,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,12 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     )
     engine.add_argument("--engine-address", help="Dask scheduler (tcp://host:8786); default: a local cluster")
     engine.add_argument("--engine-workers", type=int, default=defaults.engine_workers, help="processes of the local Dask cluster")
+    engine.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="local engine: threads that read ahead, write the spill, featurize groups and encode files beside the main one",
+    )
     p.add_argument(
         "--group-events",
         type=int,
@@ -165,6 +171,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
             engine=args.engine,
             engine_address=args.engine_address,
             engine_workers=args.engine_workers,
+            threads=args.threads,
             progress=not args.no_progress,
         ),
         "prepare",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 ENGINES = ("local", "dask")
@@ -27,11 +28,36 @@ class Engine(Protocol):
 
 
 class LocalEngine:
+    """Groups in this process: one after another, or on `threads` threads. Threads pay here
+    because the per-group work is numpy, pandas and Arrow kernels over large arrays, which run
+    without the GIL; at most `threads` groups are out at a time, so memory grows by that factor
+    only, and results still come back in group order."""
+
     on_disk = False
 
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+
     def map(self, function, shared, items, per_item=None):
-        for k, item in enumerate(items):
-            yield function(*shared, item) if per_item is None else function(*shared, item, per_item[k])
+        def calls(k: int, item):
+            return function(*shared, item) if per_item is None else function(*shared, item, per_item[k])
+
+        if self.threads == 1:
+            for k, item in enumerate(items):
+                yield calls(k, item)
+            return
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="prepare-group") as pool:
+            pending: deque[Future] = deque()
+            try:
+                for k, item in enumerate(items):
+                    pending.append(pool.submit(calls, k, item))
+                    if len(pending) >= self.threads:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # the caller stopped early (an error): drop what has not started
+                for future in pending:
+                    future.cancel()
 
     def close(self) -> None:
         pass
@@ -74,9 +100,9 @@ class DaskEngine:
             self._cluster.close()
 
 
-def open_engine(name: str, address: str | None = None, workers: int = 2) -> Engine:
+def open_engine(name: str, address: str | None = None, workers: int = 2, threads: int = 1) -> Engine:
     if name == "local":
-        return LocalEngine()
+        return LocalEngine(threads)
     if name == "dask":
         return DaskEngine(address, workers)
     raise ValueError(f"unknown engine {name!r} (one of {', '.join(ENGINES)})")

@@ -23,6 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSc
 from rotorec.features.engines import ENGINES, Engine, open_engine
 from rotorec.features.errors import FeaturesError
 from rotorec.features.files import replace_folder
+from rotorec.features.reader import read_ahead
 from rotorec.features.groups import EventTotals, FeaturizePlan, GroupFeatures, IdMaps, deduplicate_group, featurize_group, map_codes
 from rotorec.features.sequences import action_name
 from rotorec.features.source import LogSource
@@ -96,6 +98,9 @@ class PrepareOptions(StrictModel):
     engine: Literal[ENGINES] = Field("local", description="where the per-group passes run: this process, or Dask workers")
     engine_address: str | None = Field(None, description="Dask scheduler address; none: a local cluster of engine_workers processes")
     engine_workers: int = Field(2, ge=1, description="processes of the local Dask cluster")
+    threads: int = Field(
+        1, ge=1, description="threads of the local engine: groups featurized at once, and the spill written beside the reading"
+    )
     group_events: int = Field(
         2_000_000, ge=1, description="events featurized at once (bounds memory; a user's events always stay in one group)"
     )
@@ -146,7 +151,8 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
     validator = BatchValidator(schema, quarantine)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.spill-", dir=folder.parent) as scratch, ExitStack() as cleanup:
         cleanup.callback(quarantine.close)  # closing twice is harmless; it is closed early where it must be
-        spill = EventSpill(Path(scratch), memory_events=options.group_events)
+        spill = EventSpill(Path(scratch), memory_events=options.group_events, background=options.threads > 1)
+        cleanup.callback(spill.close)
         latest = _read_and_spill(source, validator, spill, options)
         clock.lap("read_validate_s")
         if validator.events_kept == 0:
@@ -154,7 +160,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             _no_valid_events(source, validator, folder)
         # Opened once the log is read (none for a log without a valid event) and closed on every
         # way out, so a Dask cluster never outlives the job.
-        engine = open_engine(options.engine, options.engine_address, options.engine_workers)
+        engine = open_engine(options.engine, options.engine_address, options.engine_workers, options.threads)
         cleanup.callback(engine.close)
         spill.finish(on_disk=engine.on_disk)
         groups = user_groups(validator.users.counts, options.group_events)
@@ -177,7 +183,12 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             duplicates=duplicates,
         )
         totals = _Totals.empty(schema.tasks, vocabularies)
-        writers = {split: [_SplitWriter(folder / shard_file(split, k, options.shards)) for k in range(options.shards)] for split in SPLITS}
+        # Entered last, so shut down (after its writes) before the spill and the engine go.
+        encoders = cleanup.enter_context(ThreadPoolExecutor(len(SPLITS), thread_name_prefix="encode")) if options.threads > 1 else None
+        writers = {
+            split: [_SplitWriter(folder / shard_file(split, k, options.shards), encoders) for k in range(options.shards)]
+            for split in SPLITS
+        }
         user_keys = [validator.users.keys[first:end] for first, end in groups]
         results = engine.map(featurize_group, (spill, plan), groups, user_keys)
         for result in _progress(results, len(groups), "featurize", options):
@@ -226,7 +237,8 @@ def _read_and_spill(source: LogSource, validator: BatchValidator, spill: EventSp
     with tqdm(
         total=source.total_rows, unit="rows", unit_scale=True, desc="validate", disable=None if options.progress else True, leave=False
     ) as bar:
-        for batch in source.batches():
+        batches = source.batches()
+        for batch in read_ahead(batches) if options.threads > 1 else batches:
             events = validator.validate(batch)
             spill.append(events, validator.event_hashes(events))
             _release_freed_memory()
@@ -424,14 +436,18 @@ def _split_plan(protocol: str, latest: int | None, options: PrepareOptions) -> t
 
 class _SplitWriter:
     """Appends each group's windows to one Parquet file in row groups of ROW_GROUP rows, exactly
-    the row groups one write of the whole table would give."""
+    the row groups one write of the whole table would give. Given a `pool`, row groups are
+    encoded and written on its threads (Arrow encodes without the GIL) while the caller goes on
+    to the next group; one write per file is out at a time, so a file's row groups stay in order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pool: ThreadPoolExecutor | None = None) -> None:
         self.path = path
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._template: pa.Table | None = None
+        self._pool = pool
+        self._writing: Future | None = None
 
     def write(self, table: pa.Table) -> None:
         if self._template is None:
@@ -445,6 +461,7 @@ class _SplitWriter:
 
     def close(self) -> None:
         self._flush(whole_groups_only=False)
+        self._wait()
         if self._writer is not None:
             self._writer.close()
         elif self._template is not None:
@@ -457,9 +474,18 @@ class _SplitWriter:
         cut = table.num_rows - table.num_rows % ROW_GROUP if whole_groups_only else table.num_rows
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
-        self._writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP)
         rest = table.slice(cut)
         self._pending, self._pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        if self._pool is None:
+            self._writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP)
+            return
+        self._wait()
+        self._writing = self._pool.submit(self._writer.write_table, table.slice(0, cut), row_group_size=ROW_GROUP)
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
 
 
 def _write_item_table(folder: Path, items: Vocabulary, totals: _Totals, vocab: _Vocabularies, schema) -> None:

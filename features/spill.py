@@ -9,6 +9,7 @@ those users. Memory then depends on the largest group, not on the log (docs/prep
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
@@ -31,9 +32,14 @@ class EventSpill:
     what is held when reading starts stays in memory as the last run (so a log that fits one group
     never touches the disk)."""
 
-    def __init__(self, folder: Path, memory_events: int) -> None:
+    def __init__(self, folder: Path, memory_events: int, background: bool = False) -> None:
         self.folder = folder
         self.memory_events = memory_events
+        # With a spare core, a run is sorted and written on a thread while the next batches are
+        # read and validated (numpy's sort, gather and file writes run without the GIL). One run
+        # at most is being written, so memory holds at most two runs' worth of events.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="spill") if background else None
+        self._writing: Future | None = None
         self._runs: list[Path] = []
         self._held: list[dict[str, np.ndarray]] = []  # batches not yet in a run, in read order
         self._held_events = 0
@@ -50,34 +56,46 @@ class EventSpill:
     def _write_held(self) -> None:
         """The batches held so far become one run on disk: fewer, larger runs keep the reads of
         each group to a few slices."""
-        run = _sorted_by_user(self._held)
         folder = self.folder / f"run{len(self._runs):06d}"
-        folder.mkdir(parents=True)
-        for name, values in run.items():
-            np.save(folder / f"{name}.npy", values)
         self._runs.append(folder)
-        self._held, self._held_events = [], 0
+        held, self._held, self._held_events = self._held, [], 0
+        if self._writer is None:
+            _write_run(held, folder)
+            return
+        self._wait()
+        self._writing = self._writer.submit(_write_run, held, folder)
+
+    def _wait(self) -> None:
+        """Until the run being written is on disk; its error, if any, is raised here."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> None:
+        """Stop the writer thread (after its run), so nothing writes into a folder being removed."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True, cancel_futures=True)
+            self._writer = None  # and the spill pickles again, for the workers of a distributed engine
 
     def finish(self, on_disk: bool) -> None:
         """Reading is over: what is still held becomes the last run, in memory unless workers in
         other processes must read it (`on_disk`)."""
-        if not self._held:
-            return
-        if on_disk:
+        if self._held and on_disk:
             self._write_held()
-        else:
+        elif self._held:
             self._memory_run = _sorted_by_user(self._held)
             self._held, self._held_events = [], 0
+        self._wait()
+        self.close()
 
     def _all_runs(self) -> list[dict[str, np.ndarray] | Path]:
-        if self._held:
+        if self._held or self._writing is not None:
             raise RuntimeError("EventSpill.finish() must come before reading")
         return self._runs + ([self._memory_run] if self._memory_run is not None else [])
 
     @staticmethod
     def _column(run: dict[str, np.ndarray] | Path, name: str) -> np.ndarray:
-        # On disk, columns are memory-mapped: a binary search on the sorted user column touches a
-        # few pages, and `read` copies a slice out before it maps the next file.
+        # On disk, memory-mapped: a binary search on the sorted user column touches a few pages.
         return np.load(run / f"{name}.npy", mmap_mode="r") if isinstance(run, Path) else run[name]
 
     def read(self, users: tuple[int, int], names: list[str]) -> dict[str, np.ndarray]:
@@ -90,9 +108,7 @@ class EventSpill:
             if hi == lo:
                 continue
             for name in names:
-                # Copied out at once, so each file is mapped only while its slice is read: mapped
-                # pages count as resident, and the kernel maps well beyond a slice (read-around).
-                parts[name].append(np.array(self._column(run, name)[lo:hi]))
+                parts[name].append(_read_rows(run / f"{name}.npy", lo, hi) if isinstance(run, Path) else run[name][lo:hi])
         return {name: (np.concatenate(chunks) if chunks else self._empty(name)) for name, chunks in parts.items()}
 
     def read_events(self, users: tuple[int, int], categorical: list[str], dropped: np.ndarray) -> EventColumns:
@@ -114,6 +130,22 @@ class EventSpill:
     def _empty(self, name: str) -> np.ndarray:
         template = self._column(self._all_runs()[0], name)
         return np.zeros((0, *template.shape[1:]), dtype=template.dtype)
+
+
+def _read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of an .npy file, read straight into a new array. Not memory-mapped: mapped
+    pages count as resident (the kernel maps well beyond a slice), and mapping and unmapping
+    serialize the threads of a process on its memory map while they fault pages in."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(file) if version == (1, 0) else np.lib.format.read_array_header_2_0(file)
+        values = np.empty((hi - lo, *shape[1:]), dtype=dtype)
+        if values.nbytes == 0:  # a column of no values per event (no probability columns)
+            return values
+        file.seek(values.nbytes // (hi - lo) * lo, 1)  # whence 1: from the end of the header
+        if file.readinto(memoryview(values).cast("B")) != values.nbytes:
+            raise OSError(f"{path}: rows {lo}..{hi} of {shape[0]} could not be read")
+    return values
 
 
 def user_groups(events_per_user: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -143,6 +175,13 @@ def stable_user_order(user: np.ndarray) -> np.ndarray:
         order = np.take(order, np.argsort(digit, kind="stable"))
         shift += 16
     return order
+
+
+def _write_run(batches: list[dict[str, np.ndarray]], folder: Path) -> None:
+    run = _sorted_by_user(batches)
+    folder.mkdir(parents=True)
+    for name, values in run.items():
+        np.save(folder / f"{name}.npy", values)
 
 
 def _sorted_by_user(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -120,11 +120,29 @@ def assert_same_prepared(got: Path, want: Path) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("batch_rows,group_events", [(1 << 20, 1 << 30), (500, 1), (700, 900)])
-def test_prepare_matches_the_in_memory_reference(tmp_path: Path, case: str, batch_rows: int, group_events: int) -> None:
+@pytest.mark.parametrize("batch_rows,group_events,threads", [(1 << 20, 1 << 30, 1), (500, 1, 1), (700, 900, 1), (700, 900, 2), (300, 1, 3)])
+def test_prepare_matches_the_in_memory_reference(tmp_path: Path, case: str, batch_rows: int, group_events: int, threads: int) -> None:
+    """Also with threads: batches read ahead, runs sorted and written, groups featurized and
+    split files encoded beside the main thread."""
     out = tmp_path / "out"
-    _prepare(case, tmp_path, out, batch_rows, group_events=group_events)
+    _prepare(case, tmp_path, out, batch_rows, group_events=group_events, threads=threads)
     assert_same_prepared(out, REFERENCE / case)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_threads_write_the_same_bytes(tmp_path: Path, case: str) -> None:
+    """Every output file, byte for byte (quarantine included, in its order), is the one a single
+    thread writes: threads change when work is done, never what is written or in which order."""
+    outputs = {threads: tmp_path / f"threads{threads}" for threads in (1, 2)}
+    for threads, out in outputs.items():
+        _prepare(case, tmp_path, out, 300, group_events=700, threads=threads, shards=2)
+    files = sorted(path.relative_to(outputs[1]) for path in outputs[1].rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(outputs[2]) for path in outputs[2].rglob("*") if path.is_file())
+    for name in files:
+        if name.name == "stats.json":
+            assert _stats(outputs[2]) == _stats(outputs[1])
+        else:
+            assert (outputs[2] / name).read_bytes() == (outputs[1] / name).read_bytes(), f"{name} differs"
 
 
 @pytest.mark.slow
@@ -155,9 +173,11 @@ def test_the_dask_engine_on_a_two_process_cluster_matches_the_reference(tmp_path
     batch_rows=st.integers(1, 40),
     group_events=st.integers(1, 30),
     protocol=st.sampled_from(["loo", "temporal"]),
+    threads=st.sampled_from([1, 2]),
 )
-def test_grouped_prepare_equals_one_group(tmp_path_factory, rows, repeats, batch_rows, group_events, protocol) -> None:
-    """Any read batch size and any group size give the outputs of one batch and one group."""
+def test_grouped_prepare_equals_one_group(tmp_path_factory, rows, repeats, batch_rows, group_events, protocol, threads) -> None:
+    """Any read batch size, group size and thread count give the outputs of one batch and one
+    group on one thread."""
     rows = rows + [rows[k % len(rows)] for k in repeats]  # repeated rows anywhere later in the log
     folder = tmp_path_factory.mktemp("grouped")
     table = pa.table(
@@ -173,17 +193,17 @@ def test_grouped_prepare_equals_one_group(tmp_path_factory, rows, repeats, batch
     schema = LogSchema.from_flags("click", None, impression_id="impression_id")
     options = {"max_len": 4, "windows": "all", "split": protocol, "progress": False}
 
-    def run(name: str, batch_rows: int, group_events: int) -> None:
+    def run(name: str, batch_rows: int, group_events: int, threads: int = 1) -> None:
         source = events_source(folder / "log.parquet", schema, batch_rows=batch_rows)
-        prepare(source, folder / name, PrepareOptions(**options, group_events=group_events))
+        prepare(source, folder / name, PrepareOptions(**options, group_events=group_events, threads=threads))
 
     try:
         run("one", 1 << 20, 1 << 30)
     except FeaturesError:  # e.g. a temporal split of a log without times: the grouped run must fail alike
         with pytest.raises(FeaturesError):
-            run("many", batch_rows, group_events)
+            run("many", batch_rows, group_events, threads)
         return
-    run("many", batch_rows, group_events)
+    run("many", batch_rows, group_events, threads)
     assert_same_prepared(folder / "many", folder / "one")
 
 

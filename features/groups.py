@@ -32,28 +32,29 @@ from rotorec.features.windows import WindowMode, plan_windows
 
 @dataclass
 class GroupDuplicates:
-    """Pass 2 of one group: the repeated input rows, their codes (to take back from the counts),
-    and the action masks' counts among the events that stay."""
+    """Pass 2 of one group: the repeated input rows, and their codes and labels (to take back
+    from the counts the vocabularies are built from)."""
 
     rows: np.ndarray
     user: np.ndarray
     item: np.ndarray
     categorical: dict[str, np.ndarray]
-    mask_counts: np.ndarray
+    labels: np.ndarray
 
 
-def deduplicate_group(spill: EventSpill, schema: LogSchema, users: tuple[int, int]) -> GroupDuplicates:
+def deduplicate_group(spill: EventSpill, schema: LogSchema, users: tuple[int, int]) -> GroupDuplicates | None:
+    """None for a group without duplicates, the usual case: then only its hashes are read."""
+    again = ~first_occurrences(spill.read(users, ["hash"])["hash"])
+    if not again.any():
+        return None
     categorical = [CATEGORICAL_PREFIX + name for name in schema.categorical]
-    columns = spill.read(users, ["hash", "row", "labels", "user", "item", *categorical])
-    first = first_occurrences(columns["hash"])
-    mask_counts = np.bincount(action_masks(columns["labels"][first]), minlength=1 << len(schema.tasks))
-    again = ~first
+    columns = spill.read(users, ["row", "labels", "user", "item", *categorical])
     return GroupDuplicates(
         rows=columns["row"][again],
         user=columns["user"][again],
         item=columns["item"][again],
         categorical={name: columns[CATEGORICAL_PREFIX + name][again] for name in schema.categorical},
-        mask_counts=mask_counts,
+        labels=columns["labels"][again],
     )
 
 

@@ -164,11 +164,11 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         cleanup.callback(engine.close)
         spill.finish(on_disk=engine.on_disk)
         groups = user_groups(validator.users.counts, options.group_events)
-        duplicates, mask_counts = _find_duplicates(engine, spill, groups, validator, options)
+        duplicates = _find_duplicates(engine, spill, groups, validator, options)
         _quarantine_duplicates(source, quarantine, duplicates)
         quarantine.close()
         clock.lap("deduplicate_s")
-        vocabularies = _Vocabularies.build(source, validator, mask_counts, folder / "vocab", options)
+        vocabularies = _Vocabularies.build(source, validator, folder / "vocab", options)
         protocol = options.split if options.split != "auto" else source.protocol()
         split_info, cutoffs = _split_plan(protocol, latest, options)
         plan = FeaturizePlan(
@@ -269,20 +269,16 @@ def _no_valid_events(source: LogSource, validator: BatchValidator, folder: Path)
 
 def _find_duplicates(
     engine: Engine, spill: EventSpill, groups: list[tuple[int, int]], validator: BatchValidator, options: PrepareOptions
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back, and
-    the count of each action mask among the events that stay."""
-    schema = validator.schema
+) -> np.ndarray:
+    """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back."""
     repeated: list[np.ndarray] = []
-    mask_counts = np.zeros(1 << len(schema.tasks), dtype=np.int64)
-    results = engine.map(deduplicate_group, (spill, schema), groups)
+    results = engine.map(deduplicate_group, (spill, validator.schema), groups)
     for found in _progress(results, len(groups), "deduplicate", options):
-        mask_counts += found.mask_counts
-        if len(found.rows):
+        if found is not None:
             repeated.append(found.rows)
-            validator.discount(found.user, found.item, found.categorical)
+            validator.discount(found.user, found.item, found.categorical, found.labels)
         _release_freed_memory()
-    return (np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)), mask_counts
+    return np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)
 
 
 def _quarantine_duplicates(source: LogSource, quarantine: QuarantineWriter, duplicates: np.ndarray) -> None:
@@ -318,7 +314,7 @@ class _Vocabularies:
     catalogue_categories: dict[str, np.ndarray]
 
     @classmethod
-    def build(cls, source: LogSource, validator: BatchValidator, mask_counts: np.ndarray, folder: Path, options: PrepareOptions):
+    def build(cls, source: LogSource, validator: BatchValidator, folder: Path, options: PrepareOptions):
         catalogue_codes, catalogue_categories = _register_catalogue(source, validator)
         folder.mkdir()
         keep_catalogue = np.zeros(len(validator.items), dtype=bool)
@@ -330,6 +326,7 @@ class _Vocabularies:
         for name, index in validator.categories.items():
             categories[name], category_maps[name] = Vocabulary.build(name, index.keys, index.counts, options.min_count)
             categories[name].save(folder)
+        mask_counts = validator.action_counts
         mask_values = np.flatnonzero(mask_counts)
         names = np.array([action_name(int(m), source.schema.tasks) for m in mask_values])
         actions, action_map = Vocabulary.build("action", names, mask_counts[mask_values])

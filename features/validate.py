@@ -24,6 +24,7 @@ from rotorec.features.events import MISSING_LABEL, NO_VALUE, EventColumns
 from rotorec.features.localtime import MAX_OFFSET_MINUTES
 from rotorec.features.reader import SourceBatch
 from rotorec.features.schema import LogSchema
+from rotorec.features.sequences import action_masks
 from rotorec.features.textframe import MalformedLine
 from rotorec.features.timestamps import NO_OFFSET, NUMBER_TEXT, TimestampParser, mask_of
 
@@ -175,6 +176,7 @@ class BatchValidator:
         self.times = TimestampParser(
             schema.timestamp_unit, naive_offset_minutes=fixed, naive_zone=None if fixed is not None else schema.default_timezone
         )
+        self.action_counts = np.zeros(1 << len(schema.tasks), dtype=np.int64)  # events per action mask
         self.reasons: Counter[str] = Counter()
         self.rows_read = 0
         self.events_kept = 0
@@ -333,16 +335,17 @@ class BatchValidator:
         return row_hashes(columns)
 
     def _count(self, events: EventColumns) -> None:
-        self._count_codes(events.user, events.item, events.categorical, 1)
+        self._count_codes(events.user, events.item, events.categorical, events.labels, 1)
 
-    def _count_codes(self, user: np.ndarray, item: np.ndarray, categorical: dict[str, np.ndarray], sign: int) -> None:
+    def _count_codes(self, user: np.ndarray, item: np.ndarray, categorical: dict[str, np.ndarray], labels: np.ndarray, sign: int) -> None:
         self.users.count(user, sign)
         self.items.count(item, sign)
         for name, codes in categorical.items():
             self.categories[name].count(codes.reshape(-1), sign)
+        self.action_counts += sign * np.bincount(action_masks(labels), minlength=len(self.action_counts))
 
-    def discount(self, user: np.ndarray, item: np.ndarray, categorical: dict[str, np.ndarray]) -> None:
+    def discount(self, user: np.ndarray, item: np.ndarray, categorical: dict[str, np.ndarray], labels: np.ndarray) -> None:
         """Take back the counts of events found to be duplicates after they were counted."""
-        self._count_codes(user, item, categorical, -1)
+        self._count_codes(user, item, categorical, labels, -1)
         self.events_kept -= len(user)
         self.reasons["duplicate"] += len(user)

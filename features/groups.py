@@ -199,10 +199,21 @@ def map_codes(codes: np.ndarray, code_to_id: np.ndarray) -> np.ndarray:
     return np.where(codes >= 0, code_to_id[np.maximum(codes, 0)], PAD)
 
 
+def distinct_with_slots(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(ids, return_inverse=True)` for non-negative ids. Vocabulary ids are dense, so
+    unless their range far exceeds the group, counting replaces the sort: np.unique's inverse
+    was a third of the featurizing time at 10M events."""
+    if len(ids) == 0 or int(ids.max()) >= 4 * len(ids) + 4096:
+        return np.unique(ids, return_inverse=True)
+    present = np.bincount(ids) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present).astype(ids.dtype, copy=False), rank[ids]
+
+
 def _per_item(item_ids: np.ndarray, events: EventColumns, categorical_ids: dict[str, np.ndarray], schema: LogSchema) -> dict:
     """Each item's earliest timed second in the group, and its latest event (by time, then input
-    row) with the item-level values, from one sort of the group's item ids."""
-    ids, slot = np.unique(item_ids, return_inverse=True)
+    row) with the item-level values, from one pass over the group's distinct item ids."""
+    ids, slot = distinct_with_slots(item_ids)
     earliest = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)  # stays at max: never timed
     np.minimum.at(earliest, slot[events.has_time], events.seconds[events.has_time])
     item_level = [name for name, spec in schema.categorical.items() if spec.level == "item"]

@@ -90,8 +90,10 @@ def number_impressions(user: np.ndarray, key: np.ndarray, has: np.ndarray) -> np
 
 def action_masks(labels: np.ndarray) -> np.ndarray:
     """An event's action as a bit mask of its positive labels (bit k = task k is 1)."""
-    weights = 1 << np.arange(labels.shape[1], dtype=np.int64)
-    return ((labels == 1).astype(np.int64) * weights).sum(axis=1)
+    masks = np.zeros(len(labels), dtype=np.int64)
+    for k in range(labels.shape[1]):  # column by column: a reduction over axis 1 is several times slower
+        masks |= (labels[:, k] == 1).astype(np.int64) << k
+    return masks
 
 
 def action_name(mask: int, tasks: list[str]) -> str:
@@ -152,5 +154,7 @@ def window_table(windows: Windows, columns: dict[str, np.ndarray], user_keys: np
 
 def positives_and_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per task: (# positive, # observed) over rows of a label matrix."""
-    observed = labels != MISSING_LABEL
-    return (labels == 1).sum(axis=0), observed.sum(axis=0)
+    # Column by column: a reduction over axis 0 of an [events, tasks] array is several times slower.
+    positives = np.array([np.count_nonzero(labels[:, k] == 1) for k in range(labels.shape[1])], dtype=np.int64)
+    observed = np.array([np.count_nonzero(labels[:, k] != MISSING_LABEL) for k in range(labels.shape[1])], dtype=np.int64)
+    return positives, observed

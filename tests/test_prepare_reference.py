@@ -229,3 +229,17 @@ def test_the_radix_user_order_is_numpys_stable_argsort(codes: list[int], modulus
 
 if __name__ == "__main__":
     _regenerate()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=200), st.sampled_from([0, 10, 10_000, 2**40]))
+def test_distinct_ids_with_slots_equal_numpys_unique(ids: list[int], spread: int) -> None:
+    """Counting (dense ids) and sorting (ids spread far beyond the group) give np.unique's answer."""
+    from rotorec.features.groups import distinct_with_slots
+
+    values = np.array(ids, dtype=np.int64) * (spread + 1)
+    want_ids, want_slots = np.unique(values, return_inverse=True)
+    got_ids, got_slots = distinct_with_slots(values)
+    assert got_ids.dtype == values.dtype
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_array_equal(got_slots, want_slots)

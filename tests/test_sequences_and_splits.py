@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -185,3 +186,14 @@ def test_temporal_cutoff_never_splits_an_impression() -> None:
     assert start.tolist() == [100, 190, 190, 190, 220, 300]
     phase = temporal_phases(start, np.ones(6, dtype=bool), TemporalCutoffs(valid_start=200, test_start=300))
     assert phase.tolist() == [TRAIN, TRAIN, TRAIN, TRAIN, VALID, TEST]
+
+
+def test_phase_ranges_refuse_phases_falling_inside_a_user() -> None:
+    from rotorec.features.splits import phase_ranges
+
+    starts, lengths = np.array([0, 3]), np.array([3, 3])
+    ranges = phase_ranges(np.array([0, 1, 2, 0, 0, 2], dtype=np.int8), starts, lengths, 2)  # falls only where user 2 starts
+    np.testing.assert_array_equal(ranges.start, [2, 2])  # within each user's events
+    np.testing.assert_array_equal(ranges.end, [3, 3])
+    with pytest.raises(ValueError, match="must not decrease"):
+        phase_ranges(np.array([0, 2, 1, 0, 1, 2], dtype=np.int8), starts, lengths, 2)

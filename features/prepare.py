@@ -99,10 +99,12 @@ class PrepareOptions(StrictModel):
     engine_address: str | None = Field(None, description="Dask scheduler address; none: a local cluster of engine_workers processes")
     engine_workers: int = Field(2, ge=1, description="processes of the local Dask cluster")
     threads: int = Field(
-        1, ge=1, description="threads of the local engine: groups featurized at once, and the spill written beside the reading"
+        1, ge=1, description="threads: read ahead, spill and encode beside the main one; with the local engine, groups featurized at once"
     )
     group_events: int = Field(
-        2_000_000, ge=1, description="events featurized at once (bounds memory; a user's events always stay in one group)"
+        2_000_000,
+        ge=1,
+        description="events featurized at once, across the local engine's threads (bounds memory; a user is never split)",
     )
     progress: bool = True
 
@@ -163,7 +165,10 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
         engine = open_engine(options.engine, options.engine_address, options.engine_workers, options.threads)
         cleanup.callback(engine.close)
         spill.finish(on_disk=engine.on_disk)
-        groups = user_groups(validator.users.counts, options.group_events)
+        # Local threads share --group-events: N groups of 1/N the size are out at once, so memory
+        # stays where one thread puts it, and smaller groups keep the threads evenly busy.
+        sharing = options.threads if options.engine == "local" else 1
+        groups = user_groups(validator.users.counts, -(-options.group_events // sharing))
         duplicates = _find_duplicates(engine, spill, groups, validator, options)
         _quarantine_duplicates(source, quarantine, duplicates)
         quarantine.close()

@@ -5,7 +5,8 @@ items, int64 seconds, impressions, per-event time zones, a categorical field, tw
 labels; ~500 events per user over 60 days), then `prepare` runs in a fresh
 process pinned to one Arrow thread. With `--threads 1 2`, each repeat runs prepare with
 `--threads 1` pinned to one core, then `--threads 2` pinned to two (Linux CPU affinity), so
-the scaling is read from runs side by side. Reported: wall time of prepare, events/s, peak
+the scaling is read from runs side by side, beside what the machine gives plain NumPy work on
+as many processes (`machine_scaling`: virtual cores often share memory bandwidth). Reported: wall time of prepare, events/s, peak
 RSS, and peak RSS per event (memory should grow with the compact per-event columns, not the
 raw log).
 
@@ -124,6 +125,37 @@ def run_one(log_dir: Path, out_dir: Path, group_events: int | None, engine: str 
     }
 
 
+def _numpy_work() -> float:
+    """Seconds of plain memory-bound NumPy work: a random gather, a sort, arithmetic (16M int64)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    values, order = rng.integers(0, 1 << 40, 1 << 24), rng.permutation(1 << 24)
+    started = time.perf_counter()
+    for _ in range(3):
+        np.take(values, order)
+        np.sort(values)
+        values * 3 + 1
+    return time.perf_counter() - started
+
+
+def machine_scaling(cores: int, rounds: int = 5) -> dict:
+    """What `cores` processes of plain NumPy work get from this machine: the work of
+    `_numpy_work` alone, then in `cores` processes at once, alternating. A virtual machine's
+    cores can share memory bandwidth or be taken by other guests, so prepare's speedup is read
+    beside this ceiling, measured in the same run (median of `rounds`)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from statistics import median
+
+    ratios = []
+    with ProcessPoolExecutor(cores) as pool:
+        for _ in range(rounds):
+            alone = pool.submit(_numpy_work).result()
+            together = max(f.result() for f in [pool.submit(_numpy_work) for _ in range(cores)])
+            ratios.append(cores * alone / together)
+    return {"cores": cores, "speedup": median(ratios), "speedups": [round(r, 3) for r in ratios]}
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -202,6 +234,10 @@ def main() -> None:
             f"{r['events']:>12,} {r['threads']:>7} {r['wall_s']:>8.2f} {r['events_per_s']:>12,.0f} {r['speedup']:>6.2f}x "
             f"{r['peak_rss_mib']:>13.0f} {r['peak_rss_bytes_per_event']:>8.0f} {r['log_mib']:>8.1f}"
         )
+    ceiling = None
+    if args.threads and max(args.threads) > 1:
+        ceiling = machine_scaling(max(args.threads))
+        print(f"this machine, plain NumPy work on {ceiling['cores']} processes at once: {ceiling['speedup']:.2f}x ({ceiling['speedups']})")
     report = {
         "benchmark": "features",
         "date": time.strftime("%Y-%m-%d"),
@@ -212,6 +248,7 @@ def main() -> None:
         "group_events": args.group_events,
         "engine": args.engine or "local",
         "arrow_threads": 1,
+        "machine_scaling": ceiling,
         "results": rows,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

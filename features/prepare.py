@@ -73,7 +73,8 @@ _MALLOC_TRIM = _glibc_trim()
 def _release_freed_memory() -> None:
     """Hand the memory one group freed back to the OS before the next. glibc keeps freed heap
     memory for reuse, and each group's large arrays leave it fragmented: without this, peak RSS
-    at 30M events was 1.73 GB instead of 1.33 GB (benchmarks/RESULTS.md), for no measurable time."""
+    at 30M events was 1.73 GB instead of 1.33 GB (benchmarks/RESULTS.md). Not more often than
+    that: memory handed back is zeroed again by the kernel when next touched."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
@@ -245,8 +246,8 @@ def _read_and_spill(source: LogSource, validator: BatchValidator, spill: EventSp
         batches = source.batches()
         for batch in read_ahead(batches) if options.threads > 1 else batches:
             events = validator.validate(batch)
-            spill.append(events, validator.event_hashes(events))
-            _release_freed_memory()
+            if spill.append(events, validator.event_hashes(events)):
+                _release_freed_memory()  # once per run, not per batch: each release costs the next batch page faults
             if events.has_time.any():
                 newest = int(events.seconds[events.has_time].max())
                 latest = newest if latest is None else max(latest, newest)

@@ -45,13 +45,16 @@ class EventSpill:
         self._held_events = 0
         self._memory_run: dict[str, np.ndarray] | None = None
 
-    def append(self, events: EventColumns, hashes: np.ndarray) -> None:
+    def append(self, events: EventColumns, hashes: np.ndarray) -> bool:
+        """Hold a batch; True when the batches held so far went to a run (their memory is freed)."""
         if len(events) == 0:
-            return
+            return False
         self._held.append({**_columns(events), "hash": hashes})
         self._held_events += len(events)
         if self._held_events > self.memory_events:
             self._write_held()
+            return True
+        return False
 
     def _write_held(self) -> None:
         """The batches held so far become one run on disk: fewer, larger runs keep the reads of

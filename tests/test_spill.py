@@ -1,0 +1,55 @@
+"""The spill's storage form: running codes parked as int32 while they fit, read back as int64."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rotorec.features.events import EventColumns
+from rotorec.features.spill import EventSpill
+
+
+def _events(users: np.ndarray, first_row: int) -> EventColumns:
+    n = len(users)
+    return EventColumns(
+        user=users.astype(np.int64),
+        item=(users * 7 + 3).astype(np.int64),
+        seconds=np.arange(n, dtype=np.int64) + 1_700_000_000,
+        has_time=np.ones(n, bool),
+        offset_minutes=np.zeros(n, np.int16),
+        row=np.arange(first_row, first_row + n, dtype=np.int64),
+        impression=np.zeros(n, np.int64),
+        has_impression=np.zeros(n, bool),
+        labels=np.zeros((n, 1), np.int8),
+        probabilities=np.zeros((n, 0)),
+        categorical={"genre": np.stack([users % 5, np.full(n, -1)], axis=1).astype(np.int64)},
+    )
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_codes_beyond_int32_survive_the_spill(tmp_path: Path, on_disk: bool) -> None:
+    """A batch whose codes fit int32 and one whose codes do not, in one run and in separate
+    runs: every column comes back as int64 with the values that went in."""
+    small = np.array([3, 1, 2, 1, 0], dtype=np.int64)
+    huge = np.array([2**31 + 5, 2, 2**31 - 1, 2**40], dtype=np.int64)
+    for memory_events in (3, 100):  # a run per batch, or both batches in one run
+        spill = EventSpill(tmp_path / f"spill{memory_events}-{on_disk}", memory_events=memory_events)
+        batches = [_events(small, 0), _events(huge, len(small))]
+        for batch in batches:
+            spill.append(batch, np.arange(len(batch), dtype=np.uint64))
+        spill.finish(on_disk=on_disk)
+        if memory_events == 3:  # the first run holds the small codes only: stored narrow
+            assert np.load(spill.folder / "run000000" / "user.npy").dtype == np.int32
+            assert np.load(spill.folder / "run000000" / "cat__genre.npy").dtype == np.int32
+        everything = EventColumns.concat(batches)
+        got = spill.read_events((0, 2**41), ["genre"], np.zeros(0, dtype=np.int64))
+        order = np.lexsort((everything.row, everything.user))
+        for name in ("user", "item", "row", "seconds"):
+            assert getattr(got, name).dtype == np.int64
+            np.testing.assert_array_equal(getattr(got, name), getattr(everything, name)[order])
+        assert got.categorical["genre"].dtype == np.int64
+        np.testing.assert_array_equal(got.categorical["genre"], everything.categorical["genre"][order])
+        empty = spill.read((2**42, 2**43), ["user", "cat__genre", "row"])
+        assert all(values.dtype == np.int64 and len(values) == 0 for values in empty.values())

@@ -30,8 +30,8 @@ class Engine(Protocol):
 class LocalEngine:
     """Groups in this process: one after another, or on `threads` threads. Threads pay here
     because the per-group work is numpy, pandas and Arrow kernels over large arrays, which run
-    without the GIL; at most `threads` groups are out at a time, so memory grows by that factor
-    only, and results still come back in group order."""
+    without the GIL. At most `threads` groups are out at a time (prepare makes them 1/threads
+    the size, so memory stays near one thread's), and results still come back in group order."""
 
     on_disk = False
 

@@ -39,8 +39,8 @@ from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSc
 from rotorec.features.engines import ENGINES, Engine, open_engine
 from rotorec.features.errors import FeaturesError
 from rotorec.features.files import replace_folder
-from rotorec.features.reader import read_ahead
 from rotorec.features.groups import EventTotals, FeaturizePlan, GroupFeatures, IdMaps, deduplicate_group, featurize_group, map_codes
+from rotorec.features.reader import read_ahead
 from rotorec.features.sequences import action_name
 from rotorec.features.source import LogSource
 from rotorec.features.splits import SPLITS, TemporalCutoffs

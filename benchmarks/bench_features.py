@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="scratch folder for logs, spills and outputs (default: a temporary one)")
     parser.add_argument("--child", nargs=2, metavar=("LOG_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        args.threads = list(dict.fromkeys(args.threads))  # each count once: runs are grouped by it
     if args.child:
         threads = None if args.threads is None else args.threads[0]
         print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.group_events, args.engine, threads)))

@@ -20,8 +20,16 @@ class Engine(Protocol):
     on_disk: bool
     """Whether workers read the spill from disk (then every run is written there)."""
 
-    def map(self, function: Callable[..., Any], shared: tuple, items: Sequence, per_item: Sequence | None = None) -> Iterator[Any]:
-        """function(*shared, item[, per_item[k]]) for every item, yielded in item order."""
+    def map(
+        self,
+        function: Callable[..., Any],
+        shared: tuple,
+        items: Sequence,
+        per_item: Sequence | None = None,
+        sizes: Sequence[int] | None = None,
+    ) -> Iterator[Any]:
+        """function(*shared, item[, per_item[k]]) for every item, yielded in item order; `sizes`
+        (events per item) lets an engine bound the events it holds at once."""
         ...
 
     def close(self) -> None: ...
@@ -30,15 +38,17 @@ class Engine(Protocol):
 class LocalEngine:
     """Groups in this process: one after another, or on `threads` threads. Threads pay here
     because the per-group work is numpy, pandas and Arrow kernels over large arrays, which run
-    without the GIL. At most `threads` groups are out at a time (prepare makes them 1/threads
-    the size, so memory stays near one thread's), and results still come back in group order."""
+    without the GIL. At most `threads` groups are out at a time, and no more than `budget` events
+    among them (one group alone may exceed it: a user is never split), so memory stays where one
+    thread with one group of `budget` events puts it; results still come back in group order."""
 
     on_disk = False
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, budget: int | None = None) -> None:
         self.threads = threads
+        self.budget = budget
 
-    def map(self, function, shared, items, per_item=None):
+    def map(self, function, shared, items, per_item=None, sizes=None):
         def calls(k: int, item):
             return function(*shared, item) if per_item is None else function(*shared, item, per_item[k])
 
@@ -47,16 +57,22 @@ class LocalEngine:
                 yield calls(k, item)
             return
         with ThreadPoolExecutor(self.threads, thread_name_prefix="prepare-group") as pool:
-            pending: deque[Future] = deque()
+            pending: deque[tuple[Future, int]] = deque()
+            held = 0  # events of the groups out
             try:
                 for k, item in enumerate(items):
-                    pending.append(pool.submit(calls, k, item))
-                    if len(pending) >= self.threads:
-                        yield pending.popleft().result()
+                    size = 0 if sizes is None else int(sizes[k])
+                    while pending and (len(pending) >= self.threads or (self.budget is not None and held + size > self.budget)):
+                        future, done = pending.popleft()
+                        held -= done
+                        yield future.result()
+                    pending.append((pool.submit(calls, k, item), size))
+                    held += size
                 while pending:
-                    yield pending.popleft().result()
+                    future, _ = pending.popleft()
+                    yield future.result()
             finally:  # the caller stopped early (an error): drop what has not started
-                for future in pending:
+                for future, _ in pending:
                     future.cancel()
 
     def close(self) -> None:
@@ -83,7 +99,7 @@ class DaskEngine:
         self._client = Client(address)
         self.in_flight = in_flight or 2 * max(len(self._client.scheduler_info()["workers"]), 1)
 
-    def map(self, function, shared, items, per_item=None):
+    def map(self, function, shared, items, per_item=None, sizes=None):  # sizes unused: each worker holds its own groups
         shared = tuple(self._client.scatter(value, broadcast=True, hash=False) for value in shared)
         pending: deque = deque()
         for k, item in enumerate(items):
@@ -100,9 +116,9 @@ class DaskEngine:
             self._cluster.close()
 
 
-def open_engine(name: str, address: str | None = None, workers: int = 2, threads: int = 1) -> Engine:
+def open_engine(name: str, address: str | None = None, workers: int = 2, threads: int = 1, budget: int | None = None) -> Engine:
     if name == "local":
-        return LocalEngine(threads)
+        return LocalEngine(threads, budget)
     if name == "dask":
         return DaskEngine(address, workers)
     raise ValueError(f"unknown engine {name!r} (one of {', '.join(ENGINES)})")

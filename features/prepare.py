@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -163,13 +163,14 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             _no_valid_events(source, validator, folder)
         # Opened once the log is read (none for a log without a valid event) and closed on every
         # way out, so a Dask cluster never outlives the job.
-        engine = open_engine(options.engine, options.engine_address, options.engine_workers, options.threads)
-        cleanup.callback(engine.close)
-        spill.finish(on_disk=engine.on_disk)
         # Local threads share --group-events: N groups of 1/N the size are out at once, so memory
         # stays where one thread puts it, and smaller groups keep the threads evenly busy.
         sharing = options.threads if options.engine == "local" else 1
-        groups = user_groups(validator.users.counts, -(-options.group_events // sharing))
+        per_group = -(-options.group_events // sharing)
+        engine = open_engine(options.engine, options.engine_address, options.engine_workers, options.threads, budget=sharing * per_group)
+        cleanup.callback(engine.close)
+        spill.finish(on_disk=engine.on_disk)
+        groups = user_groups(validator.users.counts, per_group)
         duplicates = _find_duplicates(engine, spill, groups, validator, options)
         _quarantine_duplicates(source, quarantine, duplicates)
         quarantine.close()
@@ -196,7 +197,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             for split in SPLITS
         }
         user_keys = [validator.users.keys[first:end] for first, end in groups]
-        results = engine.map(featurize_group, (spill, plan), groups, user_keys)
+        results = cleanup.enter_context(closing(engine.map(featurize_group, (spill, plan), groups, user_keys, _sizes(groups, validator))))
         for result in _progress(results, len(groups), "featurize", options):
             _merge_group(result, writers, totals, schema)
             del result
@@ -278,13 +279,21 @@ def _find_duplicates(
 ) -> np.ndarray:
     """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back."""
     repeated: list[np.ndarray] = []
-    results = engine.map(deduplicate_group, (spill, validator.schema), groups)
-    for found in _progress(results, len(groups), "deduplicate", options):
-        if found is not None:
-            repeated.append(found.rows)
-            validator.discount(found.user, found.item, found.categorical, found.labels)
-        _release_freed_memory()
+    # Closed on every way out, so no group thread outlives an error here (tqdm does not pass a
+    # close on to what it wraps).
+    with closing(engine.map(deduplicate_group, (spill, validator.schema), groups, sizes=_sizes(groups, validator))) as results:
+        for found in _progress(results, len(groups), "deduplicate", options):
+            if found is not None:
+                repeated.append(found.rows)
+                validator.discount(found.user, found.item, found.categorical, found.labels)
+            _release_freed_memory()
     return np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)
+
+
+def _sizes(groups: list[tuple[int, int]], validator: BatchValidator) -> list[int]:
+    """Events per group, as counted so far (duplicates are taken back after pass 2)."""
+    total = np.concatenate([[0], np.cumsum(validator.users.counts)])
+    return [int(total[end] - total[first]) for first, end in groups]
 
 
 def _quarantine_duplicates(source: LogSource, quarantine: QuarantineWriter, duplicates: np.ndarray) -> None:

@@ -157,7 +157,11 @@ def _read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
     serialize the threads of a process on its memory map while they fault pages in."""
     with open(path, "rb") as file:
         version = np.lib.format.read_magic(file)
-        shape, _, dtype = np.lib.format.read_array_header_1_0(file) if version == (1, 0) else np.lib.format.read_array_header_2_0(file)
+        shape, fortran_order, dtype = (
+            np.lib.format.read_array_header_1_0(file) if version == (1, 0) else np.lib.format.read_array_header_2_0(file)
+        )
+        if fortran_order:  # runs are written C-ordered; rows of another layout are not contiguous
+            raise OSError(f"{path}: not a C-ordered array")
         values = np.empty((hi - lo, *shape[1:]), dtype=dtype)
         if values.nbytes == 0:  # a column of no values per event (no probability columns)
             return values

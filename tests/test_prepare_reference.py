@@ -229,10 +229,6 @@ def test_the_radix_user_order_is_numpys_stable_argsort(codes: list[int], modulus
     assert np.array_equal(stable_user_order(user), np.argsort(user, kind="stable"))
 
 
-if __name__ == "__main__":
-    _regenerate()
-
-
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.integers(0, 50), max_size=200), st.sampled_from([0, 10, 10_000, 2**40]))
 def test_distinct_ids_with_slots_equal_numpys_unique(ids: list[int], spread: int) -> None:
@@ -245,3 +241,7 @@ def test_distinct_ids_with_slots_equal_numpys_unique(ids: list[int], spread: int
     assert got_ids.dtype == values.dtype
     np.testing.assert_array_equal(got_ids, want_ids)
     np.testing.assert_array_equal(got_slots, want_slots)
+
+
+if __name__ == "__main__":
+    _regenerate()

@@ -15,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotorec.features.engines import LocalEngine
-from rotorec.features.events import EventColumns
 from rotorec.features.reader import read_ahead
-from rotorec.features.spill import EventSpill, _read_rows
+from rotorec.features.spill import _read_rows
 
 
 def _slow_square(delay: float, item: int, extra: int = 0) -> int:
@@ -148,40 +147,6 @@ def test_reading_past_the_end_of_a_truncated_run_is_an_error(tmp_path: Path) -> 
         _read_rows(tmp_path / "column.npy", 85, 100)
 
 
-def test_a_background_spill_reads_back_as_a_foreground_one(tmp_path: Path) -> None:
-    """Runs sorted and written on the spill's thread equal runs written in line, read back
-    group by group; the last run stays in memory either way."""
-    rng = np.random.default_rng(3)
-    batches = [_spill_batch(rng.integers(0, 40, 300), first_row=300 * k) for k in range(7)]
-    spills = {}
-    for background in (False, True):
-        spill = EventSpill(tmp_path / str(background), memory_events=500, background=background)
-        for events in batches:
-            spill.append(events, events.row.astype(np.uint64) * 7)
-        spill.finish(on_disk=False)
-        spills[background] = spill
-    assert len(list((tmp_path / "True").iterdir())) == len(list((tmp_path / "False").iterdir())) > 1
-    for users in [(0, 10), (10, 11), (11, 40)]:
-        got = spills[True].read(users, ["user", "row", "hash"])
-        want = spills[False].read(users, ["user", "row", "hash"])
-        for name in want:
-            np.testing.assert_array_equal(got[name], want[name])
-
-
-def test_a_failing_spill_write_is_raised_and_the_thread_stops(tmp_path: Path, monkeypatch) -> None:
-    def fail(batches, folder):
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr("rotorec.features.spill._write_run", fail)
-    spill = EventSpill(tmp_path, memory_events=10, background=True)
-    with pytest.raises(OSError, match="No space"):
-        for k in range(5):
-            spill.append(_spill_batch(np.arange(20), first_row=20 * k), np.arange(20, dtype=np.uint64))
-        spill.finish(on_disk=True)
-    spill.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("spill")]
-
-
 def test_no_thread_outlives_a_failed_prepare(tmp_path: Path, monkeypatch) -> None:
     """An error in the main thread while groups are out (here: merging the second group) is
     raised, and every group, spill, encoder and read-ahead thread is stopped before prepare
@@ -217,20 +182,3 @@ def test_no_thread_outlives_a_failed_prepare(tmp_path: Path, monkeypatch) -> Non
         pytest.fail("prepare did not raise")
     assert not alive
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.parquet"]  # no output, staging or spill left
-
-
-def _spill_batch(users: np.ndarray, first_row: int) -> EventColumns:
-    n = len(users)
-    return EventColumns(
-        user=users.astype(np.int64),
-        item=(users % 13).astype(np.int64),
-        seconds=np.arange(n, dtype=np.int64),
-        has_time=np.ones(n, bool),
-        offset_minutes=np.zeros(n, np.int16),
-        row=np.arange(first_row, first_row + n, dtype=np.int64),
-        impression=np.zeros(n, np.int64),
-        has_impression=np.zeros(n, bool),
-        labels=np.zeros((n, 1), np.int8),
-        probabilities=np.zeros((n, 0)),
-        categorical={},
-    )

@@ -1,7 +1,9 @@
-"""The spill's storage form: running codes parked as int32 while they fit, read back as int64."""
+"""The spill: running codes parked as int32 while they fit and read back as int64; runs written on
+the spill's own thread (`prepare --threads`)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +55,37 @@ def test_codes_beyond_int32_survive_the_spill(tmp_path: Path, on_disk: bool) -> 
         np.testing.assert_array_equal(got.categorical["genre"], everything.categorical["genre"][order])
         empty = spill.read((2**42, 2**43), ["user", "cat__genre", "row"])
         assert all(values.dtype == np.int64 and len(values) == 0 for values in empty.values())
+
+
+def test_a_background_spill_reads_back_as_a_foreground_one(tmp_path: Path) -> None:
+    """Runs sorted and written on the spill's thread equal runs written in line, read back
+    group by group; the last run stays in memory either way."""
+    rng = np.random.default_rng(3)
+    batches = [_events(rng.integers(0, 40, 300), first_row=300 * k) for k in range(7)]
+    spills = {}
+    for background in (False, True):
+        spill = EventSpill(tmp_path / str(background), memory_events=500, background=background)
+        for events in batches:
+            spill.append(events, events.row.astype(np.uint64) * 7)
+        spill.finish(on_disk=False)
+        spills[background] = spill
+    assert len(list((tmp_path / "True").iterdir())) == len(list((tmp_path / "False").iterdir())) > 1
+    for users in [(0, 10), (10, 11), (11, 40)]:
+        got = spills[True].read(users, ["user", "row", "hash"])
+        want = spills[False].read(users, ["user", "row", "hash"])
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_a_failing_spill_write_is_raised_and_the_thread_stops(tmp_path: Path, monkeypatch) -> None:
+    def fail(batches, folder):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("rotorec.features.spill._write_run", fail)
+    spill = EventSpill(tmp_path, memory_events=10, background=True)
+    with pytest.raises(OSError, match="No space"):
+        for k in range(5):
+            spill.append(_events(np.arange(20), first_row=20 * k), np.arange(20, dtype=np.uint64))
+        spill.finish(on_disk=True)
+    spill.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("spill")]

@@ -47,36 +47,40 @@ class LocalEngine:
     def __init__(self, threads: int = 1, budget: int | None = None) -> None:
         self.threads = threads
         self.budget = budget
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="prepare-group") if threads > 1 else None
 
     def map(self, function, shared, items, per_item=None, sizes=None):
         def calls(k: int, item):
             return function(*shared, item) if per_item is None else function(*shared, item, per_item[k])
 
-        if self.threads == 1:
+        if self._pool is None:
             for k, item in enumerate(items):
                 yield calls(k, item)
             return
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="prepare-group") as pool:
-            pending: deque[tuple[Future, int]] = deque()
-            held = 0  # events of the groups out
-            try:
-                for k, item in enumerate(items):
-                    size = 0 if sizes is None else int(sizes[k])
-                    while pending and (len(pending) >= self.threads or (self.budget is not None and held + size > self.budget)):
-                        future, done = pending.popleft()
-                        held -= done
-                        yield future.result()
-                    pending.append((pool.submit(calls, k, item), size))
-                    held += size
-                while pending:
-                    future, _ = pending.popleft()
+        pending: deque[tuple[Future, int]] = deque()
+        held = 0  # events of the groups out
+        try:
+            for k, item in enumerate(items):
+                size = 0 if sizes is None else int(sizes[k])
+                while pending and (len(pending) >= self.threads or (self.budget is not None and held + size > self.budget)):
+                    future, done = pending.popleft()
+                    held -= done
                     yield future.result()
-            finally:  # the caller stopped early (an error): drop what has not started
-                for future, _ in pending:
-                    future.cancel()
+                pending.append((self._pool.submit(calls, k, item), size))
+                held += size
+            while pending:
+                future, _ = pending.popleft()
+                yield future.result()
+        finally:  # the caller stopped early (an error): drop what has not started
+            for future, _ in pending:
+                future.cancel()
 
     def close(self) -> None:
-        pass
+        """Stop the group threads: each finishes the group it is on, the rest are dropped. The
+        caller's way out closes the engine, not the map it was looping over (a progress bar
+        wrapping that loop does not pass a close on)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class DaskEngine:

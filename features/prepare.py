@@ -23,8 +23,8 @@ import logging
 import shutil
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,12 +35,12 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from rotorec.features.background import InOrder, read_ahead
 from rotorec.features.artifacts import NO_FIRST_SEEN, CategoricalInfo, FeatureSchema, SplitInfo, shard_file
 from rotorec.features.engines import ENGINES, Engine, open_engine
 from rotorec.features.errors import FeaturesError
 from rotorec.features.files import replace_folder
 from rotorec.features.groups import EventTotals, FeaturizePlan, GroupFeatures, IdMaps, deduplicate_group, featurize_group, map_codes
-from rotorec.features.reader import read_ahead
 from rotorec.features.sequences import action_name
 from rotorec.features.source import LogSource
 from rotorec.features.splits import SPLITS, TemporalCutoffs
@@ -197,7 +197,7 @@ def _prepare_into(source: LogSource, folder: Path, options: PrepareOptions) -> d
             for split in SPLITS
         }
         user_keys = [validator.users.keys[first:end] for first, end in groups]
-        results = cleanup.enter_context(closing(engine.map(featurize_group, (spill, plan), groups, user_keys, _sizes(groups, validator))))
+        results = engine.map(featurize_group, (spill, plan), groups, user_keys, _sizes(groups, validator))
         for result in _progress(results, len(groups), "featurize", options):
             _merge_group(result, writers, totals, schema)
             del result
@@ -279,14 +279,12 @@ def _find_duplicates(
 ) -> np.ndarray:
     """Pass 2: input rows that repeat an earlier event (sorted), with their counts taken back."""
     repeated: list[np.ndarray] = []
-    # Closed on every way out, so no group thread outlives an error here (tqdm does not pass a
-    # close on to what it wraps).
-    with closing(engine.map(deduplicate_group, (spill, validator.schema), groups, sizes=_sizes(groups, validator))) as results:
-        for found in _progress(results, len(groups), "deduplicate", options):
-            if found is not None:
-                repeated.append(found.rows)
-                validator.discount(found.user, found.item, found.categorical, found.labels)
-            _release_freed_memory()
+    results = engine.map(deduplicate_group, (spill, validator.schema), groups, sizes=_sizes(groups, validator))
+    for found in _progress(results, len(groups), "deduplicate", options):
+        if found is not None:
+            repeated.append(found.rows)
+            validator.discount(found.user, found.item, found.categorical, found.labels)
+        _release_freed_memory()
     return np.sort(np.concatenate(repeated)) if repeated else np.zeros(0, dtype=np.int64)
 
 
@@ -458,8 +456,7 @@ class _SplitWriter:
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._template: pa.Table | None = None
-        self._pool = pool
-        self._writing: Future | None = None
+        self._writing = InOrder(pool) if pool is not None else None
 
     def write(self, table: pa.Table) -> None:
         if self._template is None:
@@ -473,7 +470,8 @@ class _SplitWriter:
 
     def close(self) -> None:
         self._flush(whole_groups_only=False)
-        self._wait()
+        if self._writing is not None:
+            self._writing.wait()
         if self._writer is not None:
             self._writer.close()
         elif self._template is not None:
@@ -488,16 +486,10 @@ class _SplitWriter:
             self._writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
         rest = table.slice(cut)
         self._pending, self._pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-        if self._pool is None:
+        if self._writing is None:
             self._writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP)
-            return
-        self._wait()
-        self._writing = self._pool.submit(self._writer.write_table, table.slice(0, cut), row_group_size=ROW_GROUP)
-
-    def _wait(self) -> None:
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            writing.result()
+        else:
+            self._writing.submit(self._writer.write_table, table.slice(0, cut), row_group_size=ROW_GROUP)
 
 
 def _write_item_table(folder: Path, items: Vocabulary, totals: _Totals, vocab: _Vocabularies, schema) -> None:

@@ -11,11 +11,9 @@ in one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +22,6 @@ import pyarrow.parquet as pq
 from rotorec.features.errors import LogReadError, first_line
 from rotorec.features.textframe import MalformedLine
 from rotorec.features.textlog import check_columns, read_text_log
-
-T = TypeVar("T")
 
 DEFAULT_BATCH_ROWS = 1 << 20
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -119,18 +115,3 @@ def _iter_text(path: Path, columns: list[str], batch_rows: int) -> Iterator[Sour
     for read in read_text_log(path, columns, batch_rows):
         first = int(read.rows[0]) if len(read.rows) else read.set_aside[0].row
         yield SourceBatch(read.batch, path.name, first, read.set_aside, read.rows)
-
-
-_END = object()
-
-
-def read_ahead(items: Iterable[T]) -> Iterator[T]:
-    """`items`, with the next one read on a thread while the caller works on the current one:
-    Arrow decodes Parquet and parses text without the GIL, so on a spare core reading costs the
-    caller nothing. One item is read ahead, no more, so memory grows by one batch."""
-    items = iter(items)
-    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
-        upcoming = pool.submit(next, items, _END)
-        while (item := upcoming.result()) is not _END:
-            upcoming = pool.submit(next, items, _END)
-            yield item

@@ -9,12 +9,13 @@ those users. Memory then depends on the largest group, not on the log (docs/prep
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
+from rotorec.features.background import InOrder
 from rotorec.features.events import EventColumns
 
 CATEGORICAL_PREFIX = "cat__"
@@ -51,8 +52,8 @@ class EventSpill:
         # With a spare core, a run is sorted and written on a thread while the next batches are
         # read and validated (numpy's sort, gather and file writes run without the GIL). One run
         # at most is being written, so memory holds at most two runs' worth of events.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="spill") if background else None
-        self._writing: Future | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="spill") if background else None
+        self._writing = InOrder(self._pool) if self._pool is not None else None
         self._runs: list[Path] = []
         self._held: list[dict[str, np.ndarray]] = []  # batches not yet in a run, in read order
         self._held_events = 0
@@ -75,23 +76,16 @@ class EventSpill:
         folder = self.folder / f"run{len(self._runs):06d}"
         self._runs.append(folder)
         held, self._held, self._held_events = self._held, [], 0
-        if self._writer is None:
+        if self._writing is None:
             _write_run(held, folder)
-            return
-        self._wait()
-        self._writing = self._writer.submit(_write_run, held, folder)
-
-    def _wait(self) -> None:
-        """Until the run being written is on disk; its error, if any, is raised here."""
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            writing.result()
+        else:
+            self._writing.submit(_write_run, held, folder)
 
     def close(self) -> None:
         """Stop the writer thread (after its run), so nothing writes into a folder being removed."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True, cancel_futures=True)
-            self._writer = None  # and the spill pickles again, for the workers of a distributed engine
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = self._writing = None  # and the spill pickles again, for a distributed engine's workers
 
     def finish(self, on_disk: bool) -> None:
         """Reading is over: what is still held becomes the last run, in memory unless workers in
@@ -101,11 +95,12 @@ class EventSpill:
         elif self._held:
             self._memory_run = _sorted_by_user(self._held)
             self._held, self._held_events = [], 0
-        self._wait()
+        if self._writing is not None:
+            self._writing.wait()  # the last run's error, if any, is raised here
         self.close()
 
     def _all_runs(self) -> list[dict[str, np.ndarray] | Path]:
-        if self._held or self._writing is not None:
+        if self._held or (self._writing is not None and self._writing.busy):
             raise RuntimeError("EventSpill.finish() must come before reading")
         return self._runs + ([self._memory_run] if self._memory_run is not None else [])
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rotorec.features.background import read_ahead
 from rotorec.features.engines import LocalEngine
-from rotorec.features.reader import read_ahead
 from rotorec.features.spill import _read_rows
 
 
@@ -24,14 +24,28 @@ def _slow_square(delay: float, item: int, extra: int = 0) -> int:
     return item * item + extra
 
 
+@pytest.fixture
+def engines():
+    """LocalEngine(...) closed after the test, so no group thread lingers into the next one."""
+    made: list[LocalEngine] = []
+
+    def make(threads: int, budget: int | None = None) -> LocalEngine:
+        made.append(LocalEngine(threads, budget))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_the_local_engine_yields_in_item_order_whatever_finishes_first(threads: int) -> None:
-    engine = LocalEngine(threads)
+def test_the_local_engine_yields_in_item_order_whatever_finishes_first(engines, threads: int) -> None:
+    engine = engines(threads)
     assert list(engine.map(_slow_square, (0.002,), range(12))) == [k * k for k in range(12)]
     assert list(engine.map(_slow_square, (0.002,), range(5), per_item=[10, 20, 30, 40, 50])) == [10, 21, 34, 49, 66]
 
 
-def test_the_local_engine_keeps_at_most_threads_groups_out() -> None:
+def test_the_local_engine_keeps_at_most_threads_groups_out(engines) -> None:
     running, most = 0, 0
     lock = threading.Lock()
 
@@ -45,11 +59,11 @@ def test_the_local_engine_keeps_at_most_threads_groups_out() -> None:
             running -= 1
         return item
 
-    assert list(LocalEngine(3).map(work, (), range(20))) == list(range(20))
+    assert list(engines(3).map(work, (), range(20))) == list(range(20))
     assert 2 <= most <= 3
 
 
-def test_the_local_engine_holds_no_more_events_than_its_budget() -> None:
+def test_the_local_engine_holds_no_more_events_than_its_budget(engines) -> None:
     """Groups of one large user each (a user is never split) wait for each other; groups within
     the budget run side by side."""
     running, most = 0, 0
@@ -66,15 +80,15 @@ def test_the_local_engine_holds_no_more_events_than_its_budget() -> None:
         return item
 
     big = [1_500_000] * 6
-    assert list(LocalEngine(4, budget=2_000_000).map(work, (), range(6), per_item=big, sizes=big)) == list(range(6))
+    assert list(engines(4, budget=2_000_000).map(work, (), range(6), per_item=big, sizes=big)) == list(range(6))
     assert most == 1_500_000
     most = 0
     small = [500_000] * 12
-    assert list(LocalEngine(4, budget=2_000_000).map(work, (), range(12), per_item=small, sizes=small)) == list(range(12))
+    assert list(engines(4, budget=2_000_000).map(work, (), range(12), per_item=small, sizes=small)) == list(range(12))
     assert 1_000_000 <= most <= 2_000_000
 
 
-def test_a_failing_group_raises_in_order_and_later_groups_are_not_started() -> None:
+def test_a_failing_group_raises_in_order_and_later_groups_are_not_started(engines) -> None:
     started: list[int] = []
 
     def work(item: int) -> int:
@@ -83,7 +97,7 @@ def test_a_failing_group_raises_in_order_and_later_groups_are_not_started() -> N
             raise ValueError("group 3 is bad")
         return item
 
-    results = LocalEngine(2).map(work, (), range(50))
+    results = engines(2).map(work, (), range(50))
     assert [next(results) for _ in range(3)] == [0, 1, 2]
     with pytest.raises(ValueError, match="group 3"):
         next(results)
